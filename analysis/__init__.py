@@ -1,0 +1,1 @@
+"""Pure statistics of the silent-zone study (numpy, pandas, scipy, statsmodels; never torch)."""

@@ -1,0 +1,8 @@
+"""silentzone: rerun "Displacement Is Not Direction" (KLD vs benchmark score of quantized LLMs).
+
+Pipeline modules: config (study YAML), models (reference registry), llama_tools (llama.cpp
+command-line tools), tables (result contracts I/O), provenance, cli.
+The statistics live in the separate, torch-free package `analysis`.
+"""
+
+__version__ = "0.1.0"

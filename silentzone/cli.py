@@ -1,0 +1,74 @@
+"""Command line: `silentzone <command>`. Errors are one line on stderr with a non-zero exit status.
+
+    silentzone validate configs/smollm2.yaml [--profile smoke]
+    silentzone schema [quants|fidelity|samples]
+    silentzone prepare --study smollm2          # export and check the float reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _validate(args) -> int:
+    from .config import load
+    for path in args.configs:
+        study = load(path, args.profile)
+        print(f"{path}: ok (study {study.study}, profile {study.profile_name}, "
+              f"{len(study.quants)} quants, {len(study.tasks)} tasks, config_hash {study.config_hash})")
+    return 0
+
+
+def _schema(args) -> int:
+    from analysis.contracts import SCHEMAS, STATS_KEYS
+    names = args.names or list(SCHEMAS)
+    for n in names:
+        if n not in SCHEMAS:
+            raise SystemExit(f"silentzone schema: unknown table {n!r} (have {sorted(SCHEMAS)})")
+        print(SCHEMAS[n].markdown(), end="\n\n")
+    if not args.names:
+        print("**stats.json** keys: " + ", ".join(f"`{k}`" for k in STATS_KEYS))
+    return 0
+
+
+def _prepare(args) -> int:
+    from .config import load
+    from .models import resolve
+    from .paths import CONFIGS
+    study = load(args.config or CONFIGS / f"{args.study}.yaml", args.profile)
+    ref = resolve(study.reference.model, study.reference.dtype)
+    print(json.dumps({"study": study.study, "hf_dir": str(ref.hf_dir), "gguf": str(ref.gguf),
+                      "check": ref.info["check"]}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="silentzone", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("validate", help="check study configs (one-line errors)")
+    v.add_argument("configs", nargs="+")
+    v.add_argument("--profile", default="default")
+    v.set_defaults(fn=_validate)
+    s = sub.add_parser("schema", help="print the result-contract schemas")
+    s.add_argument("names", nargs="*")
+    s.set_defaults(fn=_schema)
+    r = sub.add_parser("prepare", help="export the study's float reference (HF + GGUF) and check it")
+    r.add_argument("--study", default="smollm2")
+    r.add_argument("--config")
+    r.add_argument("--profile", default="default")
+    r.set_defaults(fn=_prepare)
+    args = p.parse_args(argv)
+    from .config import ConfigError
+    from .models import ModelError
+    from analysis.contracts import ContractError
+    try:
+        return args.fn(args)
+    except (ConfigError, ModelError, ContractError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

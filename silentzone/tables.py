@@ -1,0 +1,70 @@
+"""Read and write the result-contract tables (schemas in `analysis.contracts`).
+
+Every writer goes through `write_table`: it validates the frame against its schema, writes to a
+temporary file and renames (a half-written table is never taken for a finished one), and stores a
+provenance record beside it as <file>.provenance.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.contracts import FIDELITY, QUANTS, SAMPLES, SCHEMAS, STATS_KEYS, ContractError, Schema, validate
+
+__all__ = ["FIDELITY", "QUANTS", "SAMPLES", "SCHEMAS", "ContractError", "read_table", "write_table",
+           "write_stats"]
+
+
+def write_table(frame: pd.DataFrame, schema: Schema, path: str | Path, provenance: dict) -> Path:
+    """Validate `frame` and write it as CSV (.csv) or Parquet (.parquet), atomically."""
+    path = Path(path)
+    validate(frame, schema, where=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.suffix == ".parquet":
+        frame.to_parquet(tmp, index=False)
+    else:
+        frame.to_csv(tmp, index=False, float_format="%.10g", lineterminator="\n")
+    _write_json(path.with_name(path.name + ".provenance.json"), {"schema": schema.name, **provenance})
+    os.replace(tmp, path)
+    return path
+
+
+_DTYPES = {"str": "string", "int": "int64", "float": "float64", "bool": "bool"}
+
+
+def read_table(path: str | Path, schema: Schema) -> pd.DataFrame:
+    """Read a table written by `write_table` and validate it (ContractError names the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ContractError(f"{path}: file not found")
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+    else:
+        dtypes = {c.name: _DTYPES[c.kind] for c in schema.columns if c.kind in ("str",)}
+        frame = pd.read_csv(path, dtype=dtypes, keep_default_na=False,
+                            na_values={c.name: [""] for c in schema.columns if c.kind != "str"})
+        for c in schema.columns:
+            if c.kind == "str" and c.name in frame:
+                frame[c.name] = frame[c.name].astype(object)
+    return validate(frame, schema, where=str(path))
+
+
+def write_stats(stats: dict, path: str | Path) -> Path:
+    """Write data/<study>/stats.json after checking the required headline keys are present."""
+    missing = [k for k in STATS_KEYS if k not in stats]
+    if missing:
+        raise ContractError(f"{path}: stats.json lacks key(s) {missing}")
+    _write_json(Path(path), stats)
+    return Path(path)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
