@@ -59,6 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--config")
     r.add_argument("--profile", default="default")
     r.set_defaults(fn=_prepare)
+    # Stage packages add their own subcommands (quantize, kld/capture/score, bench, ...).
+    import importlib
+    import importlib.util
+    for mod in ("silentzone.quantize.cli", "silentzone.fidelity.cli", "silentzone.bench.cli",
+                "silentzone.workflow.cli"):
+        try:
+            found = importlib.util.find_spec(mod) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            importlib.import_module(mod).register(sub)
     args = p.parse_args(argv)
     from .config import ConfigError
     from .models import ModelError

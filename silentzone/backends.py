@@ -1,0 +1,109 @@
+"""Scoring backends: one interface over llama.cpp (GGUF) and transformers (HF formats).
+
+    m = open_model(path_or_artifact_dir)    # GGUF file, HF dir, or a quant artifact dir
+    logits = m.logits(ids)                   # float32 [len(ids), vocab], fresh context each call
+    m.vocab_size, m.kind ("llama.cpp" | "transformers"), m.name
+
+A quant artifact directory (written by `silentzone.quantize`) holds artifact.json:
+    {"format": "gguf", "file": "model.gguf"}                       llama.cpp
+    {"format": "hf", "dir": "hf"}                                  saved quantized HF model
+    {"format": "loadtime", "method": "bnb", "recipe": {...},
+     "reference_hf": "/path/to/hf-f32"}                            quantized when loaded
+Load-time methods (bitsandbytes, torchao, quanto, hqq) are applied by
+`silentzone.quantize.loadtime.load(method, recipe, reference_hf, device)`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class BackendError(RuntimeError):
+    """A model cannot be opened or scored (one-line message)."""
+
+
+class LlamaCppModel:
+    kind = "llama.cpp"
+
+    def __init__(self, gguf: Path, n_ctx: int = 2048, threads: int | None = None, name: str = ""):
+        from .logits import load_llama
+        self.path = Path(gguf)
+        self.name = name or self.path.stem
+        self.n_ctx = n_ctx
+        self.llm = load_llama(self.path, n_ctx=n_ctx, threads=threads)
+        self.vocab_size = int(self.llm.n_vocab())
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        from .logits import llama_logits
+        if len(ids) > self.n_ctx:
+            raise BackendError(f"{self.name}: {len(ids)} tokens exceed n_ctx {self.n_ctx}")
+        return llama_logits(self.llm, ids)
+
+    def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
+        if add_bos is None:
+            add_bos = bool(self.llm._model.add_bos_token()) if hasattr(self.llm._model, "add_bos_token") else True
+        return self.llm.tokenize(text.encode(), add_bos=add_bos, special=False)
+
+
+class HFModel:
+    kind = "transformers"
+
+    def __init__(self, model, name: str = "", device: str = "cpu"):
+        self.model = model
+        self.name = name
+        self.device = device
+        self.vocab_size = int(model.config.get_text_config().vocab_size)
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        import torch
+        with torch.no_grad():  # not inference_mode: optimum-quanto int4 fails under it
+            out = self.model(torch.tensor([ids], device=self.device)).logits[0]
+        return out.float().cpu().numpy()
+
+
+def open_model(path: str | Path, device: str = "cpu", n_ctx: int = 2048, threads: int | None = None,
+               name: str = ""):
+    """Open a GGUF file, an HF directory or a quant artifact directory for scoring."""
+    path = Path(path)
+    name = name or path.name
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise BackendError(f"{path}: GGUF file not found")
+        return LlamaCppModel(path, n_ctx=n_ctx, threads=threads, name=name)
+    if not path.is_dir():
+        raise BackendError(f"{path}: not a GGUF file or a model directory")
+    art = path / "artifact.json"
+    if art.is_file():
+        meta = json.loads(art.read_text())
+        fmt = meta.get("format")
+        if fmt == "gguf":
+            return LlamaCppModel(path / meta["file"], n_ctx=n_ctx, threads=threads, name=name)
+        if fmt == "hf":
+            return _hf(path / meta["dir"], device, name)
+        if fmt == "loadtime":
+            from .quantize import loadtime
+            model = loadtime.load(meta["method"], meta["recipe"], meta["reference_hf"], device)
+            return HFModel(model, name, device)
+        raise BackendError(f"{art}: unknown artifact format {fmt!r}")
+    if (path / "config.json").is_file():
+        return _hf(path, device, name)
+    raise BackendError(f"{path}: no artifact.json or config.json")
+
+
+def _hf(d: Path, device: str, name: str) -> HFModel:
+    import torch
+    from transformers import AutoModelForCausalLM
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype, device_map=device).eval()
+    return HFModel(model, name, device)
+
+
+def default_threads() -> int:
+    return int(os.environ.get("SILENTZONE_THREADS", os.cpu_count() or 1))

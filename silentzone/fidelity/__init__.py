@@ -1,0 +1,1 @@
+"""Reference logits and fidelity metrics (issue: reference logits and fidelity metrics)."""
