@@ -18,6 +18,8 @@ the dequantized expansion, and every quant made from it measures noise around th
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import json
 import os
@@ -106,9 +108,24 @@ def resolve(spec: str, dtype: str = "float32", check: bool = True) -> Reference:
     root = models_dir() / name
     gg = "f32" if dtype == "float32" else "bf16"
     ref = Reference(spec, name, root, root / f"hf-{gg}", root / f"model-{gg}.gguf", dtype)
-    if (root / "reference.json").is_file() and ref.hf_dir.is_dir() and ref.gguf.is_file():
+    if _ready(ref):
         return ref
     root.mkdir(parents=True, exist_ok=True)
+    # Several processes (parallel workflow jobs) may ask for the same reference: one exports,
+    # the others wait on the lock and then find it ready.
+    with open(root / ".export.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _ready(ref):
+            _export(ref, spec, dtype, check)
+    return ref
+
+
+def _ready(ref: Reference) -> bool:
+    return (ref.root / "reference.json").is_file() and ref.hf_dir.is_dir() and ref.gguf.is_file()
+
+
+def _export(ref: Reference, spec: str, dtype: str, check: bool) -> None:
+    root, gg = ref.root, ("f32" if dtype == "float32" else "bf16")
     if spec.startswith("embedded:"):
         source = embedded_source(spec.split(":", 1)[1])
     elif spec.endswith(".gguf") or Path(spec).expanduser().is_file():
@@ -122,19 +139,23 @@ def resolve(spec: str, dtype: str = "float32", check: bool = True) -> Reference:
     else:
         raise ModelError(f"{spec}: not an embedded model, local path or hub id")
     if source.suffix == ".gguf":
-        if not ref.hf_dir.is_dir():
+        if not _hf_complete(ref.hf_dir):
             _gguf_to_hf(source, ref.hf_dir, dtype)
         if not ref.gguf.is_file():
             _gguf_to_float_gguf(source, ref.gguf, gg)
     else:
-        if not ref.hf_dir.is_dir():
+        if not _hf_complete(ref.hf_dir):
             _copy_hf(source, ref.hf_dir, dtype)
         if not ref.gguf.is_file():
             _hf_to_gguf(ref.hf_dir, ref.gguf, gg)
     report = check_reference(ref) if check else {}
     info = {"spec": spec, "source": str(source), "dtype": dtype, "check": report}
     _atomic_write(root / "reference.json", json.dumps(info, indent=2))
-    return ref
+
+
+def _hf_complete(d: Path) -> bool:
+    return (d / "config.json").is_file() and (d / "tokenizer.json").is_file() and any(
+        d.glob("*.safetensors"))
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -190,7 +211,12 @@ def tokenizer_from_gguf(source: Path):
     kind = f["tokenizer.ggml.model"].contents()
     if kind != "llama":
         from transformers import AutoTokenizer
-        return AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+        tok = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+        # transformers marks GPT-2 byte-level BPE as byte_fallback; it never falls back (every byte
+        # has a token) but llama.cpp's convert_hf_to_gguf then mistakes it for a SentencePiece vocab.
+        if kind == "gpt2":
+            tok.backend_tokenizer.model.byte_fallback = False
+        return tok
     from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
     from transformers.tokenization_utils_base import generate_merges
@@ -230,10 +256,29 @@ def _gguf_to_float_gguf(source: Path, out: Path, gg: str) -> None:
     params.ftype = {"f32": llama_cpp.LLAMA_FTYPE_ALL_F32, "bf16": llama_cpp.LLAMA_FTYPE_MOSTLY_BF16}[gg]
     params.allow_requantize = True
     params.nthread = os.cpu_count() or 1
-    rc = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
+    with _quiet_fds():  # llama.cpp prints one line per tensor to the C-level stdout/stderr
+        rc = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
     if rc != 0 or not tmp.is_file():
         raise ModelError(f"{source}: llama_model_quantize to {gg} failed (rc={rc})")
     os.replace(tmp, out)
+
+
+@contextlib.contextmanager
+def _quiet_fds():
+    """Silence C-level writes to fds 1 and 2 (Python's own streams are flushed first)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
 
 
 def _copy_hf(source: Path, out: Path, dtype: str) -> None:
