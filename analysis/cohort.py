@@ -38,7 +38,7 @@ class ItemMatrix:
 
     models: (M,) model names, sorted, "reference" included. tasks: (T,) sorted task names.
     items: frame (I rows) task, item_id, item_hash. task_code: (I,) index into tasks.
-    correct: bool (M, I). kld: float (M, I) per-prompt kld_mean (NaN where absent).
+    correct: bool (M, I).
     """
 
     models: tuple[str, ...]
@@ -46,7 +46,6 @@ class ItemMatrix:
     items: pd.DataFrame
     task_code: np.ndarray
     correct: np.ndarray
-    kld: np.ndarray
 
     def row(self, model: str) -> int:
         """Row index of `model`; KeyError naming the model if absent."""
@@ -90,15 +89,12 @@ def item_matrix(samples: pd.DataFrame) -> ItemMatrix:
         raise ValueError(f"model {m!r} lacks {int(missing[m])} item(s) of the reference")
     models = tuple(sorted(wide.columns.astype(str)))
     wide = wide[list(models)]
-    kld = samples.pivot(index=["task", "item_id"], columns="model", values="kld_mean").sort_index()
     items = wide.index.to_frame(index=False)
     first_hash = samples.drop_duplicates(["task", "item_id"]).set_index(["task", "item_id"])["item_hash"]
     items["item_hash"] = first_hash.reindex(wide.index).to_numpy()
     tasks = tuple(sorted(items["task"].astype(str).unique()))
     code = items["task"].astype(str).map({t: i for i, t in enumerate(tasks)}).to_numpy()
-    return ItemMatrix(models, tasks, items, code,
-                      wide.to_numpy(dtype=bool).T.copy(),
-                      kld[list(models)].to_numpy(dtype=float, na_value=np.nan).T.copy())
+    return ItemMatrix(models, tasks, items, code, wide.to_numpy(dtype=bool).T.copy())
 
 
 def task_weights(tasks: tuple[str, ...], n_items: np.ndarray, weights: Weights = None) -> np.ndarray:

@@ -71,14 +71,19 @@ def main(argv: list[str] | None = None) -> int:
         if found:
             importlib.import_module(mod).register(sub)
     args = p.parse_args(argv)
-    from .config import ConfigError
-    from .models import ModelError
-    from analysis.contracts import ContractError
     try:
         return args.fn(args)
-    except (ConfigError, ModelError, ContractError) as e:
+    except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
+        if not _is_user_error(e):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _is_user_error(e: Exception) -> bool:
+    """Errors about bad input (config, model spec, table contract, backend): no traceback."""
+    return type(e).__name__ in {"ConfigError", "ModelError", "ContractError", "BackendError",
+                                "QuantError", "TaskError", "ScoreError", "StoreError"}
 
 
 if __name__ == "__main__":

@@ -17,11 +17,43 @@ def load_llama(gguf: Path | str, n_ctx: int = 2048, threads: int | None = None, 
                            seed=0)
 
 
-def llama_logits(gguf_or_llm, ids: list[int], threads: int | None = None) -> np.ndarray:
-    """float32 logits [len(ids), vocab] of llama.cpp for one sequence (fresh KV cache)."""
+def llama_logits(gguf_or_llm, ids, threads: int | None = None, start: int = 0) -> np.ndarray:
+    """float32 logits [len(ids) - start, vocab] of llama.cpp for one sequence (fresh KV cache).
+
+    Row r holds the logits at position start + r (the prediction of token start + r + 1). Only
+    positions >= start request an output, as llama-perplexity does for the second half of its
+    windows: the output projection of the other positions is skipped, which matters for large
+    vocabularies (Gemma 3: 262,144 rows of lm_head per token).
+    """
+    ids = [int(i) for i in ids]
+    n = len(ids)
+    if not 0 <= start < n:
+        raise ValueError(f"start must be in [0, {n}), got {start}")
     llm = gguf_or_llm if not isinstance(gguf_or_llm, (str, Path)) else load_llama(
-        gguf_or_llm, n_ctx=max(len(ids), 16), threads=threads)
+        gguf_or_llm, n_ctx=max(n, 16), threads=threads)
+    if n > llm.n_ctx():
+        raise ValueError(f"{n} tokens exceed the context of {llm.n_ctx()}")
     llm.reset()
-    llm._ctx.kv_cache_clear() if hasattr(llm._ctx, "kv_cache_clear") else None
-    llm.eval(ids)
-    return np.array(llm.scores[: len(ids)], dtype=np.float32, copy=True)
+    llm._ctx.kv_cache_clear()
+    vocab = llm.n_vocab()
+    out = np.empty((n - start, vocab), dtype=np.float32)
+    b = llm._batch.batch
+    nb = llm.n_batch
+    row = 0
+    for i in range(0, n, nb):
+        m = min(nb, n - i)
+        b.n_tokens = m
+        for j in range(m):
+            b.token[j] = ids[i + j]
+            b.pos[j] = i + j
+            b.seq_id[j][0] = 0
+            b.n_seq_id[j] = 1
+            b.logits[j] = (i + j) >= start
+        n_out = max(0, i + m - max(i, start))
+        llm._ctx.decode(llm._batch)
+        if n_out:
+            src = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_out * vocab,))
+            out[row:row + n_out] = src.reshape(n_out, vocab)
+            row += n_out
+    llm.n_tokens = 0  # the Llama object's own bookkeeping: nothing of ours is reusable
+    return out

@@ -108,20 +108,24 @@ def resolve(spec: str, dtype: str = "float32", check: bool = True) -> Reference:
     root = models_dir() / name
     gg = "f32" if dtype == "float32" else "bf16"
     ref = Reference(spec, name, root, root / f"hf-{gg}", root / f"model-{gg}.gguf", dtype)
-    if _ready(ref):
+    if _ready(ref, check):
         return ref
     root.mkdir(parents=True, exist_ok=True)
     # Several processes (parallel workflow jobs) may ask for the same reference: one exports,
     # the others wait on the lock and then find it ready.
     with open(root / ".export.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _ready(ref):
+        if not _ready(ref, check):
             _export(ref, spec, dtype, check)
     return ref
 
 
-def _ready(ref: Reference) -> bool:
-    return (ref.root / "reference.json").is_file() and ref.hf_dir.is_dir() and ref.gguf.is_file()
+def _ready(ref: Reference, check: bool = True) -> bool:
+    """Exported (and, if asked, checked): reference.json is written last, after both files."""
+    meta = ref.root / "reference.json"
+    if not (meta.is_file() and ref.hf_dir.is_dir() and ref.gguf.is_file()):
+        return False
+    return not check or bool(json.loads(meta.read_text()).get("check"))
 
 
 def _export(ref: Reference, spec: str, dtype: str, check: bool) -> None:

@@ -1,0 +1,202 @@
+"""Figures of the study. Each plot function draws saved results onto a given `ax` and returns it; none
+computes statistics or touches global state. `use_style()` (scripts) or `style_context()` (anything
+else) applies figures/style.mplstyle; `save(fig, stem)` writes stem.pdf and stem.png reproducibly.
+
+The only module of `analysis` that imports matplotlib.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+import matplotlib.style
+import numpy as np
+import pandas as pd
+
+STYLE = Path(__file__).resolve().parent.parent / "figures" / "style.mplstyle"
+# Okabe-Ito colorblind-safe palette (the style file's cycle, by name for fixed roles)
+OKABE_ITO = {"blue": "#0072B2", "vermillion": "#D55E00", "green": "#009E73", "orange": "#E69F00",
+             "sky": "#56B4E9", "purple": "#CC79A7", "yellow": "#F0E442", "black": "#000000"}
+ZONE, OUTSIDE, REF = OKABE_ITO["vermillion"], OKABE_ITO["blue"], OKABE_ITO["black"]
+
+
+def _style_path() -> str:
+    """Path of figures/style.mplstyle; FileNotFoundError if the repository layout is missing."""
+    if not STYLE.is_file():
+        raise FileNotFoundError(f"{STYLE}: style file not found (run from the repository checkout)")
+    return str(STYLE)
+
+
+def use_style(backend: str | None = "agg") -> None:
+    """Apply the study style globally (for figure scripts): select `backend` (None keeps the current
+    one, e.g. inline in a notebook) and load figures/style.mplstyle."""
+    if backend:
+        matplotlib.use(backend)
+    matplotlib.style.use(_style_path())
+
+
+def style_context():
+    """Context manager applying the study style only inside a `with` block."""
+    return matplotlib.style.context(_style_path())
+
+
+def save(fig, path_stem: str | Path) -> list[Path]:
+    """Write `fig` to <path_stem>.pdf and <path_stem>.png (parents created). No timestamps are
+    embedded, so the same figure gives the same bytes. Returns the two paths."""
+    stem = Path(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_name(stem.name + ".pdf"), stem.with_name(stem.name + ".png")]
+    fig.savefig(paths[0], metadata={"CreationDate": None, "ModDate": None})
+    fig.savefig(paths[1], metadata={"Software": None})
+    return paths
+
+
+def _p(p: float) -> str:
+    """p-value as text: 'p<0.001' or 'p=0.36'."""
+    if p is None or not math.isfinite(p):
+        return "p=n/a"
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
+def scatter_zone(ax, cohort: pd.DataFrame, metric: str = "kld_mean", zone: Sequence[bool] | None = None,
+                 floor: float | None = None, stats: dict | None = None, logx: bool = True, label: bool = False):
+    """Fidelity metric (x) against composite score (y), one point per quant, zone points highlighted.
+
+    cohort: `cohort_table` frame (quant_id, score, ref_score, `metric`). zone: bool per row (None: no
+    zone). floor: lowest score of a score-based zone (`cohort.zone_floor`); the band from it upward is
+    shaded. stats: optional dict with rho_full, p_full, rho_zone, p_zone, n_zone, annotated in a corner.
+    logx: log-scale x (KLD spans decades). label: write quant ids next to points. Returns ax.
+    """
+    x, y = cohort[metric].to_numpy(float), cohort["score"].to_numpy(float)
+    z = np.zeros(len(x), bool) if zone is None else np.asarray(zone, bool)
+    ax.scatter(x[~z], y[~z], color=OUTSIDE, label="outside zone", zorder=3)
+    if z.any():
+        ax.scatter(x[z], y[z], color=ZONE, label="silent zone", zorder=3)
+    ref = float(cohort["ref_score"].iloc[0]) if len(cohort) else math.nan
+    if math.isfinite(ref):
+        ax.axhline(ref, color=REF, linestyle="--", linewidth=0.8, label="reference")
+    if floor is not None and math.isfinite(floor):
+        top = np.nanmax(np.append(y, ref))
+        ax.axhspan(floor, top + 0.02 * (top - np.nanmin(y) + 1e-9), color=ZONE, alpha=0.12, linewidth=0)
+    if label:
+        for q, xi, yi in zip(cohort["quant_id"], x, y):
+            ax.annotate(str(q), (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    if stats:
+        text = (f"full: rho={stats['rho_full']:+.2f} ({_p(stats['p_full'])})\n"
+                f"zone: rho={stats['rho_zone']:+.2f} ({_p(stats['p_zone'])}, n={stats.get('n_zone', '?')})")
+        ax.text(0.98, 0.02, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(metric.replace("_", " ") + (" (nats)" if metric.startswith(("kld", "js")) else ""))
+    ax.set_ylabel("composite score")
+    ax.legend(loc="upper right")
+    return ax
+
+
+def _variant_label(key: tuple, many_settings: bool) -> str:
+    """Legend label of a (corpus, ctx, metric) variant."""
+    corpus, ctx, metric = key
+    return f"{metric} ({corpus}, {ctx})" if many_settings else str(metric)
+
+
+def sweep_curves(ax, sweep_frame: pd.DataFrame, percent: bool = True):
+    """Zone rho against the zone threshold, one line per variant, bootstrap CI as a band.
+
+    sweep_frame: `zone.sweep` output (corpus, ctx, metric, threshold, rho, ci_lo, ci_hi, n); filter
+    it to the variants to show first. percent: thresholds are fractions shown as %. Returns ax.
+    """
+    many = sweep_frame[["corpus", "ctx"]].drop_duplicates().shape[0] > 1
+    for key, g in sweep_frame.groupby(["corpus", "ctx", "metric"], sort=True):
+        g = g.sort_values("threshold")
+        t = g["threshold"].to_numpy(float) * (100 if percent else 1)
+        line, = ax.plot(t, g["rho"], marker="o", label=_variant_label(key, many))
+        lo, hi = g["ci_lo"].to_numpy(float), g["ci_hi"].to_numpy(float)
+        if np.isfinite(lo).any():
+            ax.fill_between(t, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.axhline(0, color=REF, linewidth=0.8)
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("zone threshold" + (" (%)" if percent else ""))
+    ax.set_ylabel("Spearman rho in zone")
+    ax.legend(loc="best")
+    return ax
+
+
+def holdout_hist(ax, holdout_frame: pd.DataFrame, scopes: Sequence[str] = ("heldout", "insample"), bins: int = 30):
+    """Distribution over splits of the zone rho (`zone.holdout` output), one histogram per scope
+    ('heldout': zone from half A, scores from B; 'insample': both from B; 'full'), medians as lines.
+    Returns ax."""
+    edges = np.linspace(-1, 1, bins + 1)
+    names = {"heldout": "zone from held-out half", "insample": "zone from same half", "full": "full cohort"}
+    for scope, color in zip(scopes, (ZONE, OUTSIDE, OKABE_ITO["green"])):
+        rho = holdout_frame[f"rho_{scope}"].to_numpy(float)
+        rho = rho[np.isfinite(rho)]
+        ax.hist(rho, bins=edges, color=color, alpha=0.5, label=names.get(scope, scope))
+        if rho.size:
+            ax.axvline(float(np.median(rho)), color=color, linewidth=1.2)
+    ax.set_xlabel("Spearman rho(KLD, score) on half B")
+    ax.set_ylabel("splits")
+    ax.legend(loc="upper left")
+    return ax
+
+
+def decomposition_bars(ax, decomposition: pd.DataFrame, task: str = "composite", order: Sequence[str] | None = None):
+    """Gains (up) and losses (down) per quant as fractions of items, with the score change delta.
+
+    decomposition: `decompose.decompose` output; task: which task's rows (default the pooled rows;
+    their bars are pooled counts / n while delta is the weighted composite change). order: quant ids
+    left to right (e.g. sorted by KLD); default the table order. Returns ax.
+    """
+    d = decomposition[decomposition["task"] == task].set_index("model")
+    if order is not None:
+        d = d.loc[list(order)]
+    pos = np.arange(len(d))
+    n = d["n"].to_numpy(float)
+    ax.bar(pos, d["gains"] / n, color=OKABE_ITO["green"], label="gains (quant right, ref wrong)")
+    ax.bar(pos, -d["losses"] / n, color=OKABE_ITO["vermillion"], label="losses (ref right, quant wrong)")
+    ax.scatter(pos, d["delta"], color=REF, marker="D", s=12, zorder=3, label="score change")
+    ax.axhline(0, color=REF, linewidth=0.6)
+    ax.set_xticks(pos, [str(m) for m in d.index], rotation=90, fontsize=6)
+    ax.set_ylabel("fraction of items")
+    ax.legend(loc="lower left")
+    return ax
+
+
+def per_prompt_hist(ax, samples: pd.DataFrame, model: str, metric: str = "kld_mean", floor: float = 1e-10,
+                    bins: int = 40):
+    """Histograms of log10 per-prompt KLD of one model, passed vs failed prompts.
+
+    samples: SAMPLES rows; model: a quant id; metric: per-prompt column (nats), values below
+    `floor` drawn at floor. Returns ax.
+    """
+    g = samples[(samples["model"] == model) & np.isfinite(samples[metric].to_numpy(float))]
+    logk = np.log10(np.maximum(g[metric].to_numpy(float), floor))
+    ok = g["correct"].to_numpy(bool)
+    edges = np.linspace(logk.min(), logk.max() + 1e-9, bins + 1) if len(logk) else bins
+    ax.hist(logk[ok], bins=edges, color=OUTSIDE, alpha=0.55, label=f"passed (n={int(ok.sum())})")
+    ax.hist(logk[~ok], bins=edges, color=ZONE, alpha=0.55, label=f"failed (n={int((~ok).sum())})")
+    ax.set_xlabel(f"log10 per-prompt {metric.replace('_', ' ')} (nats)")
+    ax.set_ylabel("prompts")
+    ax.set_title(str(model))
+    ax.legend(loc="upper right")
+    return ax
+
+
+def routing_bars(ax, routing_frame: pd.DataFrame):
+    """Routing accuracy on disagreement prompts per task (`per_prompt.routing` output), with bootstrap
+    CI and the chance level as a black tick per bar. Returns ax."""
+    pos = np.arange(len(routing_frame))
+    acc = routing_frame["route_acc"].to_numpy(float)
+    err = np.abs(np.vstack([acc - routing_frame["ci_lo"].to_numpy(float),
+                            routing_frame["ci_hi"].to_numpy(float) - acc]))
+    ax.bar(pos, acc, color=OUTSIDE, label="route by lower KLD")
+    if np.isfinite(err).any():
+        ax.errorbar(pos, acc, yerr=np.nan_to_num(err), fmt="none", ecolor=REF, capsize=2)
+    ax.scatter(pos, routing_frame["chance"], marker="_", s=300, color=REF, zorder=3, label="chance")
+    ax.set_xticks(pos, [str(t) for t in routing_frame["task"]])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy on disagreement prompts")
+    ax.legend(loc="upper right")
+    return ax

@@ -1,0 +1,197 @@
+"""The silent zone: full cohort vs zone, threshold sweeps, robustness across fidelity variants,
+held-out zone boundaries, and the headline numbers of stats.json.
+
+The default zone is pre-specified (relative composite degradation <= 2%). Because choosing the zone
+with the same scores that are then correlated can attenuate a correlation by itself (selection on the
+outcome), `holdout` decides membership on one half of the items and correlates on the other half.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .cohort import (DEFAULT_DEFINITION, DEFAULT_THRESHOLD, REFERENCE, ItemMatrix, Weights, cohort_quants,
+                     cohort_table, cohorts, degradation, describe_zone, item_matrix, metric_columns, one_study,
+                     scores_from, zone_mask, zone_rule)
+from .decompose import COMPOSITE, decompose
+from .stats import DEFAULT_RESAMPLES, LEVEL, correlate, holm, min_detectable_rho, spearman, tost_rho
+
+
+def full_vs_zone(cohort: pd.DataFrame, metric: str = "kld_mean", target: str = "score",
+                 definition: str = DEFAULT_DEFINITION, threshold: float = DEFAULT_THRESHOLD,
+                 rng: np.random.Generator | None = None, n_resamples: int = DEFAULT_RESAMPLES) -> pd.DataFrame:
+    """Spearman rho(metric, target) over the full cohort and inside the zone.
+
+    cohort: `cohort_table` frame; metric: a fidelity column; target: a score column (default the
+    composite score). rng: None skips bootstrap and permutation. Returns two rows, scope full and
+    zone, with columns scope, metric, target, definition, threshold and CORR_COLUMNS (full first,
+    so the generator is consumed in that order).
+    """
+    zone = zone_mask(cohort, definition, threshold, metric).to_numpy()
+    x, y = cohort[metric].to_numpy(float), cohort[target].to_numpy(float)
+    rows = [dict(scope=s, metric=metric, target=target, definition=definition, threshold=threshold,
+                 **correlate(x[sel], y[sel], rng, n_resamples))
+            for s, sel in (("full", np.ones(len(x), bool)), ("zone", zone))]
+    return pd.DataFrame(rows)
+
+
+def sweep(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame, thresholds: Sequence[float],
+          definition: str = DEFAULT_DEFINITION, metrics: Sequence[str] | None = None,
+          rng: np.random.Generator | None = None, n_resamples: int = DEFAULT_RESAMPLES,
+          weights: Weights = None) -> pd.DataFrame:
+    """Zone correlation over a grid of thresholds, for every fidelity variant, as one tidy frame.
+
+    For each corpus and ctx of FIDELITY (sorted), each metric (sorted; or `metrics`) and each
+    threshold (in the given order): the zone under `definition` and rho(metric, composite score)
+    inside it. Returns columns corpus, ctx, metric, definition, threshold, n_cohort, then
+    CORR_COLUMNS (n = quants in the zone with a finite metric).
+    """
+    rows = []
+    for (corpus, ctx), cohort in cohorts(samples, fidelity, quants, weights):
+        for metric in metrics or metric_columns(cohort):
+            x, y = cohort[metric].to_numpy(float), cohort["score"].to_numpy(float)
+            for t in thresholds:
+                sel = zone_mask(cohort, definition, t, metric).to_numpy()
+                rows.append(dict(corpus=corpus, ctx=ctx, metric=metric, definition=definition, threshold=t,
+                                 n_cohort=len(cohort), **correlate(x[sel], y[sel], rng, n_resamples)))
+    return pd.DataFrame(rows)
+
+
+def robustness_table(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame,
+                     definition: str = DEFAULT_DEFINITION, threshold: float = DEFAULT_THRESHOLD,
+                     rng: np.random.Generator | None = None, n_resamples: int = DEFAULT_RESAMPLES,
+                     weights: Weights = None, margin: float | None = None, alpha: float = 0.05) -> pd.DataFrame:
+    """rho(metric, composite score), full cohort and zone, for every variant (corpus x ctx x metric).
+
+    Returns one row per variant: corpus, ctx, metric, then CORR_COLUMNS suffixed _full and _zone,
+    p_holm_full and p_holm_zone (Holm over all variants, each scope its own family), mdr_zone (the
+    minimum |rho| detectable in the zone at `alpha`, power 0.8) and, when `margin` is given,
+    tost_p_zone and equivalent_zone (TOST of |rho_zone| < margin).
+    """
+    rows = []
+    for (corpus, ctx), cohort in cohorts(samples, fidelity, quants, weights):
+        for metric in metric_columns(cohort):
+            fz = full_vs_zone(cohort, metric, "score", definition, threshold, rng, n_resamples)
+            row = dict(corpus=corpus, ctx=ctx, metric=metric)
+            for rec in fz.to_dict("records"):
+                row.update({f"{k}_{rec['scope']}": rec[k] for k in fz.columns
+                            if k not in ("scope", "metric", "target", "definition", "threshold")})
+            row["mdr_zone"] = min_detectable_rho(row["n_zone"], alpha)
+            if margin is not None:
+                tost = tost_rho(row["rho_zone"], row["n_zone"], margin, alpha)
+                row.update(tost_p_zone=tost["p"], equivalent_zone=tost["equivalent"])
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    out["p_holm_full"] = holm(out["p_full"])
+    out["p_holm_zone"] = holm(out["p_zone"])
+    return out
+
+
+def split_mask(m: ItemMatrix, rng: np.random.Generator) -> np.ndarray:
+    """One random half of the items of every task: bool (I,) True for half A.
+
+    Items are taken in their sorted (task, item_id) order and permuted within each task with `rng`
+    (one permutation per task, tasks in sorted order); half A gets floor(n_task / 2) items, half B
+    the rest. Disjoint and covering by construction; the same generator state gives the same split.
+    """
+    a = np.zeros(len(m.task_code), bool)
+    for t in range(len(m.tasks)):
+        idx = np.flatnonzero(m.task_code == t)
+        a[idx[rng.permutation(len(idx))[: len(idx) // 2]]] = True
+    return a
+
+
+def holdout_splits(samples: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """One stratified split of the items into halves: frame task, item_id, item_hash, half ('A' | 'B'),
+    rows sorted by task and item_id (see `split_mask`)."""
+    m = item_matrix(samples)
+    out = m.items.copy()
+    out["half"] = np.where(split_mask(m, rng), "A", "B")
+    return out
+
+
+def _rho(x: np.ndarray, y: np.ndarray) -> tuple[int, float, float]:
+    """(n finite pairs, Spearman rho, p) of x and y."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    return (int(ok.sum()), *spearman(x[ok], y[ok]))
+
+
+def holdout(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame, corpus: str, ctx: int,
+            rng: np.random.Generator, metric: str = "kld_mean", n_splits: int = 1000,
+            definition: str = DEFAULT_DEFINITION, threshold: float = DEFAULT_THRESHOLD,
+            weights: Weights = None) -> pd.DataFrame:
+    """Held-out zone boundaries: per split, zone decided on item half A, correlation on half B.
+
+    For each of n_splits splits (`split_mask`, stratified by task): composite scores on A and on B;
+    zone membership from A's degradation; rho(metric, B score) inside that zone (held out), inside
+    the zone B itself would pick (in sample: selection on the outcome) and over all quants.
+    Returns one row per split: split, n_heldout, rho_heldout, p_heldout, n_insample, rho_insample,
+    p_insample, n_full, rho_full, p_full.
+    """
+    m = item_matrix(samples)
+    cohort = cohort_table(samples, fidelity, quants, corpus, ctx, weights)
+    rows = [m.row(q) for q in cohort["quant_id"]]
+    x, bpw = cohort[metric].to_numpy(float), cohort["bpw"].to_numpy(float)
+    ref = m.row(REFERENCE)
+
+    def scores_and_zone(half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _, score = scores_from(m, weights, half)
+        deg_pts, deg_rel = degradation(score[rows], score[ref])
+        return score[rows], zone_rule(deg_rel, deg_pts, x, bpw, definition, threshold)
+
+    out = []
+    for s in range(n_splits):
+        a = split_mask(m, rng)
+        _, zone_a = scores_and_zone(a)
+        score_b, zone_b = scores_and_zone(~a)
+        rec = dict(split=s)
+        for name, sel in (("heldout", zone_a), ("insample", zone_b), ("full", np.ones(len(x), bool))):
+            rec[f"n_{name}"], rec[f"rho_{name}"], rec[f"p_{name}"] = _rho(x[sel], score_b[sel])
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+def holdout_summary(table: pd.DataFrame, level: float = LEVEL, alpha: float = 0.05) -> pd.DataFrame:
+    """Distribution of a `holdout` table over splits: one row per scope (heldout, insample, full) with
+    n_splits_valid (finite rho), rho_median, rho_mean, rho_lo, rho_hi (central `level` interval of the
+    split distribution), frac_significant (share of valid splits with p < alpha), n_median."""
+    q = (1 - level) / 2
+    rows = []
+    for scope in ("heldout", "insample", "full"):
+        rho, p = table[f"rho_{scope}"].to_numpy(float), table[f"p_{scope}"].to_numpy(float)
+        ok = np.isfinite(rho)
+        lo, med, hi = np.quantile(rho[ok], [q, 0.5, 1 - q]) if ok.any() else (math.nan,) * 3
+        rows.append(dict(scope=scope, n_splits_valid=int(ok.sum()), rho_median=float(med),
+                         rho_mean=float(rho[ok].mean()) if ok.any() else math.nan, rho_lo=float(lo),
+                         rho_hi=float(hi), frac_significant=float((p[ok] < alpha).mean()) if ok.any() else math.nan,
+                         n_median=float(np.median(table[f"n_{scope}"]))))
+    return pd.DataFrame(rows)
+
+
+def headline_stats(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame, corpus: str, ctx: int,
+                   metric: str = "kld_mean", definition: str = DEFAULT_DEFINITION,
+                   threshold: float = DEFAULT_THRESHOLD, weights: Weights = None) -> dict:
+    """The numeric keys of stats.json (contracts.STATS_KEYS; the pipeline adds label and provenance).
+
+    Returns a flat dict: study, n_quants, zone_definition, n_zone, rho_full, p_full, rho_zone, p_zone,
+    rho_vol_zone (rho(metric, composite vol_rate) in the zone), p_vol_zone, mdr_zone (minimum
+    detectable |rho| at n_zone), corpus, ctx, metric. Undefined numbers are None (valid JSON).
+    """
+    cohort = cohort_table(samples, fidelity, quants, corpus, ctx, weights)
+    zone = zone_mask(cohort, definition, threshold, metric).to_numpy()
+    x, y = cohort[metric].to_numpy(float), cohort["score"].to_numpy(float)
+    dec = decompose(samples, weights)
+    vol = (dec[dec["task"] == COMPOSITE].set_index("model")["vol_rate"]
+           .reindex(cohort["quant_id"]).to_numpy(float))
+    _, rho_full, p_full = _rho(x, y)
+    n_zone, rho_zone, p_zone = _rho(x[zone], y[zone])
+    _, rho_vol, p_vol = _rho(x[zone], vol[zone])
+    out = dict(study=one_study(samples, "samples"), n_quants=len(cohort_quants(quants)),
+               zone_definition=describe_zone(definition, threshold, metric), n_zone=int(zone.sum()),
+               rho_full=rho_full, p_full=p_full, rho_zone=rho_zone, p_zone=p_zone, rho_vol_zone=rho_vol,
+               p_vol_zone=p_vol, mdr_zone=min_detectable_rho(n_zone), corpus=corpus, ctx=int(ctx), metric=metric)
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}

@@ -1,0 +1,165 @@
+"""Reference capture: run the reference over a corpus in llama-perplexity windows and store its
+log-probs window by window (see store.py for the windows, scoring modes and encodings).
+
+    store = capture(ref.gguf, ids, ctx=512, out=dir, kinds=("exact", "compact"))
+    stores = capture_study(study)         # every corpus x context of a study's profile
+
+Also the small model helpers both capture and scoring use: `open_scorer`, `model_tokenize`,
+`model_bos` and `window_logits` (one logits call for a batch of windows, scored rows only).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .store import DEFAULT_K, Store, first_scored, make_windows
+
+def probe_text() -> str:
+    """The text whose token ids a candidate must share with the reference (models.CHECK_TEXT)."""
+    from ..models import CHECK_TEXT
+    return CHECK_TEXT
+
+
+def open_scorer(path, n_ctx: int, device: str = "cpu", threads: int | None = None, name: str = ""):
+    """backends.open_model, remembering the path it came from (for its tokenizer)."""
+    from ..backends import open_model
+    m = open_model(path, device=device, n_ctx=n_ctx, threads=threads, name=name)
+    m.source = Path(path)
+    return m
+
+
+def _hf_tokenizer(m):
+    """The HF tokenizer that belongs to a transformers model, or None if none is saved with it."""
+    from transformers import AutoTokenizer
+    cands = [getattr(m.model, "name_or_path", "") or "", str(getattr(m, "source", ""))]
+    for c in cands:
+        d = Path(c)
+        if c and d.is_dir() and any((d / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            return AutoTokenizer.from_pretrained(d)
+    return None
+
+
+def model_tokenize(m, text: str) -> list[int] | None:
+    """Token ids of `text` by the model's own tokenizer (llama.cpp or HF); None if it has none."""
+    if m.kind == "llama.cpp":
+        return [int(i) for i in m.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)]
+    if not hasattr(m, "_tok"):
+        m._tok = _hf_tokenizer(m)
+    return None if m._tok is None else [int(i) for i in m._tok(text)["input_ids"]]
+
+
+def model_bos(m) -> int | None:
+    """The BOS id that windows start with, or None when the model's tokenizer adds no BOS."""
+    if m.kind == "llama.cpp":
+        model = m.llm._model
+        return int(m.llm.token_bos()) if model.add_bos_token() else None
+    ids = model_tokenize(m, "a")
+    tok = getattr(m, "_tok", None)
+    if ids and tok is not None and tok.bos_token_id is not None and ids[0] == tok.bos_token_id:
+        return int(tok.bos_token_id)
+    return None
+
+
+def window_logits(m, windows: np.ndarray, first: int):
+    """Logits at positions first .. ctx-2 of each window: [B, ctx-1-first, V] (torch on the model's
+    device for transformers, numpy float32 for llama.cpp). Each window starts from an empty cache."""
+    windows = np.atleast_2d(windows)
+    if m.kind == "llama.cpp":
+        from ..logits import llama_logits
+        return np.stack([llama_logits(m.llm, w, start=first)[:-1] for w in windows])
+    import torch
+    x = torch.as_tensor(windows.astype(np.int64), device=m.device)
+    keep = windows.shape[1] - first
+    with torch.no_grad():  # not inference_mode: optimum-quanto int4 fails under it
+        try:
+            z = m.model(x, logits_to_keep=keep).logits
+        except TypeError:
+            z = m.model(x).logits
+        return z[:, -keep:-1]
+
+
+def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("compact",),
+            k: int = DEFAULT_K, device: str = "cpu", threads: int | None = None, batch: int = 1,
+            extra: dict | None = None, log=None) -> Store:
+    """Capture the reference's log-probs over the windows of `ids` into the store at `out`.
+
+    reference: a GGUF file, HF directory or an opened model (open_scorer). `ids` are the corpus ids
+    (corpus_tokens). Windows already on disk are skipped. Returns the finished Store.
+    """
+    from .store import encode_window
+    m = reference if hasattr(reference, "kind") else open_scorer(reference, n_ctx=ctx, device=device,
+                                                                 threads=threads)
+    windows = make_windows(ids, ctx, model_bos(m))
+    first = first_scored(ctx, scoring)
+    meta = {"reference": str(getattr(m, "source", m.name)), "backend": m.kind,
+            "probe_ids": model_tokenize(m, probe_text()), **(extra or {})}
+    st = Store.create(out, windows, n_vocab=m.vocab_size, scoring=scoring, kinds=kinds, k=k,
+                      extra=meta)
+    todo = [i for i in range(st.n_windows) if not st.done(i)]
+    t0 = time.perf_counter()
+    for j in range(0, len(todo), batch):
+        idx = todo[j:j + batch]
+        z = window_logits(m, windows[idx], first)
+        for r, i in enumerate(idx):
+            zi = z[r].float().cpu().numpy() if hasattr(z, "cpu") else z[r]
+            st.write(i, encode_window(zi, windows[i, first + 1:], kinds=st.kinds, k=k))
+        if log:
+            log(f"capture {out}: window {idx[-1] + 1}/{st.n_windows} "
+                f"({time.perf_counter() - t0:.1f} s)")
+    return st
+
+
+def store_dir(study, corpus: str, ctx: int, scoring: str = "half") -> Path:
+    """Where a study's reference store for (corpus, ctx, scoring) lives."""
+    from ..paths import study_dir
+    return study_dir(study.study, study.profile_name) / "reference" / corpus / f"ctx={ctx}-{scoring}"
+
+
+def reference_of(study):
+    """The study's float reference (models.resolve: exported and checked once)."""
+    from ..models import resolve
+    return resolve(study.reference.model, study.reference.dtype)
+
+
+def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, scoring: str = "half",
+                  backend: str = "llama.cpp", device: str = "cpu", threads: int | None = None,
+                  log=None) -> list[Store]:
+    """Capture every (corpus, ctx) of the study's profile; finished stores are skipped.
+
+    The reference runs in llama.cpp on its F32/BF16 GGUF (backend "llama.cpp", the CPU default) or
+    in transformers from its HF export (backend "transformers", e.g. on a GPU); token ids always come
+    from llama.cpp's tokenizer (models.resolve has checked the HF tokenizer gives the same).
+    """
+    from .corpora import corpus_tokens
+    ref = reference_of(study)
+    n = study.profile.corpus_tokens
+    todo = [(c, ctx) for c in study.corpora for ctx in study.contexts
+            if not _complete(store_dir(study, c, ctx, scoring))]
+    stores = []
+    m = None
+    for c, ctx in todo:
+        if m is None:
+            path = ref.gguf if backend == "llama.cpp" else ref.hf_dir
+            m = open_scorer(path, n_ctx=max(study.contexts), device=device, threads=threads,
+                            name="reference")
+        ids, h = corpus_tokens(ref, c, n)
+        stores.append(capture(m, ids, ctx, store_dir(study, c, ctx, scoring), scoring=scoring,
+                              kinds=kinds, k=k, batch=1 if m.kind == "llama.cpp" else 8,
+                              extra={"corpus": c, "corpus_tokens_hash": h, "study": study.study},
+                              log=log))
+    return [Store(store_dir(study, c, ctx, scoring)) for c in study.corpora for ctx in study.contexts]
+
+
+def _complete(path: Path) -> bool:
+    try:
+        return Store(path).complete()
+    except Exception:  # noqa: BLE001 - missing or unreadable: capture it
+        return False
+
+
+def stderr_log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -1,0 +1,250 @@
+"""Score candidates against the reference: per-token metrics in one pass, summaries, the cohort table.
+
+    summary, per_token = score_text(reference, candidate, text, ctx=512)     # ad hoc (CLI `kld`)
+    per_token = score_store(model, Store(dir), kind="compact")              # against a capture
+    frame = score_cohort(study)                                             # study_dir/fidelity.csv
+
+A candidate is opened with `silentzone.backends.open_model` (GGUF -> llama.cpp, HF or quant artifact
+directory -> transformers). It is refused with one line (ScoreRefused) when its vocabulary size
+differs from the reference's, or its tokenizer gives other ids for a probe text. Non-finite logits
+raise NonFiniteLogits; the cohort driver marks that quant x corpus x ctx failed with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .capture import model_bos, model_tokenize, open_scorer, probe_text, store_dir, window_logits
+from .kernels import PER_TOKEN, compact_token_metrics, summarize, token_metrics
+from .store import KINDS, Store, StoreError, first_scored, make_windows
+
+
+class ScoreRefused(RuntimeError):
+    """The candidate cannot be compared with the reference (vocabulary or token ids differ)."""
+
+
+class NonFiniteLogits(RuntimeError):
+    """The candidate produced NaN or infinite logits."""
+
+
+METRICS = tuple(k for k in summarize({m: np.zeros(4) for m in PER_TOKEN}) if k != "n_tokens")
+
+
+def check_compatible(m, n_vocab: int, probe_ids, label: str = "") -> None:
+    """Refuse (ScoreRefused, one line) a candidate whose vocabulary or probe token ids differ."""
+    label = label or m.name
+    if int(m.vocab_size) != int(n_vocab):
+        raise ScoreRefused(f"{label}: vocabulary size {m.vocab_size} differs from the reference's "
+                           f"{n_vocab}; refusing to compare")
+    ids = model_tokenize(m, probe_text())
+    if probe_ids is not None and ids is not None and list(ids) != list(probe_ids):
+        i = next((j for j, (a, b) in enumerate(zip(ids, probe_ids)) if a != b), min(len(ids), len(probe_ids)))
+        raise ScoreRefused(f"{label}: token ids differ from the reference's at probe token {i} "
+                           f"({list(ids[i:i + 3])} vs {list(probe_ids[i:i + 3])}); refusing to compare")
+
+
+def check_finite(z, where: str) -> None:
+    import torch
+    t = z if isinstance(z, torch.Tensor) else torch.from_numpy(np.asarray(z))
+    if not bool(torch.isfinite(t).all()):
+        n_nan = int(torch.isnan(t).sum())
+        n_inf = int(torch.isinf(t).sum())
+        raise NonFiniteLogits(f"non-finite logits ({n_nan} NaN, {n_inf} inf) in {where}")
+
+
+def _stack(parts: list[dict]) -> dict:
+    return {k: np.stack([p[k] for p in parts]) for k in parts[0]}
+
+
+def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: str = "",
+                timings: dict | None = None) -> dict:
+    """Per-token metrics {metric: float64 [n_windows, n_scored]} of model `m` against a store."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}")
+    if not store.complete():
+        raise StoreError(f"{store.path}: capture is incomplete")
+    check_compatible(m, store.n_vocab, store.meta.get("probe_ids"), label)
+    windows = store.windows()
+    parts = []
+    t_fwd = t_met = 0.0
+    for j in range(0, store.n_windows, batch):
+        idx = list(range(j, min(store.n_windows, j + batch)))
+        t0 = time.perf_counter()
+        z = window_logits(m, windows[idx], store.first)
+        t1 = time.perf_counter()
+        check_finite(z, f"{label or m.name} on {store.path.name} window {idx[0]}")
+        if z.shape[-1] != store.n_vocab:
+            raise ScoreRefused(f"{label or m.name}: logits have {z.shape[-1]} columns, reference "
+                               f"vocabulary {store.n_vocab}; refusing to compare")
+        for r, i in enumerate(idx):
+            ref = store.read(i, kind)
+            if kind == "exact":
+                parts.append(token_metrics(np.asarray(ref["logp"]), z[r], ref["targets"],
+                                           ref["top1"], ref["target_logp"]))
+            else:
+                parts.append(compact_token_metrics(ref["top_idx"], ref["top_logp"], ref["tail_logmass"],
+                                                   z[r], ref["targets"], ref["top1"], ref["target_logp"]))
+        t2 = time.perf_counter()
+        t_fwd += t1 - t0
+        t_met += t2 - t1
+    if timings is not None:
+        timings.update(forward_s=t_fwd, metrics_s=t_met)
+    return _stack(parts)
+
+
+def score_text(reference, candidate, text: str, ctx: int, *, scoring: str = "half",
+               device: str = "cpu", threads: int | None = None) -> tuple[dict, dict]:
+    """Score `candidate` against `reference` (each a GGUF file or HF directory) on `text`.
+
+    The text is tokenized by the reference's tokenizer (llama.cpp for a GGUF, as llama-perplexity
+    does; pass the file content minus one trailing newline to match its -f), cut into windows of
+    `ctx`, and both models run every window; the reference's float32 logits are used directly.
+    Returns (summary with flat keys, per-token arrays [n_windows, n_scored]).
+    """
+    from .corpora import tokens_hash
+    R = open_scorer(reference, n_ctx=ctx, device=device, threads=threads, name="reference")
+    C = open_scorer(candidate, n_ctx=ctx, device=device, threads=threads, name=Path(candidate).name)
+    ids = model_tokenize(R, text)
+    if ids is None:
+        raise ScoreRefused(f"{reference}: has no tokenizer to read the text with")
+    check_compatible(C, R.vocab_size, model_tokenize(R, probe_text()), str(candidate))
+    windows = make_windows(ids, ctx, model_bos(R))
+    first = first_scored(ctx, scoring)
+    parts = []
+    t_fwd = t_met = 0.0
+    for i, w in enumerate(windows):
+        zr = window_logits(R, w[None], first)[0]
+        check_finite(zr, f"reference window {i}")
+        t0 = time.perf_counter()
+        zc = window_logits(C, w[None], first)[0]
+        t1 = time.perf_counter()
+        check_finite(zc, f"candidate window {i}")
+        parts.append(token_metrics(zr, zc, w[first + 1:]))
+        t_fwd += t1 - t0
+        t_met += time.perf_counter() - t1
+    per_token = _stack(parts)
+    summary = summarize(per_token)
+    summary.update(n_windows=int(len(windows)), ctx=int(ctx), scoring=scoring,
+                   tokens_hash=tokens_hash(windows), candidate_forward_s=t_fwd, metrics_s=t_met)
+    return summary, per_token
+
+
+# ----------------------------------------------------------------------------- cohort
+
+def fidelity_path(study) -> Path:
+    from ..paths import study_dir
+    return study_dir(study.study, study.profile_name) / "fidelity.csv"
+
+
+def per_token_dir(study, quant_id: str, corpus: str, ctx: int, scoring: str) -> Path:
+    from ..paths import study_dir
+    return (study_dir(study.study, study.profile_name) / "fidelity" / quant_id / corpus
+            / f"ctx={ctx}-{scoring}")
+
+
+def artifact_paths(study, quant_ids, artifacts=None) -> dict:
+    """quant_id -> artifact directory: from `artifacts` (a mapping) when given, else from
+    silentzone.quantize.artifact_dir(study, quant_id)."""
+    if artifacts is not None:
+        missing = [q for q in quant_ids if q not in artifacts]
+        if missing:
+            raise KeyError(f"no artifact path for quant(s) {missing}")
+        return {q: Path(artifacts[q]) for q in quant_ids}
+    try:
+        from ..quantize import artifact_dir
+    except ImportError:
+        raise RuntimeError("silentzone.quantize.artifact_dir is not available: pass artifacts="
+                           "{quant_id: artifact path}") from None
+    return {q: Path(artifact_dir(study, q)) for q in quant_ids}
+
+
+def _rows(study, qid, corpus, ctx, summary, tokens_hash, kind, scoring, status="ok", reason=""):
+    n = int(summary.get("n_tokens", 0)) if summary else 0
+    return [{"study": study.study, "quant_id": qid, "corpus": corpus, "ctx": int(ctx), "metric": m,
+             "value": float(summary[m]) if summary else float("nan"), "n_tokens": n,
+             "tokens_hash": tokens_hash, "store": kind, "scoring": scoring, "status": status,
+             "reason": reason} for m in METRICS]
+
+
+def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str = "half",
+                 device: str = "cpu", threads: int | None = None, retry_failed: bool = False,
+                 log=None):
+    """Score every ok quant of study_dir/quants.csv on every (corpus, ctx) of the study's profile.
+
+    Writes study_dir/fidelity.csv (FIDELITY long format, plus columns store, scoring, status,
+    reason) after each quant x corpus x ctx, and the per-token arrays under
+    study_dir/fidelity/<quant>/<corpus>/ctx=<ctx>-<scoring>/<metric>.npy. Triples already in the
+    table for the same store tokens_hash are skipped (failed ones too unless retry_failed).
+    """
+    import pandas as pd
+    from ..backends import BackendError
+    from ..paths import study_dir
+    from ..provenance import record
+    from ..tables import FIDELITY, QUANTS, read_table, write_table
+    sd = study_dir(study.study, study.profile_name)
+    quants = read_table(sd / "quants.csv", QUANTS)
+    wanted = {q.id for q in study.quants}
+    quants = quants[(quants["status"] == "ok") & quants["quant_id"].isin(wanted)]
+    paths = artifact_paths(study, list(quants["quant_id"]), artifacts)
+    stores = {(c, ctx): Store(store_dir(study, c, ctx, scoring)) for c in study.corpora
+              for ctx in study.contexts}
+    out = fidelity_path(study)
+    table = read_table(out, FIDELITY) if out.is_file() else pd.DataFrame(columns=[*FIDELITY.names])
+    prov = record(config_hash=study.config_hash, seeds=vars(study.seeds), stage="fidelity",
+                  store=kind, scoring=scoring)
+
+    def done(qid, c, ctx, h):
+        rows = table[(table["quant_id"] == qid) & (table["corpus"] == c) & (table["ctx"] == ctx)]
+        if rows.empty or (rows["tokens_hash"] != h).any():
+            return False
+        failed = "status" in rows and (rows["status"] == "failed").any()
+        return not (failed and retry_failed)
+
+    def save(new_rows, qid, c, ctx):
+        nonlocal table
+        keep = ~((table["quant_id"] == qid) & (table["corpus"] == c) & (table["ctx"] == ctx))
+        table = pd.concat([table[keep], pd.DataFrame(new_rows)], ignore_index=True)
+        table["ctx"] = table["ctx"].astype("int64")
+        table["n_tokens"] = table["n_tokens"].astype("int64")
+        table["value"] = table["value"].astype("float64")
+        write_table(table, FIDELITY, out, prov)
+
+    for qid in quants["quant_id"]:
+        todo = [(c, ctx) for (c, ctx), st in stores.items() if not done(qid, c, ctx, st.tokens_hash)]
+        if not todo:
+            continue
+        try:
+            m = open_scorer(paths[qid], n_ctx=max(ctx for _, ctx in todo), device=device,
+                            threads=threads, name=qid)
+        except (BackendError, OSError, RuntimeError, ValueError) as e:
+            reason = f"cannot open: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            for c, ctx in todo:
+                save(_rows(study, qid, c, ctx, None, stores[c, ctx].tokens_hash, kind, scoring,
+                           "failed", reason), qid, c, ctx)
+            continue
+        for c, ctx in todo:
+            st = stores[c, ctx]
+            try:
+                per_token = score_store(m, st, kind, batch=1 if m.kind == "llama.cpp" else 8, label=qid)
+            except (NonFiniteLogits, ScoreRefused) as e:
+                save(_rows(study, qid, c, ctx, None, st.tokens_hash, kind, scoring, "failed", str(e)),
+                     qid, c, ctx)
+                if log:
+                    log(f"score {qid} {c} ctx={ctx}: failed: {e}")
+                continue
+            d = per_token_dir(study, qid, c, ctx, scoring)
+            d.mkdir(parents=True, exist_ok=True)
+            for name, arr in per_token.items():
+                np.save(d / f"{name}.npy", arr.astype(np.float32))
+            summary = summarize(per_token)
+            (d / "summary.json").write_text(json.dumps(summary, indent=2))
+            save(_rows(study, qid, c, ctx, summary, st.tokens_hash, kind, scoring), qid, c, ctx)
+            if log:
+                log(f"score {qid} {c} ctx={ctx}: kld_mean {summary['kld_mean']:.5f} "
+                    f"top1 {summary['top1_agreement']:.4f} n={summary['n_tokens']}")
+        del m
+    return table

@@ -1,0 +1,195 @@
+"""On-disk reference log-prob stores, written window by window (bounded memory, resumable).
+
+Windows follow llama.cpp's perplexity tool: the corpus token ids (BOS first when the model adds
+one) are cut into non-overlapping windows of `ctx` tokens, whatever is left over dropped; each
+window is evaluated from an empty KV cache with its first token replaced by BOS (when the model
+adds one). Scoring modes:
+    half   positions ctx/2 .. ctx-2 predict tokens ctx/2+1 .. ctx-1: ctx - 1 - ctx/2 tokens per
+           window, each with at least ctx/2 tokens of context. This is exactly what
+           `llama-perplexity` scores, in its perplexity and its --kl-divergence modes (default).
+    all    positions 0 .. ctx-2: every token after the first of each window.
+
+A store directory holds:
+    meta.json          ctx, scoring, first, n_vocab, n_windows, kinds, k, tokens_hash, probe ids...
+    tokens.npy         int32 [n_windows, ctx]: the ids fed (after the BOS substitution)
+    w00000.npz         per window, n = scored tokens: targets int32 [n], top1 int32 [n] (argmax of
+                       the float32 logits), target_logp float32 [n] (exact log-prob of the target);
+                       compact store: top_idx int32 [n, k], top_logp float16 [n, k] (descending),
+                       tail_logmass float32 [n] (log of the mass outside the top k)
+    w00000.exact.npy   exact store: float16 log-probs [n, n_vocab]
+A window counts as done when its .npz exists (written last, by rename), so an interrupted capture
+resumes where it stopped and a finished one is skipped.
+
+Encodings and their cost (n_vocab V, per scored token):
+    exact     float16 log-probs: 2 V bytes, the same as llama.cpp's base file (2 V + 8 bytes with
+              its uint16 linear code over [max-16, max]). float16 has a relative step of 2^-11, so
+              the log-prob of a likely token (|log p| < 1) is off by < 2.5e-4 nats and of a
+              log p = -16 tail token by < 0.008; log-probs are renormalised when read. The KLD
+              error this leaves is measured against float32 in tests/fidelity (< 1e-3 relative).
+    compact   top-k ids, float16 top-k log-probs and the tail mass: 6 k + 12 bytes. The divergences
+              computed from it are those of the (k+1)-bucket coarsening: a lower bound whose gap is
+              tail_mass x KL(tail || tail'). DEFAULT_K was chosen by measuring that gap on real
+              quants (see store_error in silentzone/fidelity/score.py and the tests).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+SCORING = ("half", "all")
+KINDS = ("exact", "compact")
+DEFAULT_K = 128
+FORMAT_VERSION = 1
+
+
+class StoreError(RuntimeError):
+    """A store is missing, incomplete or was made with other parameters (one-line message)."""
+
+
+def first_scored(ctx: int, scoring: str) -> int:
+    """Position of the first scored logit row in a window of `ctx` tokens."""
+    if scoring not in SCORING:
+        raise ValueError(f"scoring must be one of {SCORING}, got {scoring!r}")
+    if ctx < 4:
+        raise ValueError(f"ctx must be >= 4, got {ctx}")
+    return ctx // 2 if scoring == "half" else 0
+
+
+def make_windows(ids, ctx: int, bos_id: int | None) -> np.ndarray:
+    """int32 [n_windows, ctx] windows of `ids` (leftover dropped), first token set to `bos_id`."""
+    ids = np.asarray(ids, dtype=np.int32)
+    n = len(ids) // ctx
+    if n < 1:
+        raise StoreError(f"{len(ids)} tokens make no window of ctx {ctx}")
+    w = ids[: n * ctx].reshape(n, ctx).copy()
+    if bos_id is not None:
+        w[:, 0] = bos_id
+    return w
+
+
+def llama_base_bytes(n_vocab: int, ctx: int, n_windows: int) -> int:
+    """Size of llama-perplexity's --kl-divergence-base file for the same windows (half scoring)."""
+    nv = 2 * ((n_vocab + 1) // 2) + 4
+    return 8 + 4 * 3 + 4 * n_windows * ctx + 2 * nv * n_windows * (ctx - 1 - ctx // 2)
+
+
+def _save_npy(path: Path, arr) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+    os.replace(tmp, path)
+
+
+def encode_window(logits, targets, kinds=KINDS, k: int = DEFAULT_K) -> dict:
+    """Store arrays of one window from float logits [n, V] and the targets [n] they predict."""
+    import torch
+    z = torch.as_tensor(np.asarray(logits)).float()
+    if not torch.isfinite(z).all():
+        raise StoreError("reference logits are not finite")
+    lp = z.log_softmax(-1)
+    t = torch.as_tensor(np.asarray(targets, dtype=np.int64))
+    out = {"targets": np.asarray(targets, dtype=np.int32),
+           "top1": z.argmax(-1).numpy().astype(np.int32),
+           "target_logp": lp.gather(-1, t[:, None])[:, 0].numpy().astype(np.float32)}
+    if "compact" in kinds:
+        k = min(k, lp.shape[1])
+        v, i = lp.topk(k, dim=-1)  # sorted, descending
+        rest = lp.scatter(-1, i, float("-inf")).logsumexp(-1)
+        out.update(top_idx=i.numpy().astype(np.int32), top_logp=v.numpy().astype(np.float16),
+                   tail_logmass=rest.numpy().astype(np.float32))
+    if "exact" in kinds:
+        out["exact"] = lp.clamp_min(-65000.0).numpy().astype(np.float16)
+    return out
+
+
+class Store:
+    """A reference store directory (see the module doc)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        mf = self.path / "meta.json"
+        if not mf.is_file():
+            raise StoreError(f"{self.path}: no reference store here (capture it first)")
+        self.meta = json.loads(mf.read_text())
+        m = self.meta
+        self.ctx, self.scoring, self.first = m["ctx"], m["scoring"], m["first"]
+        self.n_vocab, self.n_windows, self.kinds, self.k = m["n_vocab"], m["n_windows"], m["kinds"], m["k"]
+        self.tokens_hash = m["tokens_hash"]
+
+    @classmethod
+    def create(cls, path: str | Path, windows: np.ndarray, *, n_vocab: int, scoring: str,
+               kinds=("compact",), k: int = DEFAULT_K, extra: dict | None = None) -> "Store":
+        """Open the store at `path`, creating it; refuses one made with other windows/parameters."""
+        from .corpora import tokens_hash
+        path = Path(path)
+        n_windows, ctx = windows.shape
+        kinds = [x for x in KINDS if x in kinds]
+        if not kinds:
+            raise ValueError(f"kinds must name one of {KINDS}")
+        meta = {"format": FORMAT_VERSION, "ctx": int(ctx), "scoring": scoring,
+                "first": first_scored(ctx, scoring), "n_vocab": int(n_vocab),
+                "n_windows": int(n_windows), "kinds": kinds, "k": int(k) if "compact" in kinds else 0,
+                "tokens_hash": tokens_hash(windows), **(extra or {})}
+        mf = path / "meta.json"
+        if mf.is_file():
+            old = json.loads(mf.read_text())
+            same = ("format", "ctx", "scoring", "n_vocab", "n_windows", "kinds", "k", "tokens_hash")
+            diff = [key for key in same if old.get(key) != meta[key]]
+            if diff:
+                raise StoreError(f"{path}: store exists with other {', '.join(diff)} "
+                                 f"({', '.join(f'{d}={old.get(d)!r}' for d in diff)}); remove it "
+                                 "to capture again")
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+            _save_npy(path / "tokens.npy", windows.astype(np.int32))
+            tmp = mf.with_name("meta.json.tmp")
+            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+            os.replace(tmp, mf)
+        return cls(path)
+
+    def windows(self) -> np.ndarray:
+        return np.load(self.path / "tokens.npy")
+
+    def _npz(self, i: int) -> Path:
+        return self.path / f"w{i:05d}.npz"
+
+    def done(self, i: int) -> bool:
+        return self._npz(i).is_file()
+
+    def complete(self) -> bool:
+        return all(self.done(i) for i in range(self.n_windows))
+
+    def write(self, i: int, arrays: dict) -> None:
+        """Write window i's arrays (from encode_window); the .npz last, so it marks completion."""
+        arrays = dict(arrays)
+        exact = arrays.pop("exact", None)
+        if "exact" in self.kinds:
+            if exact is None:
+                raise StoreError(f"{self.path}: window {i} lacks the exact log-probs")
+            _save_npy(self.path / f"w{i:05d}.exact.npy", exact)
+        tmp = self.path / f"w{i:05d}.tmp.npz"
+        np.savez(tmp, **arrays)
+        os.replace(tmp, self._npz(i))
+
+    def read(self, i: int, kind: str) -> dict:
+        """Window i's arrays for store `kind`: targets, top1, target_logp and either `logp`
+        (exact, float16 [n, V], memory-mapped) or top_idx/top_logp/tail_logmass (compact)."""
+        if kind not in self.kinds:
+            raise StoreError(f"{self.path}: has no {kind} store (kinds {self.kinds})")
+        if not self.done(i):
+            raise StoreError(f"{self.path}: window {i} not captured (capture is incomplete)")
+        with np.load(self._npz(i)) as z:
+            out = {name: z[name] for name in z.files}
+        if kind == "exact":
+            out["logp"] = np.load(self.path / f"w{i:05d}.exact.npy", mmap_mode="r")
+        return out
+
+    def nbytes(self, kind: str) -> int:
+        """Bytes on disk: exact = the float16 log-prob files; compact = the per-window .npz files
+        (top-k arrays plus the 12 bytes/token of targets, top1 and target_logp that both use)."""
+        pattern = "w*.exact.npy" if kind == "exact" else "w?????.npz"
+        return sum(f.stat().st_size for f in self.path.glob(pattern))

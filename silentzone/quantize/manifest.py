@@ -1,0 +1,136 @@
+"""Manifest rows (result contract QUANTS), effective recipes, recipe hashes and artifact hashes.
+
+The effective recipe is the config's recipe with every default filled in (calibration sizes come
+from the study profile), so the manifest lists every parameter that shaped the artifact. The recipe
+hash covers the effective recipe, the reference's identity, the versions of the tools that make the
+artifact, and RECIPE_VERSION (bumped when this code changes what a recipe means).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+from ..provenance import canonical_json, hash_obj, versions
+
+RECIPE_VERSION = 1
+
+# Tools whose version can change an artifact, per method.
+TOOLS = {
+    "gguf": ("llama_cpp_python", "gguf"),
+    "gptq": ("llmcompressor", "compressed-tensors", "transformers", "torch", "datasets"),
+    "awq": ("llmcompressor", "compressed-tensors", "transformers", "torch", "datasets"),
+    "bnb": ("bitsandbytes", "transformers", "torch"),
+    "torchao": ("torchao", "transformers", "torch"),
+    "quanto": ("optimum-quanto", "transformers", "torch"),
+    "hqq": ("hqq", "transformers", "torch"),
+}
+# Whether re-running a recipe gives a bit-identical artifact (see the README's determinism note).
+DETERMINISTIC = {"gguf": True, "gptq": False, "awq": False, "bnb": True, "torchao": True,
+                 "quanto": True, "hqq": True}
+EXTRA_COLUMNS = ("reference", "artifact", "bpw_all", "main_type", "fallback_frac", "fallback_tensors",
+                 "check_kld", "check_tokens", "check_s", "deterministic", "reused")
+
+
+def effective_recipe(method: str, params: dict, profile) -> dict:
+    """Config params with defaults filled in (profile.calib_samples sets calibration sizes)."""
+    from .gguf import IMATRIX_CTX
+    from .hf import DEFAULTS
+    p = dict(params)
+    if method == "gguf":
+        if p.get("imatrix"):
+            p.setdefault("imatrix_chunks", profile.calib_samples)
+            p["imatrix_ctx"] = IMATRIX_CTX
+        p.setdefault("pure", False)
+    elif method in ("gptq", "awq"):
+        for k, v in DEFAULTS[method].items():
+            p.setdefault(k, v)
+        p.setdefault("n_samples", profile.calib_samples)
+    elif method == "bnb":
+        if p["type"] == "int8":
+            p.setdefault("threshold", 6.0)
+        else:
+            p.setdefault("double_quant", False)
+            p.setdefault("compute_dtype", "float32")
+    elif method == "torchao":
+        if p["type"] == "int4_weight_only":
+            p.setdefault("group_size", 64)
+    elif method == "hqq":
+        p.setdefault("group_size", 64)
+        p.setdefault("axis", 1)
+    return {"method": method, **dict(sorted(p.items()))}
+
+
+def reference_identity(reference) -> dict:
+    """Cheap identity of a reference: its name, dtype and the sizes of its weight files."""
+    hf = sum(f.stat().st_size for f in Path(reference.hf_dir).glob("*.safetensors"))
+    return {"name": reference.name, "dtype": reference.dtype, "gguf_bytes": Path(reference.gguf).stat().st_size,
+            "hf_bytes": hf}
+
+
+def tool_versions(method: str) -> dict:
+    return versions(TOOLS[method])
+
+
+def recipe_hash(recipe: dict, reference, method: str) -> str:
+    return hash_obj({"recipe": recipe, "reference": reference_identity(reference),
+                     "tools": tool_versions(method), "recipe_version": RECIPE_VERSION})
+
+
+def requested_type(recipe: dict) -> str:
+    m = recipe["method"]
+    if m == "gguf":
+        return recipe["type"]
+    if m in ("gptq", "awq"):
+        from .hf import requested_type as rt
+        return rt(m, recipe)
+    from .loadtime import requested_type as rt
+    return rt(m, recipe)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def sha256_dir(d: Path) -> str:
+    """sha256 over 'relative path NUL sha256(file) LF' of every file, sorted by path."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(d).rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(d).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def row(study: str, quant_id: str, recipe: dict, rhash: str, reference, *, status: str = "ok",
+        reason: str = "", info: dict | None = None, nbytes: int = 0, sha256: str = "",
+        wall_s: float | None = None, artifact: str = "", **extra) -> dict:
+    """One QUANTS row (plus the EXTRA_COLUMNS); `info` is a read_back() dict."""
+    info = info or {}
+    method = recipe["method"]
+    out = {
+        "study": study, "quant_id": quant_id, "method": method, "recipe": canonical_json(recipe),
+        "recipe_hash": rhash, "requested_type": requested_type(recipe),
+        "tensor_types": json.dumps(info.get("tensor_types", {}), sort_keys=False),
+        "bpw": _num(info.get("bpw")), "bytes": int(nbytes), "sha256": sha256,
+        "tool_versions": canonical_json(tool_versions(method)),
+        "wall_s": _num(wall_s), "status": status, "reason": reason,
+        "reference": reference.name, "artifact": artifact, "bpw_all": _num(info.get("bpw_all")),
+        "main_type": info.get("main_type", ""), "fallback_frac": _num(info.get("fallback_frac")),
+        "fallback_tensors": extra.pop("fallback_tensors", None), "check_kld": math.nan,
+        "check_tokens": 0, "check_s": math.nan, "deterministic": DETERMINISTIC[method], "reused": False,
+    }
+    out.update(extra)
+    return out
+
+
+def _num(x) -> float:
+    return math.nan if x is None else float(x)

@@ -1,0 +1,71 @@
+"""Synthetic studies in the contract format, for the analysis tests."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+TASKS = ("piqa", "sciq")
+
+
+def _make_study(n_quants: int = 14, n_items: int = 150, tasks=TASKS, seed: int = 0, study: str = "toy"):
+    """A small study: a reference and `n_quants` quants with noise levels 0.002 to 0.3 (geometric).
+
+    Each quant flips a correct reference answer to wrong with probability s and a wrong one to right
+    with probability s / 2; per-prompt KLD ~ s * lognormal; fidelity metrics on 2 corpora x 2 ctx.
+    The last quant has status 'failed' (no samples, no fidelity). Returns (samples, fidelity, quants).
+    """
+    rng = np.random.default_rng(seed)
+    levels = np.geomspace(0.002, 0.3, n_quants)
+    ids = [f"q{i:02d}" for i in range(n_quants)]
+    items = [(t, f"{t}-{j:03d}") for t in tasks for j in range(n_items)]
+    ref = rng.random(len(items)) < 0.6
+    rows = []
+
+    def add(model, correct, kld):
+        for (task, item), c, k in zip(items, correct, kld):
+            rows.append(dict(study=study, model=model, task=task, item_id=item, item_hash=f"h-{item}",
+                             prompt_hash=f"p-{item}", correct=bool(c), margin=float(rng.normal()),
+                             kld_mean=float(k), kld_max=float(3 * k)))
+
+    add("reference", ref, np.zeros(len(items)))
+    for q, s in zip(ids, levels):
+        u = rng.random(len(items))
+        correct = np.where(ref, u >= s, u < s / 2)
+        add(q, correct, s * rng.lognormal(0, 0.5, len(items)))
+    samples = pd.DataFrame(rows)
+    fid = []
+    for q, s in zip(ids, levels):
+        for corpus in ("c4", "wiki"):
+            for ctx in (256, 512):
+                noise = rng.lognormal(0, 0.2)
+                for metric, v in (("kld_mean", s * noise), ("kld_p99", 10 * s * noise ** 2),
+                                  ("top1_agreement", 1 - s * noise)):
+                    fid.append(dict(study=study, quant_id=q, corpus=corpus, ctx=ctx, metric=metric,
+                                    value=float(v), n_tokens=1024, tokens_hash=f"t-{corpus}-{ctx}"))
+    fidelity = pd.DataFrame(fid)
+    man = []
+    for i, (q, s) in enumerate(zip(ids, levels)):
+        failed = i == n_quants - 1
+        man.append(dict(study=study, quant_id=q, method="gguf", recipe=json.dumps({"s": float(s)}),
+                        recipe_hash=f"r{i}", requested_type="Q4_0", tensor_types="{}",
+                        bpw=float(8 - 20 * s), bytes=1000 + i, sha256=f"sha{i}", tool_versions="{}",
+                        wall_s=1.0, status="failed" if failed else "ok", reason="oom" if failed else ""))
+    quants = pd.DataFrame(man)
+    failed_id = ids[-1]
+    samples = samples[samples["model"] != failed_id].reset_index(drop=True)
+    fidelity = fidelity[fidelity["quant_id"] != failed_id].reset_index(drop=True)
+    return samples, fidelity, quants
+
+
+@pytest.fixture
+def make_study():
+    """The synthetic-study factory `_make_study(n_quants, n_items, tasks, seed, study)`."""
+    return _make_study
+
+
+@pytest.fixture(scope="session")
+def study():
+    """One default synthetic study (samples, fidelity, quants); treat as read-only."""
+    return _make_study()

@@ -1,0 +1,202 @@
+"""analysis.stats: Spearman, bootstrap, permutation, Fisher z, power, TOST, Holm."""
+
+import inspect
+import math
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hst
+from scipy import stats as st
+from statsmodels.stats.multitest import multipletests
+
+from analysis import stats as S
+
+FAST = settings(max_examples=40, deadline=None)
+ints = hst.lists(hst.integers(-50, 50), min_size=4, max_size=25)
+
+
+def test_spearman_worked_example():
+    # x = 1..5, y = 2,1,4,3,5 -> d = -1,1,-1,1,0 -> sum d^2 = 4; rho = 1 - 6*4/(5*24) = 0.8
+    rho, p = S.spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
+    assert rho == pytest.approx(0.8, abs=1e-12)
+    # t = 0.8 * sqrt(3 / (1 - 0.64)) = 2.3094; two-sided p from t(3)
+    assert p == pytest.approx(2 * st.t.sf(0.8 * math.sqrt(3 / 0.36), 3), rel=1e-9)
+
+
+def test_spearman_undefined_cases_are_nan():
+    assert all(math.isnan(v) for v in S.spearman([1, 2], [2, 1]))
+    assert all(math.isnan(v) for v in S.spearman([1, 1, 1, 1], [1, 2, 3, 4]))
+
+
+@FAST
+@given(hst.data())
+def test_spearman_rows_matches_scipy_with_ties(data):
+    n = data.draw(hst.integers(3, 20))
+    xs = data.draw(hst.lists(hst.lists(hst.integers(0, 5), min_size=n, max_size=n), min_size=1, max_size=5))
+    ys = data.draw(hst.lists(hst.lists(hst.integers(0, 5), min_size=n, max_size=n), min_size=len(xs),
+                             max_size=len(xs)))
+    got = S.spearman_rows(np.array(xs, float), np.array(ys, float))
+    for g, x, y in zip(got, xs, ys):
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            assert math.isnan(g)
+        else:
+            assert g == pytest.approx(st.spearmanr(x, y).statistic, abs=1e-12)
+            rho, p = S.spearman(x, y)
+            assert (rho, p) == pytest.approx(tuple(st.spearmanr(x, y)), abs=1e-12)
+
+
+@FAST
+@given(ints, hst.integers(0, 2**32 - 1))
+def test_spearman_unchanged_by_monotone_transforms(x, seed):
+    x = np.array(x, float)
+    y = np.random.default_rng(seed).permutation(len(x)).astype(float)
+    rho = S.spearman(x, y)[0]
+    up = S.spearman(3 * x**3 + x + 7, np.exp(y / 10))[0]  # strictly increasing in x and in y
+    down = S.spearman(-x, y)[0]
+    if math.isnan(rho):
+        assert math.isnan(up) and math.isnan(down)
+    else:
+        assert up == pytest.approx(rho, abs=1e-12)
+        assert down == pytest.approx(-rho, abs=1e-12)
+
+
+def test_default_resamples_is_10000():
+    assert S.DEFAULT_RESAMPLES == 10_000
+    for f in (S.bootstrap_distribution, S.bootstrap_ci, S.permutation_pvalue, S.correlate):
+        params = inspect.signature(f).parameters
+        name = "n_permutations" if f is S.permutation_pvalue else "n_resamples"
+        assert params[name].default == 10_000, f.__name__
+
+
+def test_bootstrap_same_seed_same_bytes_different_seed_differs():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    a = S.bootstrap_distribution((x, y), S.spearman_rows, np.random.default_rng(7), 500)
+    b = S.bootstrap_distribution((x, y), S.spearman_rows, np.random.default_rng(7), 500)
+    c = S.bootstrap_distribution((x, y), S.spearman_rows, np.random.default_rng(8), 500)
+    assert a.tobytes() == b.tobytes()
+    assert a.tobytes() != c.tobytes()
+    r1 = S.correlate(x, y, np.random.default_rng(3), 300)
+    r2 = S.correlate(x, y, np.random.default_rng(3), 300)
+    assert repr(r1) == repr(r2)
+
+
+def test_bootstrap_resamples_rows_jointly():
+    # y = 2x exactly: every resample keeps pairs together, so every resampled rho is 1 (or NaN when a
+    # resample draws one value only)
+    x = np.arange(10.0)
+    vals = S.bootstrap_distribution((x, 2 * x), S.spearman_rows, np.random.default_rng(1), 200)
+    assert np.all(vals[np.isfinite(vals)] == pytest.approx(1.0))
+    assert np.isfinite(vals).sum() == 200
+
+
+def test_bootstrap_10000_over_30_models_is_fast():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    t0 = time.perf_counter()
+    ci = S.bootstrap_ci((x, y), S.spearman_rows, np.random.default_rng(1))
+    elapsed = time.perf_counter() - t0
+    assert ci.n_valid == 10_000 and ci.lo < S.spearman(x, y)[0] < ci.hi
+    assert elapsed < 1.0
+
+
+def test_percentile_interval_worked_example():
+    # values 0..100 (101 values): 2.5% and 97.5% linear quantiles are exactly 2.5 and 97.5; NaN ignored
+    v = np.append(np.arange(101.0), np.nan)
+    lo, hi, n = S.percentile_interval(v)
+    assert (lo, hi, n) == (pytest.approx(2.5, abs=1e-12), pytest.approx(97.5, abs=1e-12), 101)
+    assert math.isnan(S.percentile_interval(np.array([np.nan])).lo)
+
+
+def test_bootstrap_agrees_with_scipy_bootstrap():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=25)
+    y = x + rng.normal(size=25)
+    ours = S.bootstrap_ci((x, y), S.spearman_rows, np.random.default_rng(5), 4000)
+
+    def rho(a, b, axis):
+        return S.spearman_rows(a, b)
+
+    ref = st.bootstrap((x, y), rho, paired=True, vectorized=True, n_resamples=4000, method="percentile",
+                       rng=np.random.default_rng(6)).confidence_interval
+    # different random draws: the bounds agree to Monte Carlo error
+    assert ours.lo == pytest.approx(ref.low, abs=0.05)
+    assert ours.hi == pytest.approx(ref.high, abs=0.05)
+
+
+def test_permutation_pvalue_three_points():
+    # n = 3, perfectly monotone: 2 of the 3! = 6 orderings reach |rho| = 1, so the exact p is 1/3
+    p = S.permutation_pvalue([1, 2, 3], [1, 2, 3], np.random.default_rng(0), 20_000)
+    assert p == pytest.approx(1 / 3, abs=0.015)
+    assert p >= 1 / 20_001
+
+
+def test_permutation_pvalue_agrees_with_scipy_exact():
+    x = np.array([1.0, 2, 3, 4, 5, 6, 7])
+    y = np.array([2.0, 1, 4, 3, 7, 5, 6])
+    exact = st.permutation_test((x, y), lambda a, b: st.spearmanr(a, b).statistic, permutation_type="pairings",
+                                n_resamples=np.inf).pvalue  # 7! = 5040 pairings, enumerated
+    assert S.permutation_pvalue(x, y, np.random.default_rng(2), 20_000) == pytest.approx(exact, abs=0.01)
+
+
+def test_fisher_ci_worked_example():
+    # rho = 0.5, n = 28: z = atanh(0.5) = 0.549306, half width = 1.959964 / sqrt(25) = 0.391993
+    # -> (tanh(0.157313), tanh(0.941299)) = (0.156030, 0.735594)
+    lo, hi = S.fisher_ci(0.5, 28)
+    assert lo == pytest.approx(0.156030, abs=1e-6)
+    assert hi == pytest.approx(0.735594, abs=1e-6)
+    assert all(math.isnan(v) for v in S.fisher_ci(0.5, 3))
+
+
+def test_correlate_drops_nonfinite_pairs_and_reports_n():
+    x = [1, 2, 3, 4, np.nan, 6]
+    y = [1, 3, 2, 4, 5, np.inf]
+    r = S.correlate(x, y)
+    assert r["n"] == 4 and r["rho"] == pytest.approx(st.spearmanr([1, 2, 3, 4], [1, 3, 2, 4]).statistic)
+    assert math.isnan(r["ci_lo"]) and math.isnan(r["p_perm"]) and r["n_boot"] == 0
+    assert set(r) == set(S.CORR_COLUMNS)
+
+
+def test_min_detectable_rho_worked_example():
+    # n = 28: (z_0.975 + z_0.8) / sqrt(25) = (1.959964 + 0.841621) / 5 = 0.560317 -> tanh = 0.508172
+    assert S.min_detectable_rho(28) == pytest.approx(0.508172, abs=1e-6)
+    assert math.isnan(S.min_detectable_rho(3))
+
+
+@FAST
+@given(hst.integers(6, 500))
+def test_power_at_min_detectable_rho_is_80_percent(n):
+    # the opposite tail adds < 1e-3 of power, so the round trip is 0.8 to that precision
+    assert S.power_rho(S.min_detectable_rho(n), n) == pytest.approx(0.8, abs=1e-3)
+    assert S.min_detectable_rho(n + 1) < S.min_detectable_rho(n)
+
+
+def test_tost_worked_example():
+    # rho = 0, n = 28, margin 0.5: z = 0, zm = atanh(0.5) = 0.549306, se = 0.2
+    # p_upper = Phi((0 - 0.549306) / 0.2) = Phi(-2.746531) = 0.003011 = p_lower by symmetry
+    r = S.tost_rho(0.0, 28, 0.5)
+    assert r["p"] == pytest.approx(0.003011, abs=1e-6)
+    assert r["p_lower"] == pytest.approx(r["p_upper"], abs=1e-15) and r["equivalent"]
+    assert not S.tost_rho(0.45, 28, 0.5)["equivalent"]
+
+
+@FAST
+@given(hst.floats(-0.95, 0.95), hst.integers(5, 300), hst.floats(0.05, 0.9))
+def test_tost_equivalent_iff_90_percent_ci_inside_margin(rho, n, margin):
+    lo, hi = S.fisher_ci(rho, n, level=0.90)
+    inside = -margin < lo and hi < margin
+    r = S.tost_rho(rho, n, margin, alpha=0.05)
+    if abs(r["p"] - 0.05) > 1e-9:  # away from the exact boundary
+        assert r["equivalent"] == inside
+
+
+def test_holm_worked_example_and_statsmodels():
+    # sorted p: 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> monotone: 0.03, 0.06, 0.06
+    assert S.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    p = np.array([0.2, np.nan, 0.001, 0.04, 0.5])
+    got = S.holm(p)
+    assert math.isnan(got[1])
+    keep = [0, 2, 3, 4]
+    assert got[keep] == pytest.approx(multipletests(p[keep], method="holm")[1])
