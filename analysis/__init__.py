@@ -18,15 +18,16 @@ Inputs are the contract frames of one study; every random step takes a `numpy.ra
 
 from .cohort import (REFERENCE, composite_scores, cohort_table, describe_zone, fidelity_wide, task_scores,
                      variants, zone_floor, zone_mask)
-from .decompose import check_identity, decompose, decomposition_correlations, mcnemar
+from .decompose import check_identity, decomposition, decomposition_correlations, mcnemar
 from .per_prompt import auroc, failure_prediction, poisson_binomial_pvalue, routing
 from .stats import (DEFAULT_RESAMPLES, bootstrap_ci, correlate, fisher_ci, holm, min_detectable_rho,
                     permutation_pvalue, power_rho, spearman, tost_rho)
-from .zone import full_vs_zone, headline_stats, holdout, holdout_splits, holdout_summary, robustness_table, sweep
+from .zone import (full_vs_zone, headline_stats, holdout, holdout_splits, holdout_summary, robustness_table,
+                   sweep)
 
 __all__ = [
     "DEFAULT_RESAMPLES", "REFERENCE", "auroc", "bootstrap_ci", "check_identity", "cohort_table",
-    "composite_scores", "correlate", "decompose", "decomposition_correlations", "describe_zone",
+    "composite_scores", "correlate", "decomposition", "decomposition_correlations", "describe_zone",
     "failure_prediction", "fidelity_wide", "fisher_ci", "full_vs_zone", "headline_stats", "holdout",
     "holdout_splits", "holdout_summary", "holm", "mcnemar", "min_detectable_rho", "permutation_pvalue",
     "poisson_binomial_pvalue", "power_rho", "robustness_table", "routing", "spearman", "sweep",

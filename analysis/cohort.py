@@ -82,7 +82,8 @@ def item_matrix(samples: pd.DataFrame) -> ItemMatrix:
     ref_items = samples.loc[samples["model"] == REFERENCE, ["task", "item_id"]]
     ref_index = pd.MultiIndex.from_frame(ref_items).sort_values()
     if not wide.index.equals(ref_index):
-        raise ValueError(f"{len(wide.index.difference(ref_index))} item(s) in samples are not in the reference")
+        extra = len(wide.index.difference(ref_index))
+        raise ValueError(f"{extra} item(s) in samples are not in the reference")
     missing = wide.isna().sum()
     if missing.any():
         m = missing[missing > 0].index[0]
@@ -120,7 +121,8 @@ def task_weights(tasks: tuple[str, ...], n_items: np.ndarray, weights: Weights =
     return w / w.sum()
 
 
-def scores_from(m: ItemMatrix, weights: Weights = None, cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def scores_from(m: ItemMatrix, weights: Weights = None,
+                cols: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Task accuracies (M, T) and composite scores (M,) on the items selected by `cols`.
 
     cols: bool (I,) item mask (None = all items). The composite is task accuracies @ task weights.
@@ -190,7 +192,8 @@ def variants(fidelity: pd.DataFrame) -> pd.DataFrame:
 def cohort_quants(quants: pd.DataFrame) -> list[str]:
     """Sorted quant ids of the cohort: status 'ok', excluding any reference row of the manifest."""
     one_study(quants, "quants")
-    ok = quants[(quants["status"] == "ok") & (quants["method"] != REFERENCE) & (quants["quant_id"] != REFERENCE)]
+    ok = quants[(quants["status"] == "ok") & (quants["method"] != REFERENCE)
+                & (quants["quant_id"] != REFERENCE)]
     return sorted(ok["quant_id"].astype(str))
 
 
@@ -256,15 +259,15 @@ def zone_rule(deg_rel: np.ndarray, deg_pts: np.ndarray, metric: np.ndarray, bpw:
     raise ValueError(f"unknown zone definition {definition!r}; one of {sorted(ZONE_DEFINITIONS)}")
 
 
-def zone_mask(cohort: pd.DataFrame, definition: str = DEFAULT_DEFINITION, threshold: float = DEFAULT_THRESHOLD,
-              metric: str = "kld_mean") -> pd.Series:
+def zone_mask(cohort: pd.DataFrame, definition: str = DEFAULT_DEFINITION,
+              threshold: float = DEFAULT_THRESHOLD, metric: str = "kld_mean") -> pd.Series:
     """Silent-zone membership of each cohort row (bool Series on cohort's index); see `zone_rule`.
 
     cohort: `cohort_table` output (needs deg_rel, deg_pts, bpw and, for kld_quantile, `metric`).
     """
     col = cohort[metric] if metric in cohort else pd.Series(np.nan, index=cohort.index)
-    return pd.Series(zone_rule(cohort["deg_rel"], cohort["deg_pts"], col, cohort["bpw"], definition, threshold),
-                     index=cohort.index, name="in_zone")
+    rule = zone_rule(cohort["deg_rel"], cohort["deg_pts"], col, cohort["bpw"], definition, threshold)
+    return pd.Series(rule, index=cohort.index, name="in_zone")
 
 
 def describe_zone(definition: str = DEFAULT_DEFINITION, threshold: float = DEFAULT_THRESHOLD,

@@ -39,7 +39,8 @@ class Schema:
         """The schema as a Markdown table (used by the README and `silentzone schema`)."""
         rows = [f"**{self.name}** ({self.doc}; key: {', '.join(self.key)})", "",
                 "| column | type | meaning |", "|---|---|---|"]
-        rows += [f"| `{c.name}` | {c.kind}{'?' if c.nullable else ''} | {c.doc} |" for c in self.columns]
+        rows += [f"| `{c.name}` | {c.kind}{'?' if c.nullable else ''} | {c.doc.replace('|', '/')} |"
+                 for c in self.columns]
         return "\n".join(rows)
 
 

@@ -42,7 +42,7 @@ def mcnemar(gains: int, losses: int, exact_below: int = EXACT_BELOW) -> tuple[fl
     return float(res.statistic), float(min(1.0, res.pvalue)), exact
 
 
-def decompose(samples: pd.DataFrame, weights: Weights = None) -> pd.DataFrame:
+def decomposition(samples: pd.DataFrame, weights: Weights = None) -> pd.DataFrame:
     """Gains, losses, volume and direction of every quant against the reference, per task and pooled.
 
     samples: SAMPLES rows of one study (reference included). weights: task weights of the composite
@@ -86,11 +86,12 @@ def _row(model, task, n, rc, qc, g, l, delta, rate) -> tuple:
     """One DECOMP_COLUMNS row from counts (n items, reference/quant correct, gains, losses)."""
     vol = g + l
     stat_p = mcnemar(g, l)
-    return (model, task, n, rc, qc, g, l, vol, g / vol if vol else math.nan, delta, rate, stat_p[1], stat_p[2])
+    f = g / vol if vol else math.nan
+    return (model, task, n, rc, qc, g, l, vol, f, delta, rate, stat_p[1], stat_p[2])
 
 
 def check_identity(table: pd.DataFrame) -> None:
-    """Raise AssertionError unless every row of a `decompose` table satisfies, in exact arithmetic,
+    """Raise AssertionError unless every row of a `decomposition` table satisfies, in exact arithmetic,
     correct / n == ref_correct / n + vol (2 f - 1) / n with vol == gains + losses and f == gains / vol;
     f must be NaN exactly when vol == 0, and then correct == ref_correct and (task rows) delta == 0.
     Task rows also need delta == (gains - losses) / n to the last bit."""
@@ -100,7 +101,8 @@ def check_identity(table: pd.DataFrame) -> None:
             raise AssertionError(f"{r.model}/{r.task}: vol {vol} != gains {g} + losses {l}")
         lhs = Fraction(int(r.correct), n)
         if vol == 0:
-            if not math.isnan(r.f) or int(r.correct) != int(r.ref_correct) or (r.task != COMPOSITE and r.delta != 0):
+            moved = int(r.correct) != int(r.ref_correct) or (r.task != COMPOSITE and r.delta != 0)
+            if not math.isnan(r.f) or moved:
                 raise AssertionError(f"{r.model}/{r.task}: vol == 0 needs f NaN, equal scores, delta 0")
             continue
         f = Fraction(g, vol)
@@ -127,7 +129,7 @@ def decomposition_correlations(samples: pd.DataFrame, fidelity: pd.DataFrame, qu
     Quants with f NaN (no flips) drop out of the f correlations; `n` says how many remain.
     """
     cohort = cohort_table(samples, fidelity, quants, corpus, ctx, weights)
-    dec = decompose(samples, weights)
+    dec = decomposition(samples, weights)
     tasks = sorted(t for t in dec["task"].unique() if t != COMPOSITE) + [COMPOSITE]
     rows = []
     for metric in metrics or metric_columns(cohort):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,25 @@ def auroc_rows(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     n1 = positive.sum(axis=-1)
     n0 = positive.shape[-1] - n1
     u = (r * positive).sum(axis=-1) - n1 * (n1 + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = u / (n1 * n0)
+    return np.where((n1 > 0) & (n0 > 0), out, np.nan)
+
+
+def auroc_codes_rows(codes: np.ndarray, positive: np.ndarray, n_values: int) -> np.ndarray:
+    """`auroc_rows` in linear time, for bootstrap resamples of one sample.
+
+    codes: int (b, n) order-preserving value codes in 0..n_values-1 (equal values share a code), e.g.
+    `np.unique(scores, return_inverse=True)[1]` resampled; positive: bool (b, n). Counts positives and
+    negatives per code and row; U = sum over codes of positives x (negatives below + negatives equal / 2).
+    Returns (b,) floats, equal to `auroc_rows` on the scores (U is exact in both); NaN as there.
+    """
+    b = codes.shape[0]
+    flat = (np.arange(b)[:, None] * n_values + codes).ravel()
+    pos = np.bincount(flat, weights=positive.ravel(), minlength=b * n_values).reshape(b, n_values)
+    neg = np.bincount(flat, minlength=b * n_values).reshape(b, n_values) - pos
+    u = (pos * (np.cumsum(neg, axis=1) - neg / 2)).sum(axis=1)
+    n1, n0 = pos.sum(axis=1), neg.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = u / (n1 * n0)
     return np.where((n1 > 0) & (n0 > 0), out, np.nan)
@@ -102,7 +122,9 @@ def failure_prediction(samples: pd.DataFrame, rng: np.random.Generator | None = 
         if rng is not None:
             ci = bootstrap_ci((logk, failed), log_gm_ratio_rows, rng, n_resamples, level)
             rec.update(ratio_lo=math.exp(ci.lo), ratio_hi=math.exp(ci.hi))
-            ci = bootstrap_ci((kld, failed), auroc_rows, rng, n_resamples, level)
+            codes = np.unique(kld, return_inverse=True)[1]
+            stat = partial(auroc_codes_rows, n_values=int(codes.max()) + 1)
+            ci = bootstrap_ci((codes, failed), stat, rng, n_resamples, level)
             rec.update(auroc_lo=ci.lo, auroc_hi=ci.hi)
         rows.append(rec)
     return pd.DataFrame(rows)
@@ -126,7 +148,8 @@ def _mean_rows(x: np.ndarray) -> np.ndarray:
 
 
 def routing(samples: pd.DataFrame, models: Sequence[str], rng: np.random.Generator | None = None,
-            n_resamples: int = DEFAULT_RESAMPLES, metric: str = "kld_mean", level: float = LEVEL) -> pd.DataFrame:
+            n_resamples: int = DEFAULT_RESAMPLES, metric: str = "kld_mean",
+            level: float = LEVEL) -> pd.DataFrame:
     """Route each prompt to the model with the lowest per-prompt KLD; score it where models disagree.
 
     samples: SAMPLES holding every model in `models` (>= 2) on the same items (checked by item_hash);

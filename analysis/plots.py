@@ -62,7 +62,8 @@ def _p(p: float) -> str:
 
 
 def scatter_zone(ax, cohort: pd.DataFrame, metric: str = "kld_mean", zone: Sequence[bool] | None = None,
-                 floor: float | None = None, stats: dict | None = None, logx: bool = True, label: bool = False):
+                 floor: float | None = None, stats: dict | None = None, logx: bool = True,
+                 label: bool = False):
     """Fidelity metric (x) against composite score (y), one point per quant, zone points highlighted.
 
     cohort: `cohort_table` frame (quant_id, score, ref_score, `metric`). zone: bool per row (None: no
@@ -124,7 +125,8 @@ def sweep_curves(ax, sweep_frame: pd.DataFrame, percent: bool = True):
     return ax
 
 
-def holdout_hist(ax, holdout_frame: pd.DataFrame, scopes: Sequence[str] = ("heldout", "insample"), bins: int = 30):
+def holdout_hist(ax, holdout_frame: pd.DataFrame, scopes: Sequence[str] = ("heldout", "insample"),
+                 bins: int = 30):
     """Distribution over splits of the zone rho (`zone.holdout` output), one histogram per scope
     ('heldout': zone from half A, scores from B; 'insample': both from B; 'full'), medians as lines.
     Returns ax."""
@@ -142,10 +144,11 @@ def holdout_hist(ax, holdout_frame: pd.DataFrame, scopes: Sequence[str] = ("held
     return ax
 
 
-def decomposition_bars(ax, decomposition: pd.DataFrame, task: str = "composite", order: Sequence[str] | None = None):
+def decomposition_bars(ax, decomposition: pd.DataFrame, task: str = "composite",
+                       order: Sequence[str] | None = None):
     """Gains (up) and losses (down) per quant as fractions of items, with the score change delta.
 
-    decomposition: `decompose.decompose` output; task: which task's rows (default the pooled rows;
+    decomposition: `decompose.decomposition` output; task: which task's rows (default the pooled rows;
     their bars are pooled counts / n while delta is the weighted composite change). order: quant ids
     left to right (e.g. sorted by KLD); default the table order. Returns ax.
     """

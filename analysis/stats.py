@@ -170,7 +170,8 @@ def correlate(x: Sequence[float], y: Sequence[float], rng: np.random.Generator |
     if rng is not None and np.isfinite(rho):
         ci = bootstrap_ci((x, y), spearman_rows, rng, n_resamples, level)
         out.update(ci_lo=ci.lo, ci_hi=ci.hi, n_boot=ci.n_valid)
-        out["p_perm"] = permutation_pvalue(x, y, rng, n_resamples if n_permutations is None else n_permutations)
+        n_perm = n_resamples if n_permutations is None else n_permutations
+        out["p_perm"] = permutation_pvalue(x, y, rng, n_perm)
     out["fz_lo"], out["fz_hi"] = fisher_ci(rho, len(x), level)
     return out
 

@@ -15,15 +15,16 @@ import numpy as np
 import pandas as pd
 
 from .cohort import (DEFAULT_DEFINITION, DEFAULT_THRESHOLD, REFERENCE, ItemMatrix, Weights, cohort_quants,
-                     cohort_table, cohorts, degradation, describe_zone, item_matrix, metric_columns, one_study,
-                     scores_from, zone_mask, zone_rule)
-from .decompose import COMPOSITE, decompose
+                     cohort_table, cohorts, degradation, describe_zone, item_matrix, metric_columns,
+                     one_study, scores_from, zone_mask, zone_rule)
+from .decompose import COMPOSITE, decomposition
 from .stats import DEFAULT_RESAMPLES, LEVEL, correlate, holm, min_detectable_rho, spearman, tost_rho
 
 
 def full_vs_zone(cohort: pd.DataFrame, metric: str = "kld_mean", target: str = "score",
                  definition: str = DEFAULT_DEFINITION, threshold: float = DEFAULT_THRESHOLD,
-                 rng: np.random.Generator | None = None, n_resamples: int = DEFAULT_RESAMPLES) -> pd.DataFrame:
+                 rng: np.random.Generator | None = None,
+                 n_resamples: int = DEFAULT_RESAMPLES) -> pd.DataFrame:
     """Spearman rho(metric, target) over the full cohort and inside the zone.
 
     cohort: `cohort_table` frame; metric: a fidelity column; target: a score column (default the
@@ -64,7 +65,8 @@ def sweep(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame, t
 def robustness_table(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame,
                      definition: str = DEFAULT_DEFINITION, threshold: float = DEFAULT_THRESHOLD,
                      rng: np.random.Generator | None = None, n_resamples: int = DEFAULT_RESAMPLES,
-                     weights: Weights = None, margin: float | None = None, alpha: float = 0.05) -> pd.DataFrame:
+                     weights: Weights = None, margin: float | None = None,
+                     alpha: float = 0.05) -> pd.DataFrame:
     """rho(metric, composite score), full cohort and zone, for every variant (corpus x ctx x metric).
 
     Returns one row per variant: corpus, ctx, metric, then CORR_COLUMNS suffixed _full and _zone,
@@ -167,7 +169,8 @@ def holdout_summary(table: pd.DataFrame, level: float = LEVEL, alpha: float = 0.
         lo, med, hi = np.quantile(rho[ok], [q, 0.5, 1 - q]) if ok.any() else (math.nan,) * 3
         rows.append(dict(scope=scope, n_splits_valid=int(ok.sum()), rho_median=float(med),
                          rho_mean=float(rho[ok].mean()) if ok.any() else math.nan, rho_lo=float(lo),
-                         rho_hi=float(hi), frac_significant=float((p[ok] < alpha).mean()) if ok.any() else math.nan,
+                         rho_hi=float(hi),
+                         frac_significant=float((p[ok] < alpha).mean()) if ok.any() else math.nan,
                          n_median=float(np.median(table[f"n_{scope}"]))))
     return pd.DataFrame(rows)
 
@@ -184,7 +187,7 @@ def headline_stats(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.Dat
     cohort = cohort_table(samples, fidelity, quants, corpus, ctx, weights)
     zone = zone_mask(cohort, definition, threshold, metric).to_numpy()
     x, y = cohort[metric].to_numpy(float), cohort["score"].to_numpy(float)
-    dec = decompose(samples, weights)
+    dec = decomposition(samples, weights)
     vol = (dec[dec["task"] == COMPOSITE].set_index("model")["vol_rate"]
            .reindex(cohort["quant_id"]).to_numpy(float))
     _, rho_full, p_full = _rho(x, y)
@@ -193,5 +196,6 @@ def headline_stats(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.Dat
     out = dict(study=one_study(samples, "samples"), n_quants=len(cohort_quants(quants)),
                zone_definition=describe_zone(definition, threshold, metric), n_zone=int(zone.sum()),
                rho_full=rho_full, p_full=p_full, rho_zone=rho_zone, p_zone=p_zone, rho_vol_zone=rho_vol,
-               p_vol_zone=p_vol, mdr_zone=min_detectable_rho(n_zone), corpus=corpus, ctx=int(ctx), metric=metric)
+               p_vol_zone=p_vol, mdr_zone=min_detectable_rho(n_zone), corpus=corpus, ctx=int(ctx),
+               metric=metric)
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}

@@ -293,6 +293,7 @@ def _copy_hf(source: Path, out: Path, dtype: str) -> None:
     dt = torch.float32 if dtype == "float32" else torch.bfloat16
     AutoModelForCausalLM.from_pretrained(source, dtype=dt).save_pretrained(tmp)
     AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
 
 

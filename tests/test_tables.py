@@ -61,7 +61,8 @@ def test_every_schema_documents_every_column():
     for schema in (QUANTS, FIDELITY, SAMPLES):
         assert all(c.doc for c in schema.columns)
         assert set(schema.key) <= set(schema.names)
-        assert schema.markdown().count("\n|") == len(schema.columns) + 1
+        # one table row per column, plus the header row and the |---| rule
+        assert schema.markdown().count("\n|") == len(schema.columns) + 2
 
 
 def test_stats_json_requires_headline_keys(tmp_path):

@@ -83,7 +83,7 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
         for r, i in enumerate(idx):
             ref = store.read(i, kind)
             if kind == "exact":
-                parts.append(token_metrics(np.asarray(ref["logp"]), z[r], ref["targets"],
+                parts.append(token_metrics(np.array(ref["logp"]), z[r], ref["targets"],
                                            ref["top1"], ref["target_logp"]))
             else:
                 parts.append(compact_token_metrics(ref["top_idx"], ref["top_logp"], ref["tail_logmass"],
@@ -131,6 +131,40 @@ def score_text(reference, candidate, text: str, ctx: int, *, scoring: str = "hal
     summary.update(n_windows=int(len(windows)), ctx=int(ctx), scoring=scoring,
                    tokens_hash=tokens_hash(windows), candidate_forward_s=t_fwd, metrics_s=t_met)
     return summary, per_token
+
+
+def store_error(m, store: Store, ks=(16, 32, 64, 128, 256), label: str = "") -> dict:
+    """Error of the compact encoding against the exact store, for several k, on candidate `m`.
+
+    The exact store's float16 log-probs are re-encoded as compact stores of each k; returns
+    {"exact": kld_mean, k: kld_mean, ...} plus "rel_err_<k>" = kld_mean(k) / kld_mean(exact) - 1 and
+    "p99_rel_err_<k>" for the 99th percentile (the compact value is a lower bound, so errors are <= 0).
+    """
+    from .store import encode_window
+    if "exact" not in store.kinds:
+        raise StoreError(f"{store.path}: store_error needs an exact store")
+    check_compatible(m, store.n_vocab, store.meta.get("probe_ids"), label)
+    windows = store.windows()
+    res = {"exact": [], **{k: [] for k in ks}}
+    for i in range(store.n_windows):
+        z = window_logits(m, windows[i:i + 1], store.first)[0]
+        check_finite(z, f"{label or m.name} window {i}")
+        ref = store.read(i, "exact")
+        lp = np.array(ref["logp"], dtype=np.float32)
+        res["exact"].append(token_metrics(lp, z, ref["targets"], ref["top1"], ref["target_logp"],
+                                          what=("kld",))["kld"])
+        for k in ks:
+            e = encode_window(lp, ref["targets"], kinds=("compact",), k=k)
+            res[k].append(compact_token_metrics(e["top_idx"], e["top_logp"], e["tail_logmass"], z,
+                                                ref["targets"], ref["top1"], ref["target_logp"],
+                                                what=("kld",))["kld"])
+    kld = {key: np.concatenate(v) for key, v in res.items()}
+    out = {"exact": float(kld["exact"].mean()), "exact_p99": float(np.percentile(kld["exact"], 99))}
+    for k in ks:
+        out[k] = float(kld[k].mean())
+        out[f"rel_err_{k}"] = out[k] / out["exact"] - 1
+        out[f"p99_rel_err_{k}"] = float(np.percentile(kld[k], 99)) / out["exact_p99"] - 1
+    return out
 
 
 # ----------------------------------------------------------------------------- cohort

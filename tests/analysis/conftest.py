@@ -59,7 +59,7 @@ def _make_study(n_quants: int = 14, n_items: int = 150, tasks=TASKS, seed: int =
     return samples, fidelity, quants
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_study():
     """The synthetic-study factory `_make_study(n_quants, n_items, tasks, seed, study)`."""
     return _make_study
@@ -69,3 +69,23 @@ def make_study():
 def study():
     """One default synthetic study (samples, fidelity, quants); treat as read-only."""
     return _make_study()
+
+
+def _samples_from(spec: dict, kld: dict | None = None, study: str = "toy") -> pd.DataFrame:
+    """SAMPLES rows from {model: {task: "1011"}} ('1' = correct, item j of a task is f"{task}-{j}");
+    kld: optional {model: {task: [per-item kld_mean]}} (default 0.1 for quants, 0 for the reference)."""
+    rows = []
+    for model, tasks in spec.items():
+        for task, bits in tasks.items():
+            for j, b in enumerate(bits):
+                k = kld[model][task][j] if kld and model in kld else (0.0 if model == "reference" else 0.1)
+                rows.append(dict(study=study, model=model, task=task, item_id=f"{task}-{j}",
+                                 item_hash=f"h-{task}-{j}", prompt_hash=f"p-{task}-{j}", correct=b == "1",
+                                 margin=float("nan"), kld_mean=float(k), kld_max=float(k)))
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="session")
+def samples_from():
+    """The tiny-SAMPLES factory `_samples_from(spec, kld=None, study='toy')`."""
+    return _samples_from

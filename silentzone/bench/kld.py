@@ -1,0 +1,142 @@
+"""Per-prompt KLD against stored reference distributions.
+
+The reference pass stores, per item, the log-probs of its next-token distributions over the
+item's tokens (context + gold continuation, or prompt + the reference's own response), so that a
+quant pass needs only its own forward:
+
+    store = RefStore(path, k=256)        # <study_dir>/bench_ref/<task>.npz (+ .json manifest)
+    store.put(item_id, ids, logits)      # reference pass; logits [T, V]
+    store.save()                         # atomic
+    kl = store.kld(item_id, ids, cand_logits)   # per-token KLD(reference || candidate), nats
+
+k >= vocab stores the full distribution and `kld` is exactly
+`silentzone.fidelity.kernels.token_kld`. Smaller k stores the reference's top-k log-probs and the
+log of the remaining mass; the KLD is then taken over the coarsened distribution (top-k tokens
+plus one "rest" bucket), a lower bound on the full KLD that is tight when the rest carries little
+mass (measured error in the README / report). The ids of every item are hashed: a candidate
+scored on other ids is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..fidelity.kernels import token_kld
+from ..provenance import hash_obj
+
+
+class RefStoreError(RuntimeError):
+    """Reference distributions are missing or do not match (one-line message)."""
+
+
+def _log_softmax_t(x):
+    import torch
+    x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    return torch.log_softmax(x.float(), -1)
+
+
+class RefStore:
+    def __init__(self, path: str | Path, k: int = 256):
+        self.path = Path(path)
+        self.k = int(k)
+        self.manifest: dict = {"k": self.k, "items": {}}
+        self.arrays: dict[str, np.ndarray] = {}
+
+    # -- writing (reference pass) --
+    def put(self, item_id: str, ids: list[int], logits: np.ndarray) -> None:
+        import torch
+        if len(logits) != len(ids) - 1:
+            raise RefStoreError(f"{item_id}: {len(logits)} logit rows for {len(ids)} ids (need T-1)")
+        lp = _log_softmax_t(logits)
+        n = len(self.manifest["items"])
+        entry = {"ids_hash": hash_obj(list(ids)), "ids": list(ids), "key": f"a{n}",
+                 "n_rows": len(logits)}
+        key = entry["key"]
+        if self.k >= lp.shape[-1]:
+            self.arrays[key + "_lp"] = lp.numpy().astype(np.float32)
+        else:
+            top, idx = torch.topk(lp, self.k, dim=-1)
+            rest = torch.log1p(-top.double().exp().sum(-1).clamp(max=1 - 1e-12))
+            self.arrays[key + "_lp"] = top.numpy().astype(np.float32)
+            self.arrays[key + "_idx"] = idx.numpy().astype(np.int32)
+            self.arrays[key + "_rest"] = rest.numpy().astype(np.float64)
+        self.manifest["items"][item_id] = entry
+
+    def save(self, extra: dict | None = None) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.stem + ".tmp.npz")
+        np.savez(tmp, **self.arrays)
+        man = self.path.with_suffix(".json")
+        mtmp = man.with_name(man.name + ".tmp")
+        mtmp.write_text(json.dumps({**self.manifest, **(extra or {})}))
+        os.replace(tmp, self.path)
+        os.replace(mtmp, man)  # the manifest last: its presence marks a finished store
+        return self.path
+
+    # -- reading (quant passes) --
+    @classmethod
+    def load(cls, path: str | Path, expect: dict | None = None) -> "RefStore":
+        path = Path(path)
+        man = path.with_suffix(".json")
+        if not (path.is_file() and man.is_file()):
+            raise RefStoreError(f"{path}: reference distributions not found (run the reference first)")
+        self = cls(path)
+        self.manifest = json.loads(man.read_text())
+        self.k = self.manifest["k"]
+        if expect is not None and self.manifest.get("bench") != expect:
+            raise RefStoreError(f"{path}: reference distributions were made for other items or task "
+                                "version; rerun the reference for this task")
+        with np.load(path) as z:
+            self.arrays = {k: z[k] for k in z.files}
+        return self
+
+    @staticmethod
+    def exists(path: str | Path) -> bool:
+        path = Path(path)
+        return path.is_file() and path.with_suffix(".json").is_file()
+
+    def ids(self, item_id: str) -> list[int]:
+        return self._entry(item_id)["ids"]
+
+    def _entry(self, item_id: str) -> dict:
+        try:
+            return self.manifest["items"][item_id]
+        except KeyError:
+            raise RefStoreError(f"{self.path}: no reference for item {item_id!r}") from None
+
+    def kld(self, item_id: str, ids: list[int], cand_logits: np.ndarray) -> np.ndarray:
+        """Per-token KLD(reference || candidate) [T-1] for the candidate's logits on `ids`."""
+        import torch
+        e = self._entry(item_id)
+        if hash_obj(list(ids)) != e["ids_hash"]:
+            raise RefStoreError(f"{self.path}: item {item_id!r} was scored on other token ids "
+                                "than the reference (prompt mismatch)")
+        key = e["key"]
+        ref_lp = self.arrays[key + "_lp"]
+        if len(cand_logits) != len(ref_lp):
+            raise RefStoreError(f"{item_id}: {len(cand_logits)} candidate rows vs {len(ref_lp)} reference")
+        if key + "_idx" not in self.arrays:
+            return token_kld(ref_lp, np.asarray(cand_logits, dtype=np.float32))
+        return coarse_kld(ref_lp, self.arrays[key + "_idx"], self.arrays[key + "_rest"], cand_logits)
+
+
+def coarse_kld(ref_top_lp, ref_idx, ref_rest, cand_logits) -> np.ndarray:
+    """KLD over (top-k tokens of the reference + one bucket for the rest), nats, float64 [T].
+
+    sum_{i in K} p_i (log p_i - log q_i) + P_rest (log P_rest - log Q_rest).
+    """
+    import torch
+    q = _log_softmax_t(cand_logits).double()
+    idx = torch.from_numpy(np.asarray(ref_idx, dtype=np.int64))
+    lp = torch.from_numpy(np.asarray(ref_top_lp, dtype=np.float64))
+    lq = q.gather(-1, idx)
+    head = (lp.exp() * (lp - lq)).sum(-1)
+    p_rest_log = torch.from_numpy(np.asarray(ref_rest, dtype=np.float64))
+    q_rest_log = torch.log1p(-lq.exp().sum(-1).clamp(max=1 - 1e-12))
+    p_rest = p_rest_log.exp()
+    tail = torch.where(p_rest > 0, p_rest * (p_rest_log - q_rest_log), torch.zeros_like(p_rest))
+    return (head + tail).clamp(min=0).numpy()

@@ -1,0 +1,232 @@
+"""Benchmark driver: per-prompt rows (SAMPLES schema) for the reference and every quant.
+
+    study = config.load("configs/smollm2.yaml", "smoke")
+    frame = run_benchmarks(study, {"reference": ref.gguf, "Q4_0": "/.../quants/Q4_0"})
+
+Layout under study_dir(study, profile):
+    samples/<model>/<task>.csv     one finished (model, task) pair; written atomically, so an
+                                   interrupted run resumes without redoing finished pairs
+    bench_ref/<task>.npz|.json     the reference's per-item distributions (per-prompt KLD)
+    samples.csv                    every requested (model, task) pair combined
+The reference runs first: quants need its stored distributions. All models see the same token ids
+(encoded once with the reference tokenizer); every row carries item and prompt hashes. A finished
+pair is reused only if its task version, item count and item set match the current request.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..paths import study_dir
+from ..provenance import hash_obj, record
+from ..tables import SAMPLES, write_table
+from . import mc, tasks as T
+from .generate import greedy
+from .kld import RefStore
+
+log = logging.getLogger("silentzone.bench")
+
+END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>", "</s>", "<eos>")
+
+
+class Encoder:
+    """The reference tokenizer, used for every model of a study (identical token ids)."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        vocab = tokenizer.get_vocab()
+        self.eos = frozenset({i for i in [tokenizer.eos_token_id] if i is not None} |
+                             {vocab[t] for t in END_TOKENS if t in vocab})
+
+    def __call__(self, text: str, bos: bool = True) -> list[int]:
+        return self.tok(text, add_special_tokens=bos)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def prompt(self, task: T.Task, text: str) -> list[int]:
+        if task.chat and getattr(self.tok, "chat_template", None):
+            rendered = self.tok.apply_chat_template([{"role": "user", "content": text}],
+                                                    add_generation_prompt=True, tokenize=False)
+            return self(rendered, bos=False)
+        return self(text)
+
+
+def prepare(task: T.Task, items: list[T.Item], enc: Encoder) -> list[dict]:
+    """Token ids of every item (once per task, shared by all models) and their hashes."""
+    out = []
+    for it in items:
+        if task.kind == "gen":
+            ids = enc.prompt(task, it.prompt)
+            p = {"prompt_ids": ids, "prompt_hash": T.prompt_hash(ids)}
+        else:
+            ctxs = [enc(c) for c, _ in it.requests]
+            conts = [enc(c, bos=False) for _, c in it.requests]
+            p = {"ctxs": ctxs, "conts": conts, "n_chars": [len(c) for _, c in it.requests],
+                 "prompt_hash": T.prompt_hash({"contexts": ctxs, "continuations": conts})}
+        out.append({"item": it, "item_hash": T.item_hash(it), **p})
+    return out
+
+
+def _score_likelihood(task, model, p, shared=True) -> dict:
+    it, ctxs, conts = p["item"], p["ctxs"], p["conts"]
+    if task.kind == "lastword":
+        return mc.score_lastword(model, ctxs[0], conts[0], shared=shared)
+    if all(c == ctxs[0] for c in ctxs):
+        return mc.score_mc(model, ctxs[0], conts, it.gold, p["n_chars"], shared=shared)
+    # per-choice contexts (winogrande "partial" scoring): no context to share
+    res = [mc.score_mc(model, cx, [ct], 0, [n], shared=shared)
+           for cx, ct, n in zip(ctxs, conts, p["n_chars"])]
+    ll = np.array([r["ll_gold"] for r in res])
+    norm = ll / np.maximum(np.asarray(p["n_chars"], float), 1)
+    wrong = np.delete(ll, it.gold)
+    g = res[it.gold]
+    return {"ll": ll, "pred": int(ll.argmax()), "correct": bool(ll.argmax() == it.gold),
+            "correct_norm": bool(norm.argmax() == it.gold), "margin": float(ll[it.gold] - wrong.max()),
+            "ll_gold": float(ll[it.gold]), "kld_logits": g["kld_logits"], "ids": g["ids"]}
+
+
+def score_pair(name: str, model, task: T.Task, prepared: list[dict], enc: Encoder, store: RefStore,
+               is_reference: bool, progress: bool = True) -> pd.DataFrame:
+    """Rows for one (model, task). The reference fills `store`; quants read it for KLD."""
+    rows = []
+    it_ = prepared
+    if progress:
+        from tqdm.auto import tqdm
+        it_ = tqdm(prepared, desc=f"{name}/{task.name}", leave=False, mininterval=2)
+    for p in it_:
+        item = p["item"]
+        response = ""
+        if task.kind == "gen":
+            gen_ids, response = greedy(model, p["prompt_ids"], enc.decode, task.max_new_tokens,
+                                       task.stops, enc.eos)
+            correct = bool(task.score(item, response))
+            res = {"correct": correct, "correct_norm": correct, "margin": math.nan,
+                   "ll_gold": math.nan, "pred": -1}
+            ids = p["prompt_ids"] + gen_ids if is_reference else store.ids(item.id)
+            kld_logits = model.logits(ids)[:-1]
+        else:
+            res = _score_likelihood(task, model, p)
+            ids, kld_logits = res["ids"], res["kld_logits"]
+        if is_reference:
+            store.put(item.id, ids, kld_logits)
+            kl = np.zeros(1)
+        else:
+            kl = store.kld(item.id, ids, kld_logits)
+        rows.append({
+            "model": name, "task": task.name, "item_id": item.id, "item_hash": p["item_hash"],
+            "prompt_hash": p["prompt_hash"], "correct": bool(res["correct"]),
+            "margin": float(res["margin"]), "kld_mean": float(kl.mean()) if len(kl) else 0.0,
+            "kld_max": float(kl.max()) if len(kl) else 0.0,
+            "correct_norm": bool(res["correct_norm"]), "pred": int(res["pred"]),
+            "ll_gold": float(res["ll_gold"]), "n_tokens": len(ids), "task_version": task.version,
+            "kind": task.kind, "backend": model.kind, "response": response,
+        })
+    return pd.DataFrame(rows)
+
+
+def read_samples(path: str | Path) -> pd.DataFrame:
+    """Read a SAMPLES csv; float columns are cast first (a column of zeros is written as '0')."""
+    from analysis.contracts import validate
+    from ..tables import ContractError
+    path = Path(path)
+    if not path.is_file():
+        raise ContractError(f"{path}: file not found")
+    floats = {c.name: "float64" for c in SAMPLES.columns if c.kind == "float"}
+    frame = pd.read_csv(path, dtype={**floats, "response": "string"}, keep_default_na=False,
+                        na_values={c: [""] for c in floats})
+    for c in SAMPLES.columns:
+        if c.kind == "str":
+            frame[c.name] = frame[c.name].astype(str).astype(object)
+    if "response" in frame:
+        frame["response"] = frame["response"].fillna("").astype(str).astype(object)
+    return validate(frame, SAMPLES, where=str(path))
+
+
+def _signature(task: T.Task, prepared: list[dict]) -> dict:
+    return {"task": task.name, "task_version": task.version, "n_items": len(prepared),
+            "items_hash": hash_obj([(p["item"].id, p["item_hash"], p["prompt_hash"]) for p in prepared])}
+
+
+def _finished(path: Path, sig: dict) -> bool:
+    prov = path.with_name(path.name + ".provenance.json")
+    if not (path.is_file() and prov.is_file()):
+        return False
+    import json
+    return json.loads(prov.read_text()).get("bench") == sig
+
+
+def _store_matches(path: Path, sig: dict) -> bool:
+    import json
+    man = path.with_suffix(".json")
+    return RefStore.exists(path) and json.loads(man.read_text()).get("bench") == sig
+
+
+def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items: int | None = None,
+                   profile: str = "default", k: int = 256, threads: int | None = None,
+                   tokenizer=None, out_dir: str | Path | None = None, progress: bool = True,
+                   seed: int | None = None) -> pd.DataFrame:
+    """Score every model on every task; resume finished (model, task) pairs; return all rows.
+
+    study     a loaded Study (config.load) or a study name (configs/<name>.yaml, `profile`)
+    models    {'reference': GGUF file or HF dir, quant_id: artifact path, ...}
+    tasks     default: the study's (profile's) tasks; n_items default: profile.n_items
+    k         top-k reference log-probs kept for KLD (k >= vocab: exact full-vocabulary KLD)
+    """
+    from ..backends import open_model
+    from ..config import load
+    from ..paths import CONFIGS
+    if isinstance(study, str):
+        study = load(CONFIGS / f"{study}.yaml", profile)
+    if "reference" not in models:
+        raise ValueError("models must include 'reference' (its distributions are the KLD baseline)")
+    root = Path(out_dir) if out_dir else study_dir(study.study, study.profile_name)
+    task_names = list(tasks or study.tasks)
+    n = n_items if n_items is not None else study.profile.n_items
+    threads = threads or int(os.environ.get("SILENTZONE_THREADS", os.cpu_count() or 1))
+    if tokenizer is None:
+        from ..models import resolve
+        tokenizer = resolve(study.reference.model, study.reference.dtype).tokenizer()
+    enc = Encoder(tokenizer)
+    prov = record(study.config_hash, {"selection": seed})
+    order = ["reference"] + [m for m in models if m != "reference"]
+    prepared = {}
+    for tn in task_names:
+        task = T.get(tn)
+        prepared[tn] = prepare(task, task.items(n, seed), enc)
+    frames = []
+    for name in order:
+        model = None
+        for tn in task_names:
+            task, prep = T.get(tn), prepared[tn]
+            sig = _signature(task, prep)
+            out = root / "samples" / name / f"{tn}.csv"
+            ref_path = root / "bench_ref" / f"{tn}.npz"
+            done = _finished(out, sig) and (name != "reference" or _store_matches(ref_path, sig))
+            if done:
+                log.info("%s/%s: finished earlier, reusing %s", name, tn, out)
+                frames.append(read_samples(out))
+                continue
+            if model is None:
+                model = open_model(models[name], threads=threads, name=name)
+            is_ref = name == "reference"
+            store = RefStore(ref_path, k=k) if is_ref else RefStore.load(ref_path, expect=sig)
+            frame = score_pair(name, model, task, prep, enc, store, is_ref, progress)
+            frame.insert(0, "study", study.study)
+            if is_ref:
+                store.save({"bench": sig})
+            write_table(frame, SAMPLES, out, {**prov, "bench": sig, "model_path": str(models[name]),
+                                              "kld_top_k": k})
+            log.info("%s/%s: %d items, acc %.3f", name, tn, len(frame), frame["correct"].mean())
+            frames.append(read_samples(out))
+        del model
+    allrows = pd.concat(frames, ignore_index=True)
+    write_table(allrows, SAMPLES, root / "samples.csv", {**prov, "models": {k_: str(v) for k_, v in models.items()},
+                                                        "tasks": task_names, "n_items": n})
+    return allrows
