@@ -61,6 +61,11 @@ def _p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.2g}"
 
 
+def _r(rho: float | None) -> str:
+    """rho as signed text with two decimals, 'n/a' when undefined (None or NaN)."""
+    return "n/a" if rho is None or not math.isfinite(rho) else f"{rho:+.2f}"
+
+
 def scatter_zone(ax, cohort: pd.DataFrame, metric: str = "kld_mean", zone: Sequence[bool] | None = None,
                  floor: float | None = None, stats: dict | None = None, logx: bool = True,
                  label: bool = False):
@@ -86,8 +91,8 @@ def scatter_zone(ax, cohort: pd.DataFrame, metric: str = "kld_mean", zone: Seque
         for q, xi, yi in zip(cohort["quant_id"], x, y):
             ax.annotate(str(q), (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points")
     if stats:
-        text = (f"full: rho={stats['rho_full']:+.2f} ({_p(stats['p_full'])})\n"
-                f"zone: rho={stats['rho_zone']:+.2f} ({_p(stats['p_zone'])}, n={stats.get('n_zone', '?')})")
+        text = (f"full: rho={_r(stats['rho_full'])} ({_p(stats['p_full'])})\n"
+                f"zone: rho={_r(stats['rho_zone'])} ({_p(stats['p_zone'])}, n={stats.get('n_zone', '?')})")
         ax.text(0.98, 0.02, text, transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
     if logx:
         ax.set_xscale("log")

@@ -141,6 +141,7 @@ def holdout(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame,
     ref = m.row(REFERENCE)
 
     def scores_and_zone(half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Cohort composite scores (n,) on the items of `half` and the zone they imply (bool (n,))."""
         _, score = scores_from(m, weights, half)
         deg_pts, deg_rel = degradation(score[rows], score[ref])
         return score[rows], zone_rule(deg_rel, deg_pts, x, bpw, definition, threshold)

@@ -74,3 +74,11 @@ def test_provenance_hash_is_canonical():
     assert provenance.hash_obj({"a": 1, "b": [1, 2]}) == provenance.hash_obj({"b": [1, 2], "a": 1})
     assert provenance.hash_obj({"a": 1}) != provenance.hash_obj({"a": 2})
     assert validate(samples_frame(), SAMPLES) is not None
+
+
+def test_readme_shows_the_current_contracts():
+    """The README's schema tables are the code's (regenerate with `silentzone schema`)."""
+    from silentzone.paths import REPO
+    readme = (REPO / "README.md").read_text()
+    for schema in (QUANTS, FIDELITY, SAMPLES):
+        assert schema.markdown() in readme, f"README out of date for {schema.name}"

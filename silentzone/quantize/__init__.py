@@ -180,6 +180,8 @@ def make_quant(study, quant_cfg, reference, root: Path | None = None, threads: i
         return {**done, "study": study.study, "reused": True}
     final.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(final)
+    if final.exists():  # only reachable by hand (we rename complete dirs): never trust it
+        shutil.rmtree(final)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

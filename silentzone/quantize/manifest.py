@@ -66,8 +66,9 @@ def effective_recipe(method: str, params: dict, profile) -> dict:
 def reference_identity(reference) -> dict:
     """Cheap identity of a reference: its name, dtype and the sizes of its weight files."""
     hf = sum(f.stat().st_size for f in Path(reference.hf_dir).glob("*.safetensors"))
-    return {"name": reference.name, "dtype": reference.dtype, "gguf_bytes": Path(reference.gguf).stat().st_size,
-            "hf_bytes": hf}
+    gguf = Path(reference.gguf)
+    return {"name": reference.name, "dtype": reference.dtype, "hf_bytes": hf,
+            "gguf_bytes": gguf.stat().st_size if gguf.is_file() else 0}
 
 
 def tool_versions(method: str) -> dict:

@@ -34,6 +34,9 @@ def test_scatter_zone(study, ax):
     assert len(ax.patches) == 1  # the shaded zone band
     assert any("zone: rho=" in t.get_text() for t in ax.texts)
     assert ax.get_xscale() == "log"
+    empty = Figure().add_subplot()  # an empty zone: rho undefined is written as n/a
+    plots.scatter_zone(empty, c, stats={**stats, "rho_zone": None, "p_zone": None, "n_zone": 0})
+    assert any("zone: rho=n/a (p=n/a, n=0)" in t.get_text() for t in empty.texts)
 
 
 def test_sweep_curves(study, ax):

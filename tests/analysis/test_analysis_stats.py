@@ -64,8 +64,14 @@ def test_spearman_unchanged_by_monotone_transforms(x, seed):
 
 
 def test_default_resamples_is_10000():
-    assert S.DEFAULT_RESAMPLES == 10_000
-    for f in (S.bootstrap_distribution, S.bootstrap_ci, S.permutation_pvalue, S.correlate):
+    import analysis
+    from analysis import decompose, per_prompt, zone
+
+    assert S.DEFAULT_RESAMPLES == analysis.DEFAULT_RESAMPLES == 10_000
+    funcs = [S.bootstrap_distribution, S.bootstrap_ci, S.permutation_pvalue, S.correlate, zone.full_vs_zone,
+             zone.sweep, zone.robustness_table, decompose.decomposition_correlations,
+             per_prompt.failure_prediction, per_prompt.routing]
+    for f in funcs:
         params = inspect.signature(f).parameters
         name = "n_permutations" if f is S.permutation_pvalue else "n_resamples"
         assert params[name].default == 10_000, f.__name__
