@@ -98,7 +98,7 @@ def scatter_zone(ax, cohort: pd.DataFrame, metric: str = "kld_mean", zone: Seque
         ax.set_xscale("log")
     ax.set_xlabel(metric.replace("_", " ") + (" (nats)" if metric.startswith(("kld", "js")) else ""))
     ax.set_ylabel("composite score")
-    ax.legend(loc="upper right")
+    ax.legend(loc="best")
     return ax
 
 
@@ -188,7 +188,7 @@ def per_prompt_hist(ax, samples: pd.DataFrame, model: str, metric: str = "kld_me
     ax.set_xlabel(f"log10 per-prompt {metric.replace('_', ' ')} (nats)")
     ax.set_ylabel("prompts")
     ax.set_title(str(model))
-    ax.legend(loc="upper right")
+    ax.legend(loc="best")
     return ax
 
 
@@ -206,5 +206,5 @@ def routing_bars(ax, routing_frame: pd.DataFrame):
     ax.set_xticks(pos, [str(t) for t in routing_frame["task"]])
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy on disagreement prompts")
-    ax.legend(loc="upper right")
+    ax.legend(loc="best")
     return ax
