@@ -223,8 +223,9 @@ def _gsm8k_score(item: Item, response: str) -> bool:
 
 def _math500() -> list[Item]:
     return [Item(f"math500-{d['index']}", {k: d[k] for k in ("index", "problem", "solution", "answer")},
-                 prompt=d["_context"], meta={"answer": d["answer"]})
-            for d in data.oe_docs("minerva_math_500", "gold_bpb_0shot")]
+                 prompt=d["_context"], meta={"answer": _boxed(d["solution"]) or d["answer"]})
+            for d in data.oe_docs("minerva_math_500", "gold_bpb_0shot")]  # their "answer" field
+    # has damaged LaTeX (e.g. "\\le(3,..." for "\\left( 3,..."); the solution's \\boxed{} is intact
 
 
 def _boxed(text: str) -> str | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import DEFAULT_K, Store, first_scored, make_windows
+from .store import DEFAULT_K, DEFAULT_M, Store, first_scored, make_windows
 
 def probe_text() -> str:
     """The text whose token ids a candidate must share with the reference (models.CHECK_TEXT)."""
@@ -83,7 +83,8 @@ def window_logits(m, windows: np.ndarray, first: int):
 
 
 def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("compact",),
-            k: int = DEFAULT_K, device: str = "cpu", threads: int | None = None, batch: int = 1,
+            k: int = DEFAULT_K, m: int = DEFAULT_M, device: str = "cpu", threads: int | None = None,
+            batch: int = 1,
             extra: dict | None = None, log=None) -> Store:
     """Capture the reference's log-probs over the windows of `ids` into the store at `out`.
 
@@ -91,22 +92,23 @@ def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("com
     (corpus_tokens). Windows already on disk are skipped. Returns the finished Store.
     """
     from .store import encode_window
-    m = reference if hasattr(reference, "kind") else open_scorer(reference, n_ctx=ctx, device=device,
-                                                                 threads=threads)
-    windows = make_windows(ids, ctx, model_bos(m))
+    model = reference if hasattr(reference, "kind") else open_scorer(reference, n_ctx=ctx, device=device,
+                                                                     threads=threads)
+    windows = make_windows(ids, ctx, model_bos(model))
     first = first_scored(ctx, scoring)
-    meta = {"reference": str(getattr(m, "source", m.name)), "backend": m.kind,
-            "probe_ids": model_tokenize(m, probe_text()), **(extra or {})}
-    st = Store.create(out, windows, n_vocab=m.vocab_size, scoring=scoring, kinds=kinds, k=k,
+    meta = {"reference": str(getattr(model, "source", model.name)), "backend": model.kind,
+            "probe_ids": model_tokenize(model, probe_text()), **(extra or {})}
+    st = Store.create(out, windows, n_vocab=model.vocab_size, scoring=scoring, kinds=kinds, k=k, m=m,
                       extra=meta)
     todo = [i for i in range(st.n_windows) if not st.done(i)]
     t0 = time.perf_counter()
     for j in range(0, len(todo), batch):
         idx = todo[j:j + batch]
-        z = window_logits(m, windows[idx], first)
+        z = window_logits(model, windows[idx], first)
         for r, i in enumerate(idx):
             zi = z[r].float().cpu().numpy() if hasattr(z, "cpu") else z[r]
-            st.write(i, encode_window(zi, windows[i, first + 1:], kinds=st.kinds, k=k))
+            st.write(i, encode_window(zi, windows[i, first + 1:], kinds=st.kinds, k=k, m=m,
+                                      rng=st.rng(i)))
         if log:
             log(f"capture {out}: window {idx[-1] + 1}/{st.n_windows} "
                 f"({time.perf_counter() - t0:.1f} s)")
@@ -125,7 +127,8 @@ def reference_of(study):
     return resolve(study.reference.model, study.reference.dtype)
 
 
-def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, scoring: str = "half",
+def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, m: int = DEFAULT_M,
+                  scoring: str = "half",
                   backend: str = "llama.cpp", device: str = "cpu", threads: int | None = None,
                   log=None) -> list[Store]:
     """Capture every (corpus, ctx) of the study's profile; finished stores are skipped.
@@ -139,18 +142,16 @@ def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, scoring: str
     n = study.profile.corpus_tokens
     todo = [(c, ctx) for c in study.corpora for ctx in study.contexts
             if not _complete(store_dir(study, c, ctx, scoring))]
-    stores = []
-    m = None
+    model = None
     for c, ctx in todo:
-        if m is None:
+        if model is None:
             path = ref.gguf if backend == "llama.cpp" else ref.hf_dir
-            m = open_scorer(path, n_ctx=max(study.contexts), device=device, threads=threads,
-                            name="reference")
+            model = open_scorer(path, n_ctx=max(study.contexts), device=device, threads=threads,
+                                name="reference")
         ids, h = corpus_tokens(ref, c, n)
-        stores.append(capture(m, ids, ctx, store_dir(study, c, ctx, scoring), scoring=scoring,
-                              kinds=kinds, k=k, batch=1 if m.kind == "llama.cpp" else 8,
-                              extra={"corpus": c, "corpus_tokens_hash": h, "study": study.study},
-                              log=log))
+        capture(model, ids, ctx, store_dir(study, c, ctx, scoring), scoring=scoring, kinds=kinds,
+                k=k, m=m, batch=1 if model.kind == "llama.cpp" else 8,
+                extra={"corpus": c, "corpus_tokens_hash": h, "study": study.study}, log=log)
     return [Store(store_dir(study, c, ctx, scoring)) for c in study.corpora for ctx in study.contexts]
 
 

@@ -129,37 +129,76 @@ def token_metrics(ref, cand_logits, targets=None, ref_top1=None, ref_target_logp
     return _finish(out)
 
 
-def compact_token_metrics(top_idx, top_logp, tail_logmass, cand_logits, targets, ref_top1,
-                          ref_target_logp, what=PER_TOKEN, k_topk: int = TOPK_KLD_K,
+def _crossfit(f, g, mean_g, clip: float = 2.0):
+    """Unbiased mean of f over a sample [t, m] made of two independent halves, with control variate g
+    (known mean `mean_g` [t]): each half's coefficient is fitted on the other half (cross-fitting),
+    so the coefficient never depends on the points it corrects."""
+    import torch
+    h = f.shape[-1] // 2
+    fa, fb, ga, gb = f[:, :h], f[:, h:], g[:, :h], g[:, h:]
+
+    def beta(ff, gg):
+        fc, gc = ff - ff.mean(-1, keepdim=True), gg - gg.mean(-1, keepdim=True)
+        var = (gc * gc).mean(-1)
+        b = (fc * gc).mean(-1) / var.clamp_min(1e-300)
+        return torch.where(var > 0, b, torch.zeros_like(b)).clamp(-clip, clip)
+
+    ea = fa.mean(-1) - beta(fb, gb) * (ga.mean(-1) - mean_g)
+    eb = fb.mean(-1) - beta(fa, ga) * (gb.mean(-1) - mean_g)
+    return 0.5 * (ea + eb)
+
+
+def compact_token_metrics(ref: dict, cand_logits, what=PER_TOKEN, k_topk: int = TOPK_KLD_K,
                           block_elems: int = 1 << 23) -> dict:
-    """Per-token metrics against a compact reference: top-k ids [T, k] (sorted by descending
-    log-prob), their log-probs [T, k], log of the remaining mass [T]. Divergences are those of the
-    (k+1)-bucket coarsenings (a lower bound, see the module doc); nll_p, top1 use the stored exact
-    target log-prob and argmax.
+    """Per-token metrics against a compact reference window (store.encode_window / Store.read):
+    top_idx [T, k] sorted by descending log-prob, top_logp [T, k], tail_logmass [T] (log of the
+    remaining mass), targets, top1, target_logp [T], and optionally a tail sample tail_idx,
+    tail_logp [T, m] drawn in proportion to the reference's tail probabilities.
+
+    Every divergence is a sum over the vocabulary of p_v f(d_v), d = log p - log q: the top-k part
+    is summed exactly; the tail part is tail_mass x E_tail[f(d)], estimated from the sample with the
+    control variate exp(-d) = q/p, whose tail mean is known exactly (candidate tail mass / reference
+    tail mass), fitted by cross-fitting (_crossfit): unbiased, and its variance is that of the
+    second-order remainder for near-identical models (Q8_0) and of f itself for distant ones.
+    Without a tail sample the divergences are those of the (k+1)-bucket coarsening (lower bounds).
+    nll_p and top1 use the stored exact target log-prob and argmax.
     """
     import torch
-    top_idx, top_logp = _torch(top_idx).long(), _torch(top_logp)
-    tail_logmass, cand_logits = _torch(tail_logmass), _torch(cand_logits)
-    targets, ref_top1 = _torch(targets).long(), _torch(ref_top1).long()
-    ref_target_logp = _torch(ref_target_logp).double()
+    top_idx, top_logp = _torch(ref["top_idx"]).long(), _torch(ref["top_logp"])
+    tail_logmass, cand_logits = _torch(ref["tail_logmass"]), _torch(cand_logits)
+    targets, ref_top1 = _torch(ref["targets"]).long(), _torch(ref["top1"]).long()
+    ref_target_logp = _torch(ref["target_logp"]).double()
+    sampled = "tail_idx" in ref and np.shape(ref["tail_idx"])[-1] >= 2
+    if sampled:
+        tail_idx, tail_logp = _torch(ref["tail_idx"]).long(), _torch(ref["tail_logp"])
     T, V = cand_logits.shape
-    k = top_idx.shape[1]
-    if k < k_topk and "topk_kld" in what:
-        raise ValueError(f"compact store keeps k={k} < {k_topk} tokens needed by topk_kld")
+    k_topk = min(k_topk, top_idx.shape[1])
     out = _empty(T, what)
     with torch.no_grad():
         for sl in _blocks(T, V, block_elems):
             z, lq = _cand_part(cand_logits, sl, targets, out, what, k_topk)
             idx = top_idx[sl]
-            lq_top = lq.gather(-1, idx)
-            lq_rest = lq.scatter(-1, idx, float("-inf")).logsumexp(-1, keepdim=True)
-            lp_b = torch.cat([top_logp[sl].float(), tail_logmass[sl, None].float()], -1)
-            lp_b = lp_b.log_softmax(-1)
-            lq_b = torch.cat([lq_top, lq_rest], -1)
-            # exp(-inf) = 0 buckets (a reference whose top-k holds all the mass) contribute 0:
-            lp_b = lp_b.clamp_min(-1e4)
-            lq_b = lq_b.clamp_min(-1e4)
-            _divergences(lp_b, lq_b, out, sl, what)
+            lp_h = top_logp[sl].double()
+            lq_h = lq.gather(-1, idx).double()
+            lq_rest = lq.scatter(-1, idx, float("-inf")).logsumexp(-1).double()
+            lp_rest = tail_logmass[sl].double()
+            if sampled:
+                d_h = lp_h - lq_h
+                p_h = lp_h.exp()
+                d_t = tail_logp[sl].double() - lq.gather(-1, tail_idx[sl]).double()
+                r_t = torch.exp(-d_t)                   # q/p of each sampled tail token
+                mean_r = torch.exp(lq_rest - lp_rest)   # its exact tail mean
+                mass = lp_rest.exp()
+                terms = {"kld": (d_h, d_t), "rkld": (-d_h * torch.exp(-d_h), -d_t * r_t),
+                         "js": (_js_f(d_h), _js_f(d_t))}
+                for name, (fh, ft) in terms.items():
+                    if name in what:
+                        out[name][sl] = (p_h * fh).sum(-1) + mass * _crossfit(ft, r_t, mean_r)
+            else:
+                lp_b = torch.cat([lp_h, lp_rest[:, None]], -1).log_softmax(-1)
+                lq_b = torch.cat([lq_h, lq_rest[:, None]], -1)
+                # exp(-inf) = 0 buckets (a reference whose top-k holds all the mass) contribute 0:
+                _divergences(lp_b.clamp_min(-1e4), lq_b.clamp_min(-1e4), out, sl, what)
             if "nll_p" in what:
                 out["nll_p"][sl] = -ref_target_logp[sl]
             if "top1" in what:
@@ -168,6 +207,15 @@ def compact_token_metrics(top_idx, top_logp, tail_logmass, cand_logits, targets,
                 out["topk_kld"][sl] = _topk_kld(top_logp[sl, :k_topk].float(), idx[:, :k_topk], lq,
                                                 k_topk)
     return _finish(out)
+
+
+def _js_f(d):
+    """Jensen-Shannon summand divided by p, as a function of d = log p - log q:
+    [p log(p/m) + q log(q/m)] / (2p) with m = (p + q)/2."""
+    import torch
+    e = torch.exp(-d)
+    l1 = torch.log1p(e)
+    return 0.5 * (LN2 - l1) + 0.5 * e * (LN2 - d - l1)
 
 
 def summarize(per_token: dict) -> dict:

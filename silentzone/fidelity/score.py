@@ -86,8 +86,7 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
                 parts.append(token_metrics(np.array(ref["logp"]), z[r], ref["targets"],
                                            ref["top1"], ref["target_logp"]))
             else:
-                parts.append(compact_token_metrics(ref["top_idx"], ref["top_logp"], ref["tail_logmass"],
-                                                   z[r], ref["targets"], ref["top1"], ref["target_logp"]))
+                parts.append(compact_token_metrics(ref, z[r]))
         t2 = time.perf_counter()
         t_fwd += t1 - t0
         t_met += t2 - t1
@@ -133,37 +132,38 @@ def score_text(reference, candidate, text: str, ctx: int, *, scoring: str = "hal
     return summary, per_token
 
 
-def store_error(m, store: Store, ks=(16, 32, 64, 128, 256), label: str = "") -> dict:
-    """Error of the compact encoding against the exact store, for several k, on candidate `m`.
+def store_error(m, store: Store, configs=((64, 0), (128, 0), (32, 64), (64, 64), (128, 64)),
+                label: str = "") -> dict:
+    """Error of compact encodings against the exact store on candidate `m`, per (k, m_tail).
 
-    The exact store's float16 log-probs are re-encoded as compact stores of each k; returns
-    {"exact": kld_mean, k: kld_mean, ...} plus "rel_err_<k>" = kld_mean(k) / kld_mean(exact) - 1 and
-    "p99_rel_err_<k>" for the 99th percentile (the compact value is a lower bound, so errors are <= 0).
+    The exact store's float16 log-probs are re-encoded as compact windows of each configuration;
+    returns {"exact": {metric: mean}, (k, m): {metric: mean, f"{metric}_rel_err": mean / exact - 1,
+    "kld_p99_rel_err": ...}} for metric in kld, rkld, js.
     """
     from .store import encode_window
     if "exact" not in store.kinds:
         raise StoreError(f"{store.path}: store_error needs an exact store")
     check_compatible(m, store.n_vocab, store.meta.get("probe_ids"), label)
     windows = store.windows()
-    res = {"exact": [], **{k: [] for k in ks}}
+    what = ("kld", "rkld", "js")
+    parts = {"exact": [], **{c: [] for c in configs}}
     for i in range(store.n_windows):
         z = window_logits(m, windows[i:i + 1], store.first)[0]
         check_finite(z, f"{label or m.name} window {i}")
         ref = store.read(i, "exact")
         lp = np.array(ref["logp"], dtype=np.float32)
-        res["exact"].append(token_metrics(lp, z, ref["targets"], ref["top1"], ref["target_logp"],
-                                          what=("kld",))["kld"])
-        for k in ks:
-            e = encode_window(lp, ref["targets"], kinds=("compact",), k=k)
-            res[k].append(compact_token_metrics(e["top_idx"], e["top_logp"], e["tail_logmass"], z,
-                                                ref["targets"], ref["top1"], ref["target_logp"],
-                                                what=("kld",))["kld"])
-    kld = {key: np.concatenate(v) for key, v in res.items()}
-    out = {"exact": float(kld["exact"].mean()), "exact_p99": float(np.percentile(kld["exact"], 99))}
-    for k in ks:
-        out[k] = float(kld[k].mean())
-        out[f"rel_err_{k}"] = out[k] / out["exact"] - 1
-        out[f"p99_rel_err_{k}"] = float(np.percentile(kld[k], 99)) / out["exact_p99"] - 1
+        parts["exact"].append(token_metrics(lp, z, ref["targets"], what=what))
+        for k, mt in configs:
+            e = encode_window(lp, ref["targets"], kinds=("compact",), k=k, m=mt, rng=store.rng(i))
+            parts[(k, mt)].append(compact_token_metrics(e, z, what=what))
+    full = {key: {n: np.concatenate([p[n] for p in v]) for n in what} for key, v in parts.items()}
+    ex = full.pop("exact")
+    out = {"exact": {n: float(ex[n].mean()) for n in what}}
+    for key, v in full.items():
+        row = {n: float(v[n].mean()) for n in what}
+        row.update({f"{n}_rel_err": row[n] / out["exact"][n] - 1 for n in what})
+        row["kld_p99_rel_err"] = float(np.percentile(v["kld"], 99) / np.percentile(ex["kld"], 99) - 1)
+        out[key] = row
     return out
 
 

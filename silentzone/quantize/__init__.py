@@ -106,11 +106,11 @@ def _check(art_dir: Path, reference, method: str, recipe: dict) -> dict:
     t0 = time.time()
     ids, ref_logits = _reference_logits(reference)
     m = open_model(art_dir, threads=_threads(), n_ctx=max(256, len(ids)))
-    logits = m.logits(ids)
     out = {}
-    if method in ("bnb", "torchao", "quanto", "hqq"):
-        from .loadtime import read_back
+    if method in ("bnb", "torchao", "quanto", "hqq"):  # before any forward: bnb int8 moves its
+        from .loadtime import read_back                # row scales (SCB) out of the weight then
         out["info"] = read_back(m.model, method, recipe)
+    logits = m.logits(ids)
     del m
     if logits.shape != ref_logits.shape:
         raise ValueError(f"logits shape {logits.shape} differs from the reference's {ref_logits.shape}")

@@ -91,7 +91,9 @@ def quantize(method: str, recipe: dict, reference, out_dir: Path, seed: int = 0)
     scheme = _scheme(recipe, method)
     if method == "gptq":
         from llmcompressor.modifiers.gptq import GPTQModifier
+        # actorder set on the modifier too: its default ("static") would override the scheme's None
         mods = [GPTQModifier(config_groups={"group_0": scheme}, ignore=["lm_head"],
+                             actorder="group" if recipe.get("act_order") else None,
                              dampening_frac=float(recipe["dampening"]))]
     elif method == "awq":
         from llmcompressor.modifiers.awq import AWQModifier

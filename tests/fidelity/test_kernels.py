@@ -23,9 +23,8 @@ def _pair(seed: int, T: int, V: int, scale: float, noise: float):
     return a, b, rng.integers(0, V, T)
 
 
-def _compact(logits, targets, k):
-    e = encode_window(logits, targets, kinds=("compact",), k=k)
-    return e, (e["top_idx"], e["top_logp"], e["tail_logmass"])
+def _compact(logits, targets, k, m=0, seed=0):
+    return encode_window(logits, targets, kinds=("compact",), k=k, m=m, rng=np.random.default_rng(seed))
 
 
 pairs = st.tuples(st.integers(0, 2**31 - 1), st.integers(1, 6), st.integers(12, 300),
@@ -72,8 +71,7 @@ def test_compact_store_is_the_coarsened_divergence(args, k):
     V = a.shape[1]
     k = min(k, V)
     P, Q = softmax(a.astype(np.float64), -1), softmax(b.astype(np.float64), -1)
-    e, c = _compact(a, t, k)
-    m = compact_token_metrics(*c, b, e["targets"], e["top1"], e["target_logp"], k_topk=min(10, k))
+    m = compact_token_metrics(_compact(a, t, k), b, k_topk=min(10, k))
     # hand-built (k+1)-bucket distributions: the reference's top-k tokens, then everything else
     idx = np.argsort(-a, -1, kind="stable")[:, :k]
     Pk, Qk = np.take_along_axis(P, idx, -1), np.take_along_axis(Q, idx, -1)
@@ -93,9 +91,8 @@ def test_compact_store_is_the_coarsened_divergence(args, k):
 def test_compact_with_full_k_equals_exact(args):
     a, b, t = _pair(*args)
     V = a.shape[1]
-    e, c = _compact(a, t, V)
-    m = compact_token_metrics(*c, b, e["targets"], e["top1"], e["target_logp"])
     x = token_metrics(a, b, t)
+    m = compact_token_metrics(_compact(a, t, V), b)
     for name in ("kld", "rkld", "js", "topk_kld"):
         np.testing.assert_allclose(m[name], x[name], rtol=5e-3, atol=2e-4, err_msg=name)
     for name in ("nll_q", "nll_p", "top1"):
@@ -126,13 +123,48 @@ def test_worked_example_compact_k1():
     # tail mass 0.3 x KL((2/3, 1/3) || (3/5, 2/5)) = 0.3 x 0.009339 = 0.002802)
     a = np.log([[0.7, 0.2, 0.1]], dtype=np.float32)
     b = np.log([[0.5, 0.3, 0.2]], dtype=np.float32)
-    e, c = _compact(a, np.array([0]), 1)
-    m = compact_token_metrics(*c, b, e["targets"], e["top1"], e["target_logp"], k_topk=1)
+    m = compact_token_metrics(_compact(a, np.array([0]), 1), b, k_topk=1)
     assert m["kld"][0] == pytest.approx(0.7 * math.log(1.4) + 0.3 * math.log(0.6), abs=2e-4)
     full = token_metrics(a, b, np.array([0]))["kld"][0]
     assert full == pytest.approx(0.7 * math.log(1.4) + 0.2 * math.log(2 / 3) + 0.1 * math.log(0.5), abs=1e-6)
     assert full - m["kld"][0] == pytest.approx(0.3 * (2 / 3 * math.log(10 / 9) + 1 / 3 * math.log(5 / 6)),
                                                abs=2e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(pairs, st.integers(1, 8))
+def test_compact_tail_sample_is_exact_when_it_covers_the_tail(args, k):
+    # With one tail token left (V = k + 1) every sampled id is that token: the estimate is exact.
+    a, b, t = _pair(*args)
+    a, b = a[:, :k + 1], b[:, :k + 1]
+    t = t % (k + 1)
+    x = token_metrics(a, b, t, k_topk=min(10, k))
+    m = compact_token_metrics(_compact(a, t, k, m=8), b, k_topk=min(10, k))
+    for name in ("kld", "rkld", "js"):
+        np.testing.assert_allclose(m[name], x[name], rtol=5e-3, atol=3e-4, err_msg=name)
+
+
+def test_compact_tail_sample_is_unbiased():
+    # A fat-tailed reference (k = 4 of V = 400 holds little mass) and a near copy: the coarsened
+    # (m = 0) estimate misses most of the KLD, while the sampled one averages to the exact value.
+    a, b, t = _pair(11, 400, 400, 1.0, 0.15)
+    x = token_metrics(a, b, t)
+    coarse = compact_token_metrics(_compact(a, t, 4), b)
+    assert coarse["kld"].mean() < 0.5 * x["kld"].mean()
+    for name in ("kld", "rkld", "js"):
+        est = np.mean([compact_token_metrics(_compact(a, t, 4, m=16, seed=s), b)[name].mean()
+                       for s in range(5)])
+        # 5 x 400 tokens: the standard error of the mean is well under 1% here
+        assert est == pytest.approx(x[name].mean(), rel=0.02), name
+
+
+def test_crossfit_control_variate_removes_first_order_noise():
+    # Near-identical models: d = log p - log q is small, so the plain tail mean of d is mostly
+    # noise of order sd(d); the control variate q/p (known tail mean) leaves second-order noise.
+    a, b, t = _pair(12, 300, 400, 1.0, 0.05)
+    x = token_metrics(a, b, t)["kld"]
+    est = compact_token_metrics(_compact(a, t, 4, m=16), b)["kld"]
+    assert np.std(est - x) < 0.2 * np.mean(x)
 
 
 def test_worked_example_topk_kld_floor():

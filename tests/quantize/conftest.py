@@ -45,6 +45,11 @@ EVAL_TEXT = ("The history of the city begins in the early medieval period, when 
 
 
 @pytest.fixture(scope="session")
+def eval_text():
+    return EVAL_TEXT
+
+
+@pytest.fixture(scope="session")
 def ref_eval(smollm2_ref):
     """(token ids, reference logits) of EVAL_TEXT, a text that no quant was checked or calibrated on."""
     import torch

@@ -94,3 +94,10 @@ def _nominal_bits(q) -> float:
     if q.method == "quanto":
         return int(p["weights"][3:])
     return p["nbits"]
+
+
+def test_cli_rejects_unknown_only_ids_in_one_line(capsys):
+    from silentzone.cli import main
+    assert main(["quantize", "--study", "smollm2", "--profile", "smoke", "--only", "Q8_0,Q9_9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Q9_9" in err and "\n" not in err

@@ -1,0 +1,90 @@
+"""`silentzone bench` and `silentzone bench-import` (light imports: torch loads only when run).
+
+    silentzone bench --study smollm2 --profile smoke
+    silentzone bench --study smollm2 --models reference=/path/ref.gguf Q4_0=/path/quants/Q4_0
+    silentzone bench-import --study smollm2 --model Q4_K_M-vllm out/samples_piqa_*.jsonl
+Without --models: the study's float reference (GGUF) plus every quant of the profile whose
+artifact directory exists under <study_dir>/quants/<quant_id>/ (artifact.json).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def _models(study, pairs: list[str] | None) -> dict:
+    if pairs:
+        out = {}
+        for p in pairs:
+            if "=" not in p:
+                raise SystemExit(f"silentzone bench: --models entries are name=path, got {p!r}")
+            k, v = p.split("=", 1)
+            out[k] = v
+        if "reference" not in out:
+            raise SystemExit("silentzone bench: --models needs reference=<GGUF or HF dir>")
+        return out
+    from ..models import resolve
+    from ..paths import study_dir
+    out = {"reference": str(resolve(study.reference.model, study.reference.dtype).gguf)}
+    qdir = study_dir(study.study, study.profile_name) / "quants"
+    for q in study.quants:
+        if (qdir / q.id / "artifact.json").is_file():
+            out[q.id] = str(qdir / q.id)
+    return out
+
+
+def _bench(args) -> int:
+    import logging
+    from ..config import load
+    from ..paths import CONFIGS
+    from .run import run_benchmarks
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    study = load(args.config or CONFIGS / f"{args.study}.yaml", args.profile)
+    models = _models(study, args.models)
+    frame = run_benchmarks(study, models, tasks=args.tasks, n_items=args.n_items, k=args.k,
+                           threads=args.threads, out_dir=args.out)
+    summary = frame.groupby(["model", "task"]).agg(n=("correct", "size"), acc=("correct", "mean"),
+                                                   kld_mean=("kld_mean", "mean"))
+    print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _import(args) -> int:
+    import pandas as pd
+    from ..paths import study_dir
+    from ..provenance import record
+    from ..tables import SAMPLES, write_table
+    from .lmeval import LogSamplesError, import_log_samples
+    try:
+        frame = pd.concat([import_log_samples(f, args.study, args.model) for f in args.files],
+                          ignore_index=True)
+    except LogSamplesError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else (study_dir(args.study, args.profile) / "samples" / args.model /
+                                           "lmeval.csv")
+    write_table(frame, SAMPLES, out, record(extra_sources=[str(f) for f in args.files]))
+    print(f"{out}: {len(frame)} rows, acc {frame['correct'].mean():.4f}")
+    return 0
+
+
+def register(sub) -> None:
+    b = sub.add_parser("bench", help="per-prompt benchmarks (SAMPLES table) for reference and quants")
+    b.add_argument("--study", default="smollm2")
+    b.add_argument("--config")
+    b.add_argument("--profile", default="default")
+    b.add_argument("--models", nargs="+", metavar="NAME=PATH", help="default: reference + built quants")
+    b.add_argument("--tasks", nargs="+", help="default: the profile's tasks")
+    b.add_argument("--n-items", type=int, help="default: the profile's n_items")
+    b.add_argument("--k", type=int, default=256, help="top-k reference log-probs kept for KLD")
+    b.add_argument("--threads", type=int)
+    b.add_argument("--out", help="default: the study directory in the cache")
+    b.set_defaults(fn=_bench)
+    i = sub.add_parser("bench-import", help="import lm-eval --log_samples jsonl into a SAMPLES table")
+    i.add_argument("files", nargs="+")
+    i.add_argument("--study", default="smollm2")
+    i.add_argument("--profile", default="default")
+    i.add_argument("--model", required=True, help="model name for the rows, e.g. a quant id")
+    i.add_argument("--out")
+    i.set_defaults(fn=_import)

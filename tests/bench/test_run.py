@@ -1,0 +1,65 @@
+"""Driver: SAMPLES rows with per-prompt KLD, resume without redoing finished (model, task) pairs."""
+
+from __future__ import annotations
+
+import pytest
+
+import silentzone.backends as backends
+from silentzone.bench.run import read_samples, run_benchmarks
+from silentzone.config import load
+from silentzone.paths import CONFIGS
+
+
+@pytest.fixture(scope="module")
+def setup(smollm2_ref, q4_0_gguf, enc, tmp_path_factory):
+    study = load(CONFIGS / "smollm2.yaml", "smoke")
+    models = {"reference": smollm2_ref.gguf, "Q4_0": q4_0_gguf, "hf-ref": smollm2_ref.hf_dir}
+    out = tmp_path_factory.mktemp("study")
+    kw = dict(tasks=["sciq", "lambada"], n_items=3, k=64, threads=2, tokenizer=enc.tok, out_dir=out,
+              progress=False)
+    return study, models, out, kw, run_benchmarks(study, models, **kw)
+
+
+def test_rows_hashes_and_kld(setup):
+    study, models, out, kw, df = setup
+    assert len(df) == 3 * 2 * 3 and set(df.model) == set(models)
+    assert (out / "samples.csv").is_file() and len(read_samples(out / "samples.csv")) == len(df)
+    ref = df[df.model == "reference"]
+    assert (ref.kld_mean == 0).all() and (ref.kld_max == 0).all()
+    # every model saw the same items and the same token ids
+    per_item = df.groupby(["task", "item_id"])[["item_hash", "prompt_hash"]].nunique()
+    assert (per_item == 1).all().all()
+    q = df[df.model == "Q4_0"]
+    assert (q.kld_mean > 1e-3).all() and (q.kld_max >= q.kld_mean).all()
+    hf = df[df.model == "hf-ref"]  # same weights on transformers: KLD ~ 1e-6
+    assert (hf.kld_mean < 1e-4).all()
+    assert (hf.set_index("item_id").correct == ref.set_index("item_id").correct).all()
+    assert df[df.task == "sciq"].margin.notna().all()
+
+
+def test_resume_skips_finished_pairs(setup, monkeypatch):
+    study, models, out, kw, df = setup
+    opened = []
+    real = backends.open_model
+
+    def counting_open(path, *a, **k):
+        opened.append(k.get("name"))
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(backends, "open_model", counting_open)
+    again = run_benchmarks(study, models, **kw)
+    assert opened == []  # nothing to redo: no model was even loaded
+    assert again.equals(df) or again.reset_index(drop=True).compare(df.reset_index(drop=True)).empty
+
+    # an interrupted run: one pair never finished -> only that pair is scored again
+    (out / "samples" / "Q4_0" / "lambada.csv").unlink()
+    kept = (out / "samples" / "reference" / "sciq.csv").stat().st_mtime_ns
+    again = run_benchmarks(study, models, **kw)
+    assert opened == ["Q4_0"]
+    assert (out / "samples" / "reference" / "sciq.csv").stat().st_mtime_ns == kept
+    assert len(again) == len(df)
+
+    # a different item count is a different request: the pairs are redone, not reused
+    opened.clear()
+    run_benchmarks(study, {"reference": models["reference"]}, **{**kw, "n_items": 2})
+    assert opened == ["reference"]
