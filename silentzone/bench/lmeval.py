@@ -128,3 +128,44 @@ def import_log_samples(path: str | Path, study, model: str, task: str | None = N
         return validate(frame, SAMPLES, where=str(path))
     except ContractError as e:
         raise LogSamplesError(str(e)) from None
+
+
+def export_lm_eval_task(task: str, n: int, out_dir: str | Path) -> Path:
+    """Write one of our multiple-choice tasks as a local-data lm-eval task (no hub needed).
+
+    Produces <out_dir>/<task>_local.yaml and <task>_local.jsonl with exactly our contexts and
+    continuations (target_delimiter "", continuations keep their leading space), so that
+        lm_eval --model hf --model_args pretrained=<hf dir> --include_path <out_dir> \\
+                --tasks <task>_local --log_samples --output_path <dir>
+    scores the same strings as `silentzone.bench`; its samples_*.jsonl imports with
+    `import_log_samples`. Returns the YAML path.
+    """
+    from . import tasks as T
+    t = T.get(task)
+    if t.kind != "mc":
+        raise ValueError(f"export_lm_eval_task: {task} is not a multiple-choice task")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for it in t.items(n):
+        ctxs = {c for c, _ in it.requests}
+        if len(ctxs) != 1:
+            raise ValueError(f"export_lm_eval_task: {it.id} has per-choice contexts")
+        rows.append({"id": it.id, "context": it.requests[0][0],
+                     "choices": [c for _, c in it.requests], "gold": it.gold})
+    data_file = out / f"{task}_local.jsonl"
+    data_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    yaml_file = out / f"{task}_local.yaml"
+    yaml_file.write_text(
+        f"task: {task}_local\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    validation: {data_file}\n"
+        "validation_split: validation\n"
+        "output_type: multiple_choice\n"
+        "doc_to_text: \"{{context}}\"\n"
+        "doc_to_choice: \"{{choices}}\"\n"
+        "doc_to_target: \"{{gold}}\"\n"
+        "target_delimiter: \"\"\n"
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
+        "metadata:\n  version: 1.0\n")
+    return yaml_file

@@ -179,13 +179,16 @@ def compact_token_metrics(ref: dict, cand_logits, what=PER_TOKEN, k_topk: int = 
             z, lq = _cand_part(cand_logits, sl, targets, out, what, k_topk)
             idx = top_idx[sl]
             lp_h = top_logp[sl].double()
+            lp_rest = tail_logmass[sl].double()
+            # renormalise the float16-rounded reference (the shift applies to the tail sample too)
+            norm = torch.cat([lp_h, lp_rest[:, None]], -1).logsumexp(-1, keepdim=True)
+            lp_h, lp_rest = lp_h - norm, lp_rest - norm[:, 0]
             lq_h = lq.gather(-1, idx).double()
             lq_rest = lq.scatter(-1, idx, float("-inf")).logsumexp(-1).double()
-            lp_rest = tail_logmass[sl].double()
             if sampled:
                 d_h = lp_h - lq_h
                 p_h = lp_h.exp()
-                d_t = tail_logp[sl].double() - lq.gather(-1, tail_idx[sl]).double()
+                d_t = tail_logp[sl].double() - norm - lq.gather(-1, tail_idx[sl]).double()
                 r_t = torch.exp(-d_t)                   # q/p of each sampled tail token
                 mean_r = torch.exp(lq_rest - lp_rest)   # its exact tail mean
                 mass = lp_rest.exp()
@@ -195,7 +198,7 @@ def compact_token_metrics(ref: dict, cand_logits, what=PER_TOKEN, k_topk: int = 
                     if name in what:
                         out[name][sl] = (p_h * fh).sum(-1) + mass * _crossfit(ft, r_t, mean_r)
             else:
-                lp_b = torch.cat([lp_h, lp_rest[:, None]], -1).log_softmax(-1)
+                lp_b = torch.cat([lp_h, lp_rest[:, None]], -1)
                 lq_b = torch.cat([lq_h, lq_rest[:, None]], -1)
                 # exp(-inf) = 0 buckets (a reference whose top-k holds all the mass) contribute 0:
                 _divergences(lp_b.clamp_min(-1e4), lq_b.clamp_min(-1e4), out, sl, what)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .capture import model_bos, model_tokenize, open_scorer, probe_text, store_dir, window_logits
+from .capture import (model_bos, model_tokenize, open_scorer, probe_text, reference_of, store_dir,
+                      window_logits)
 from .kernels import PER_TOKEN, compact_token_metrics, summarize, token_metrics
 from .store import KINDS, Store, StoreError, first_scored, make_windows
 
@@ -180,20 +181,23 @@ def per_token_dir(study, quant_id: str, corpus: str, ctx: int, scoring: str) -> 
             / f"ctx={ctx}-{scoring}")
 
 
-def artifact_paths(study, quant_ids, artifacts=None) -> dict:
-    """quant_id -> artifact directory: from `artifacts` (a mapping) when given, else from
-    silentzone.quantize.artifact_dir(study, quant_id)."""
-    if artifacts is not None:
-        missing = [q for q in quant_ids if q not in artifacts]
-        if missing:
-            raise KeyError(f"no artifact path for quant(s) {missing}")
-        return {q: Path(artifacts[q]) for q in quant_ids}
-    try:
-        from ..quantize import artifact_dir
-    except ImportError:
-        raise RuntimeError("silentzone.quantize.artifact_dir is not available: pass artifacts="
-                           "{quant_id: artifact path}") from None
-    return {q: Path(artifact_dir(study, q)) for q in quant_ids}
+def artifact_paths(quants, reference=None, artifacts=None) -> dict:
+    """quant_id -> artifact directory for the rows of a QUANTS frame: from `artifacts` (a mapping)
+    when given, else the row's `artifact` column (written by silentzone.quantize), else
+    silentzone.quantize.artifact_dir(reference, quant_id, recipe_hash)."""
+    out = {}
+    for _, row in quants.iterrows():
+        qid = row["quant_id"]
+        if artifacts is not None:
+            if qid not in artifacts:
+                raise KeyError(f"no artifact path for quant {qid!r}")
+            out[qid] = Path(artifacts[qid])
+        elif isinstance(row.get("artifact"), str) and row["artifact"]:
+            out[qid] = Path(row["artifact"])
+        else:
+            from ..quantize import artifact_dir
+            out[qid] = artifact_dir(reference, qid, row["recipe_hash"])
+    return out
 
 
 def _rows(study, qid, corpus, ctx, summary, tokens_hash, kind, scoring, status="ok", reason=""):
@@ -223,7 +227,7 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
     quants = read_table(sd / "quants.csv", QUANTS)
     wanted = {q.id for q in study.quants}
     quants = quants[(quants["status"] == "ok") & quants["quant_id"].isin(wanted)]
-    paths = artifact_paths(study, list(quants["quant_id"]), artifacts)
+    paths = artifact_paths(quants, None if artifacts is not None else reference_of(study), artifacts)
     stores = {(c, ctx): Store(store_dir(study, c, ctx, scoring)) for c in study.corpora
               for ctx in study.contexts}
     out = fidelity_path(study)

@@ -68,6 +68,7 @@ def test_lastword_greedy_margin_sign_matches_correctness(gguf_model, hf_model, e
         assert len(a["kld_logits"]) == len(a["ids"]) - 1
 
 
+@pytest.mark.slow
 def test_shared_context_is_faster(gguf_model, enc):
     """Timing ratio on SciQ items with support paragraphs: reported, loosely checked (noisy CPUs)."""
     t = tasks.get("sciq")

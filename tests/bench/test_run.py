@@ -20,6 +20,7 @@ def setup(smollm2_ref, q4_0_gguf, enc, tmp_path_factory):
     return study, models, out, kw, run_benchmarks(study, models, **kw)
 
 
+@pytest.mark.slow
 def test_rows_hashes_and_kld(setup):
     study, models, out, kw, df = setup
     assert len(df) == 3 * 2 * 3 and set(df.model) == set(models)
@@ -37,6 +38,7 @@ def test_rows_hashes_and_kld(setup):
     assert df[df.task == "sciq"].margin.notna().all()
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_pairs(setup, monkeypatch):
     study, models, out, kw, df = setup
     opened = []
