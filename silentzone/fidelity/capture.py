@@ -106,8 +106,7 @@ def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("com
         idx = todo[j:j + batch]
         z = window_logits(model, windows[idx], first)
         for r, i in enumerate(idx):
-            zi = z[r].float().cpu().numpy() if hasattr(z, "cpu") else z[r]
-            st.write(i, encode_window(zi, windows[i, first + 1:], kinds=st.kinds, k=k, m=m,
+            st.write(i, encode_window(z[r], windows[i, first + 1:], kinds=st.kinds, k=k, m=m,
                                       rng=st.rng(i)))
         if log:
             log(f"capture {out}: window {idx[-1] + 1}/{st.n_windows} "

@@ -101,46 +101,45 @@ def _tail_sample(lp, top_idx, m: int, rng: np.random.Generator, block: int = 32)
     import torch
     n, V = lp.shape
     half = m // 2
-    offs = torch.as_tensor(rng.random((n, 2)), dtype=torch.float64)
-    grid = torch.arange(half, dtype=torch.float64)
-    out = torch.empty((n, 2 * half), dtype=torch.int64)
+    offs = torch.as_tensor(rng.random((n, 2)), dtype=torch.float64, device=lp.device)
+    grid = torch.arange(half, dtype=torch.float64, device=lp.device)
+    out = torch.empty((n, 2 * half), dtype=torch.int64, device=lp.device)
     for r in range(0, n, block):
         sl = slice(r, min(n, r + block))
-        pt = lp[sl].double().exp().scatter(-1, top_idx[sl], 0.0)
-        c = pt.cumsum(-1)
-        T = c[:, -1:]
-        u = torch.cat([(grid + offs[sl, :1]) / half, (grid + offs[sl, 1:]) / half], -1) * T
+        c = lp[sl].double().exp().scatter(-1, top_idx[sl], 0.0).cumsum(-1)
+        u = torch.cat([grid + offs[sl, :1], grid + offs[sl, 1:]], -1) / half * c[:, -1:]
         out[sl] = torch.searchsorted(c, u, right=True).clamp_max(V - 1)
     return out
 
 
 def encode_window(logits, targets, kinds=KINDS, k: int = DEFAULT_K, m: int = DEFAULT_M,
                   rng: np.random.Generator | None = None) -> dict:
-    """Store arrays of one window from float logits [n, V] and the targets [n] they predict.
-    `rng` draws the tail sample's offsets (default: seeded 0)."""
+    """Store arrays (numpy) of one window from float logits [n, V] (numpy, or a torch tensor on any
+    device, where the work then happens) and the targets [n] they predict. `rng` draws the tail
+    sample's offsets (default: seeded 0)."""
     import torch
-    z = torch.as_tensor(np.asarray(logits)).float()
+    z = (logits if isinstance(logits, torch.Tensor) else torch.as_tensor(np.asarray(logits))).float()
     if not torch.isfinite(z).all():
         raise StoreError("reference logits are not finite")
     lp = z.log_softmax(-1)
-    t = torch.as_tensor(np.asarray(targets, dtype=np.int64))
-    out = {"targets": np.asarray(targets, dtype=np.int32),
-           "top1": z.argmax(-1).numpy().astype(np.int32),
-           "target_logp": lp.gather(-1, t[:, None])[:, 0].numpy().astype(np.float32)}
+    t = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=z.device)
+    np_ = lambda x, dt: x.cpu().numpy().astype(dt)  # noqa: E731
+    out = {"targets": np.asarray(targets, dtype=np.int32), "top1": np_(z.argmax(-1), np.int32),
+           "target_logp": np_(lp.gather(-1, t[:, None])[:, 0], np.float32)}
     if "compact" in kinds:
         if m % 2:
             raise ValueError(f"m (tail sample size) must be even, got {m}")
         k = min(k, lp.shape[1])
         v, i = lp.topk(k, dim=-1)  # sorted, descending
         rest = lp.scatter(-1, i, float("-inf")).logsumexp(-1)
-        out.update(top_idx=i.numpy().astype(np.int32), top_logp=v.numpy().astype(np.float16),
-                   tail_logmass=rest.numpy().astype(np.float32))
+        out.update(top_idx=np_(i, np.int32), top_logp=np_(v, np.float16),
+                   tail_logmass=np_(rest, np.float32))
         if m:
             ti = _tail_sample(lp, i, m, rng if rng is not None else np.random.default_rng(0))
-            out.update(tail_idx=ti.numpy().astype(np.int32),
-                       tail_logp=lp.gather(-1, ti).clamp_min(-65000.0).numpy().astype(np.float16))
+            out.update(tail_idx=np_(ti, np.int32),
+                       tail_logp=np_(lp.gather(-1, ti).clamp_min(-65000.0), np.float16))
     if "exact" in kinds:
-        out["exact"] = lp.clamp_min(-65000.0).numpy().astype(np.float16)
+        out["exact"] = np_(lp.clamp_min(-65000.0), np.float16)
     return out
 
 
