@@ -77,7 +77,7 @@ def register(sub) -> None:
     b.add_argument("--models", nargs="+", metavar="NAME=PATH", help="default: reference + built quants")
     b.add_argument("--tasks", nargs="+", help="default: the profile's tasks")
     b.add_argument("--n-items", type=int, help="default: the profile's n_items")
-    b.add_argument("--k", type=int, default=256, help="top-k reference log-probs kept for KLD")
+    b.add_argument("--k", type=int, default=1024, help="top-k reference log-probs kept for KLD")
     b.add_argument("--threads", type=int)
     b.add_argument("--out", help="default: the study directory in the cache")
     b.set_defaults(fn=_bench)

@@ -4,7 +4,7 @@ The reference pass stores, per item, the log-probs of its next-token distributio
 item's tokens (context + gold continuation, or prompt + the reference's own response), so that a
 quant pass needs only its own forward:
 
-    store = RefStore(path, k=256)        # <study_dir>/bench_ref/<task>.npz (+ .json manifest)
+    store = RefStore(path, k=1024)       # <study_dir>/bench_ref/<task>.npz (+ .json manifest)
     store.put(item_id, ids, logits)      # reference pass; logits [T, V]
     store.save()                         # atomic
     kl = store.kld(item_id, ids, cand_logits)   # per-token KLD(reference || candidate), nats
@@ -13,8 +13,10 @@ k >= vocab stores the full distribution and `kld` is exactly
 `silentzone.fidelity.kernels.token_kld`. Smaller k stores the reference's top-k log-probs and the
 log of the remaining mass; the KLD is then taken over the coarsened distribution (top-k tokens
 plus one "rest" bucket), a lower bound on the full KLD that is tight when the rest carries little
-mass (measured error in the README / report). The ids of every item are hashed: a candidate
-scored on other ids is refused.
+mass. Measured on SmolLM2 vs a Q4_0 quant (14 SciQ/LAMBADA items, per-item mean KLD): coarse /
+exact = 0.92-0.99 (median 0.966) at k=1024, 0.84-0.99 (median 0.917) at k=256, 0.74 (min) at
+k=64 -- a small downward bias, so the driver's default is k=1024 (8 bytes per token and k).
+The ids of every item are hashed: a candidate scored on other ids is refused.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def _log_softmax_t(x):
 
 
 class RefStore:
-    def __init__(self, path: str | Path, k: int = 256):
+    def __init__(self, path: str | Path, k: int = 1024):
         self.path = Path(path)
         self.k = int(k)
         self.manifest: dict = {"k": self.k, "items": {}}
@@ -130,7 +132,7 @@ def coarse_kld(ref_top_lp, ref_idx, ref_rest, cand_logits) -> np.ndarray:
     sum_{i in K} p_i (log p_i - log q_i) + P_rest (log P_rest - log Q_rest).
     """
     import torch
-    q = _log_softmax_t(cand_logits).double()
+    q = torch.log_softmax(torch.from_numpy(np.asarray(cand_logits, dtype=np.float64)), -1)
     idx = torch.from_numpy(np.asarray(ref_idx, dtype=np.int64))
     lp = torch.from_numpy(np.asarray(ref_top_lp, dtype=np.float64))
     lq = q.gather(-1, idx)

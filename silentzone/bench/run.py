@@ -169,7 +169,7 @@ def _store_matches(path: Path, sig: dict) -> bool:
 
 
 def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items: int | None = None,
-                   profile: str = "default", k: int = 256, threads: int | None = None,
+                   profile: str = "default", k: int = 1024, threads: int | None = None,
                    tokenizer=None, out_dir: str | Path | None = None, progress: bool = True,
                    seed: int | None = None) -> pd.DataFrame:
     """Score every model on every task; resume finished (model, task) pairs; return all rows.
@@ -227,6 +227,7 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
             frames.append(read_samples(out))
         del model
     allrows = pd.concat(frames, ignore_index=True)
-    write_table(allrows, SAMPLES, root / "samples.csv", {**prov, "models": {k_: str(v) for k_, v in models.items()},
-                                                        "tasks": task_names, "n_items": n})
+    write_table(allrows, SAMPLES, root / "samples.csv",
+                {**prov, "models": {k_: str(v) for k_, v in models.items()}, "tasks": task_names,
+                 "n_items": n})
     return allrows

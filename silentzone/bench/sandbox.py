@@ -189,7 +189,8 @@ def run_program(source: str, timeout: float = 10.0, memory_mb: int = 1024, max_p
                "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
         t0 = time.perf_counter()
         with open(out, "wb") as fo, open(err, "wb") as fe:
-            proc = subprocess.Popen([iso["python"], "-I", "-B", "guard.py" if guard else "program.py"], cwd=tmp, env=env,
+            script = "guard.py" if guard else "program.py"
+            proc = subprocess.Popen([iso["python"], "-I", "-B", script], cwd=tmp, env=env,
                                     stdin=subprocess.DEVNULL, stdout=fo, stderr=fe, preexec_fn=pre,
                                     start_new_session=True)
             try:

@@ -96,7 +96,7 @@ def quantize(method: str, recipe: dict, reference, out_dir: Path, seed: int = 0)
                              actorder="group" if recipe.get("act_order") else None,
                              dampening_frac=float(recipe["dampening"]))]
     elif method == "awq":
-        from llmcompressor.modifiers.awq import AWQModifier
+        from llmcompressor.modifiers.transform.awq import AWQModifier
         from llmcompressor.modifiers.quantization import QuantizationModifier
         mods = [AWQModifier(), QuantizationModifier(config_groups={"group_0": scheme}, ignore=["lm_head"])]
     else:

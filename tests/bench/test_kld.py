@@ -26,7 +26,7 @@ def test_full_vocab_store_equals_token_kld(tmp_path):
     assert np.allclose(RefStore.load(tmp_path / "t.npz").kld("a", ids, ref), 0, atol=1e-6)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 10_000), k=st.sampled_from([1, 8, 64, 299]), scale=st.sampled_from([1.0, 6.0]))
 def test_topk_kld_is_a_lower_bound_and_tight_for_peaked_distributions(seed, k, scale):
     rng = np.random.default_rng(seed)
@@ -34,9 +34,15 @@ def test_topk_kld_is_a_lower_bound_and_tight_for_peaked_distributions(seed, k, s
     cand = ref + rng.standard_normal(ref.shape).astype(np.float32) * 0.5
     s = RefStore("unused.npz", k=k)
     s.put("a", list(range(7)), ref)
-    exact = token_kld(ref, cand)
+    def logsoftmax(x):
+        x = x.astype(np.float64) - x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+    lp, lq = logsoftmax(ref), logsoftmax(cand)
+    exact = (np.exp(lp) * (lp - lq)).sum(-1)  # float64 (token_kld works in float32)
     coarse = s.kld("a", list(range(7)), cand)
-    assert np.all(coarse <= exact + 1e-6)  # coarsening never increases KL (data processing)
+    # coarsening never increases KL (data processing); the reference is stored in float32,
+    # which leaves ~1e-6 nats of rounding in the rest bucket
+    assert np.all(coarse <= exact * (1 + 1e-4) + 5e-6)
     if k == 299:
         np.testing.assert_allclose(coarse, exact, rtol=0.02, atol=1e-4)
 

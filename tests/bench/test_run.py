@@ -65,3 +65,20 @@ def test_resume_skips_finished_pairs(setup, monkeypatch):
     opened.clear()
     run_benchmarks(study, {"reference": models["reference"]}, **{**kw, "n_items": 2})
     assert opened == ["reference"]
+
+
+@pytest.mark.slow
+def test_generation_task_teacher_forced_kld(smollm2_ref, q4_0_gguf, enc, tmp_path, monkeypatch):
+    """IFEval rows: NaN margin; the quant's KLD replays the reference's own response ids."""
+    import dataclasses
+    import math
+
+    from silentzone.bench import tasks as T
+    monkeypatch.setitem(T.TASKS, "ifeval", dataclasses.replace(T.TASKS["ifeval"], max_new_tokens=12))
+    study = load(CONFIGS / "smollm2.yaml", "smoke")
+    df = run_benchmarks(study, {"reference": smollm2_ref.gguf, "Q4_0": q4_0_gguf}, tasks=["ifeval"],
+                        n_items=2, k=64, threads=2, tokenizer=enc.tok, out_dir=tmp_path, progress=False)
+    assert df.margin.map(math.isnan).all() and (df.response.str.len() > 0).all()
+    ref, q = (df[df.model == m].set_index("item_id") for m in ("reference", "Q4_0"))
+    assert (ref.n_tokens == q.n_tokens).all()  # same teacher-forced ids: prompt + reference response
+    assert (q.kld_mean > 0).all() and (ref.kld_mean == 0).all()
