@@ -51,6 +51,8 @@ def read_table(path: str | Path, schema: Schema) -> pd.DataFrame:
         for c in schema.columns:
             if c.kind == "str" and c.name in frame:
                 frame[c.name] = frame[c.name].astype(object)
+            elif c.kind == "float" and c.name in frame:  # a column of whole numbers reads as int
+                frame[c.name] = frame[c.name].astype("float64")
     return validate(frame, schema, where=str(path))
 
 

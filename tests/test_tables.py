@@ -82,3 +82,10 @@ def test_readme_shows_the_current_contracts():
     readme = (REPO / "README.md").read_text()
     for schema in (QUANTS, FIDELITY, SAMPLES):
         assert schema.markdown() in readme, f"README out of date for {schema.name}"
+
+
+def test_float_column_of_whole_numbers_reads_back_as_float(tmp_path):
+    """The reference's kld_mean is all 0: CSV stores '0', which must come back as float."""
+    f = samples_frame().assign(kld_mean=[0.0, 0.0], kld_max=[0.0, 0.0], margin=[1.0, 2.0])
+    back = read_table(write_table(f, SAMPLES, tmp_path / "s.csv", {}), SAMPLES)
+    assert back["kld_mean"].dtype == "float64" and back["kld_mean"].tolist() == [0.0, 0.0]

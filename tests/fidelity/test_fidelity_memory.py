@@ -20,7 +20,7 @@ PROBE = Path(__file__).with_name("mem_probe.py")
 
 @pytest.mark.slow
 def test_peak_memory_is_bounded_for_a_10x_corpus(tiny_llama_dir, smollm2_ref, tmp_path):
-    from conftest import make_tiny_llama
+    from silentzone.testing import make_tiny_llama
     candidate = make_tiny_llama(tmp_path / "tiny-seed1", smollm2_ref.hf_dir, seed=1)
     runs = []
     for n in (8192, 81920):
