@@ -18,6 +18,7 @@ import numpy as np
 
 from .store import DEFAULT_K, DEFAULT_M, Store, first_scored, make_windows
 
+
 def probe_text() -> str:
     """The text whose token ids a candidate must share with the reference (models.CHECK_TEXT)."""
     from ..models import CHECK_TEXT
@@ -84,8 +85,7 @@ def window_logits(m, windows: np.ndarray, first: int):
 
 def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("compact",),
             k: int = DEFAULT_K, m: int = DEFAULT_M, device: str = "cpu", threads: int | None = None,
-            batch: int = 1,
-            extra: dict | None = None, log=None) -> Store:
+            batch: int = 1, extra: dict | None = None, log=None) -> Store:
     """Capture the reference's log-probs over the windows of `ids` into the store at `out`.
 
     reference: a GGUF file, HF directory or an opened model (open_scorer). `ids` are the corpus ids
@@ -127,9 +127,8 @@ def reference_of(study):
 
 
 def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, m: int = DEFAULT_M,
-                  scoring: str = "half",
-                  backend: str = "llama.cpp", device: str = "cpu", threads: int | None = None,
-                  log=None) -> list[Store]:
+                  scoring: str = "half", backend: str = "llama.cpp", device: str = "cpu",
+                  threads: int | None = None, log=None) -> list[Store]:
     """Capture every (corpus, ctx) of the study's profile; finished stores are skipped.
 
     The reference runs in llama.cpp on its F32/BF16 GGUF (backend "llama.cpp", the CPU default) or
@@ -140,7 +139,7 @@ def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, m: int = DEF
     ref = reference_of(study)
     n = study.profile.corpus_tokens
     todo = [(c, ctx) for c in study.corpora for ctx in study.contexts
-            if not _complete(store_dir(study, c, ctx, scoring))]
+            if not _complete(store_dir(study, c, ctx, scoring), kinds, k, m)]
     model = None
     for c, ctx in todo:
         if model is None:
@@ -149,16 +148,25 @@ def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, m: int = DEF
                                 name="reference")
         ids, h = corpus_tokens(ref, c, n)
         capture(model, ids, ctx, store_dir(study, c, ctx, scoring), scoring=scoring, kinds=kinds,
-                k=k, m=m, batch=1 if model.kind == "llama.cpp" else 8,
+                k=k, m=m, batch=window_batch(model),
                 extra={"corpus": c, "corpus_tokens_hash": h, "study": study.study}, log=log)
     return [Store(store_dir(study, c, ctx, scoring)) for c in study.corpora for ctx in study.contexts]
 
 
-def _complete(path: Path) -> bool:
+def window_batch(model) -> int:
+    """Windows per logits call: 8 on a GPU; 1 on a CPU, where memory stays at one window's logits."""
+    return 1 if model.kind == "llama.cpp" or str(getattr(model, "device", "cpu")) == "cpu" else 8
+
+
+def _complete(path: Path, kinds, k: int, m: int) -> bool:
+    """A finished store with these parameters (anything else goes to capture, which resumes it or
+    refuses a mismatch with one line)."""
     try:
-        return Store(path).complete()
+        st = Store(path)
     except Exception:  # noqa: BLE001 - missing or unreadable: capture it
         return False
+    same = set(st.kinds) == set(kinds) and ("compact" not in kinds or (st.k, st.m) == (k, m))
+    return same and st.complete()
 
 
 def stderr_log(msg: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .capture import (model_bos, model_tokenize, open_scorer, probe_text, reference_of, store_dir,
-                      window_logits)
+                      window_batch, window_logits)
 from .kernels import PER_TOKEN, compact_token_metrics, summarize, token_metrics
 from .store import KINDS, Store, StoreError, first_scored, make_windows
 
@@ -242,6 +242,8 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
         rows = table[(table["quant_id"] == qid) & (table["corpus"] == c) & (table["ctx"] == ctx)]
         if rows.empty or (rows["tokens_hash"] != h).any():
             return False
+        if any(col in rows and (rows[col] != val).any() for col, val in (("store", kind), ("scoring", scoring))):
+            return False  # scored against another store or scoring mode: score again, replacing it
         failed = "status" in rows and (rows["status"] == "failed").any()
         return not (failed and retry_failed)
 
@@ -270,7 +272,7 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
         for c, ctx in todo:
             st = stores[c, ctx]
             try:
-                per_token = score_store(m, st, kind, batch=1 if m.kind == "llama.cpp" else 8, label=qid)
+                per_token = score_store(m, st, kind, batch=window_batch(m), label=qid)
             except (NonFiniteLogits, ScoreRefused) as e:
                 save(_rows(study, qid, c, ctx, None, st.tokens_hash, kind, scoring, "failed", str(e)),
                      qid, c, ctx)
