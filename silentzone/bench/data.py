@@ -12,10 +12,11 @@ dependencies at import time. Every failure is one line naming the package or fil
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 from functools import lru_cache
 from pathlib import Path
+
+from silentzone import paths
 
 
 class DataError(RuntimeError):
@@ -25,13 +26,10 @@ class DataError(RuntimeError):
 @lru_cache(maxsize=None)
 def package_dir(package: str) -> Path:
     """Folder of an installed package, without importing it."""
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
+    found = paths.package_dir(package)
+    if found is None:
         raise DataError(f"package {package!r} is not installed (see requirements-nodeps.txt)")
-    return Path(list(spec.submodule_search_locations)[0])
+    return found
 
 
 def package_file(package: str, rel: str) -> Path:

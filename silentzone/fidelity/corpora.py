@@ -24,14 +24,13 @@ $SILENTZONE_HOME/tokens/<model>/; `corpus_tokens` returns a prefix.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from ..paths import cache_home
+from ..paths import cache_home, package_dir
 
 EXLLAMA_FILES = {"wiki": "wiki.utf8", "c4": "c4.utf8", "code": "code.utf8", "tinystories": "tiny.utf8",
                  "multilingual": "multilingual.utf8", "technical": "technical.utf8"}
@@ -44,13 +43,10 @@ class CorpusError(RuntimeError):
 
 
 def _package_dir(name: str) -> Path:
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
+    found = package_dir(name)
+    if found is None:
         raise CorpusError(f"package {name} is not installed (make setup installs it)")
-    return Path(list(spec.submodule_search_locations)[0])
+    return found
 
 
 def _shakespeare() -> str:
