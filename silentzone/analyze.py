@@ -1,0 +1,535 @@
+"""Analysis products of one study: the tables, stats.json and figures that the paper's claims rest on.
+
+A results directory R (e.g. data/smollm2/) holds the three contract tables the pipeline writes,
+R/quants.csv, R/fidelity.csv and R/samples.csv. Four functions read them and write products beside
+them, each with <file>.provenance.json (config hash, seeds, package versions, git commit, sha256 of
+the inputs; no timestamps or hostnames, so a rerun with the same inputs and seeds is byte-identical):
+
+    decomposition_products(R, cfg)  full_vs_zone.csv, decomposition.csv, decomposition_correlations.csv,
+                                    cohort.csv, stats.json
+    sensitivity_products(R, cfg)    sweep.csv, holdout.csv, holdout_summary.csv, robustness.csv, power.csv
+    per_prompt_products(R, cfg)     failure_prediction.csv, routing.csv
+    figures(R, figdir)              every figure as PDF + PNG, drawn from the saved products only
+
+Choices (each recorded in the products):
+  - primary variant: the config's first corpus present in fidelity.csv, at the largest context length
+    present for that corpus; primary metric zone.primary_metric (stats.json keys corpus, ctx, metric);
+  - composite score: mean of task accuracies (equal task weights, `analysis.cohort.task_weights`);
+  - randomness: every product draws from its own generator, seeded by (seed, crc32(product name)),
+    seed = seeds.bootstrap (seeds.holdout for the held-out splits), so products do not depend on the
+    order they are made in; bootstrap resamples = profile.bootstrap, splits = profile.holdout_splits;
+  - percentile-bootstrap CIs and permutation p-values are computed where a number is quoted (full vs
+    zone, stats.json, the decomposition correlations of the primary metric, the sweep of the primary
+    corpus/ctx for FIGURE_METRICS, failure prediction, routing). The full grids (sweep and robustness
+    over every corpus x ctx x metric, decomposition correlations of the other metrics) carry the
+    Fisher-z interval only (n_boot == 0 marks them): ~30 metrics x 12 settings x 9 thresholds at
+    10,000 resamples would take minutes. `bootstrap_all=True` resamples everything.
+
+Errors on bad input are one line naming the file (ContractError or ValueError).
+Never imports torch or the pipeline stages: only analysis, pandas, numpy and the light silentzone modules.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import analysis as A
+from analysis.cohort import cohort_quants, item_matrix, metric_columns
+from analysis.contracts import STATS_KEYS, ContractError
+from analysis.decompose import COMPOSITE
+
+from .config import Study
+from .provenance import PACKAGES, git_commit, versions
+from .tables import FIDELITY, QUANTS, SAMPLES, read_table, write_stats
+
+INPUTS = {"quants.csv": QUANTS, "fidelity.csv": FIDELITY, "samples.csv": SAMPLES}
+FLOAT_FORMAT = "%.10g"
+TOST_MARGIN = 0.5  # equivalence margin for |rho| in the zone: "no more than a moderate correlation"
+ALPHA = 0.05
+ROUTING_MAX = 6  # routing: every pair among the ROUTING_MAX cohort quants with the lowest primary metric
+FIGURE_METRICS = ("kld_mean", "kld_p99", "js_mean", "top1_agreement", "ppl_ratio")  # sweep CIs, sweep figure
+EMBEDDED_NAMES = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma 3 270M"}
+
+
+# ---------------------------------------------------------------------------------------------- input
+
+def load(results: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read and check the three contract tables of a results directory: (samples, fidelity, quants).
+
+    Fidelity rows with status 'failed' are dropped (their values are NaN). Refuses, with one line
+    naming the file: a missing or invalid table, a table with several studies, tables of different
+    studies, samples or fidelity rows of a quant not in quants.csv, an ok quant without samples, and
+    samples whose items do not join across models (`analysis.cohort.item_matrix`).
+    """
+    r = Path(results)
+    samples, fidelity, quants = (read_table(r / name, INPUTS[name]) for name in
+                                 ("samples.csv", "fidelity.csv", "quants.csv"))
+    if "status" in fidelity:
+        fidelity = fidelity[fidelity["status"].astype(str) != "failed"].reset_index(drop=True)
+    studies = {}
+    for name, frame in (("quants.csv", quants), ("fidelity.csv", fidelity), ("samples.csv", samples)):
+        found = sorted(frame["study"].astype(str).unique())
+        if len(found) > 1:
+            raise ContractError(f"{r / name}: mixes studies {found}; one study per results directory")
+        studies[name] = found[0] if found else None
+    if len({s for s in studies.values() if s is not None}) > 1:
+        raise ContractError(f"{r}: tables belong to different studies: "
+                            + ", ".join(f"{k} {v!r}" for k, v in studies.items()))
+    if quants.empty:
+        raise ContractError(f"{r / 'quants.csv'}: no quants")
+    known = set(quants["quant_id"].astype(str))
+    for name, col, frame in (("samples.csv", "model", samples), ("fidelity.csv", "quant_id", fidelity)):
+        stray = sorted(set(frame[col].astype(str)) - known - {A.REFERENCE})
+        if stray:
+            raise ContractError(f"{r / name}: quant(s) {stray[:5]} are not in quants.csv")
+    lacking = sorted(set(cohort_quants(quants)) - set(samples["model"].astype(str)))
+    if lacking:
+        raise ContractError(f"{r / 'samples.csv'}: quant(s) {lacking[:5]} have status ok in quants.csv "
+                            "but no samples")
+    if fidelity.empty:
+        raise ContractError(f"{r / 'fidelity.csv'}: no fidelity rows with status ok")
+    try:
+        item_matrix(samples)
+    except ValueError as e:
+        raise ContractError(f"{r / 'samples.csv'}: {e}") from None
+    return samples, fidelity, quants
+
+
+def primary_variant(fidelity: pd.DataFrame, cfg: Study, where: str | Path = "fidelity.csv") -> tuple[str, int]:
+    """The (corpus, ctx) that headline numbers use: the config's first corpus present in `fidelity`
+    with the primary metric, at the largest context length present for that corpus.
+    ValueError (naming `where`) when no config corpus has the primary metric."""
+    metric = cfg.zone.primary_metric
+    have = fidelity[(fidelity["metric"] == metric) & np.isfinite(fidelity["value"].to_numpy(float))]
+    for corpus in cfg.corpora:
+        ctxs = have.loc[have["corpus"] == corpus, "ctx"]
+        if len(ctxs):
+            return str(corpus), int(ctxs.max())
+    raise ValueError(f"{where}: no {metric} values for any corpus of the config {list(cfg.corpora)}")
+
+
+def _check_study(samples: pd.DataFrame, cfg: Study, results: Path) -> None:
+    """ValueError when the tables' study is not the config's."""
+    found = str(samples["study"].iloc[0]) if len(samples) else cfg.study
+    if found != cfg.study:
+        raise ValueError(f"{results}: tables are of study {found!r} but the config {cfg.source or ''} "
+                         f"is study {cfg.study!r}")
+
+
+class _Run:
+    """What every product of one call shares: the tables, config, primary variant and provenance."""
+
+    def __init__(self, results: str | Path, cfg: Study):
+        self.r = Path(results)
+        self.cfg = cfg
+        self.samples, self.fidelity, self.quants = load(self.r)
+        _check_study(self.samples, cfg, self.r)
+        self.corpus, self.ctx = primary_variant(self.fidelity, cfg, self.r / "fidelity.csv")
+        self.metric, self.definition = cfg.zone.primary_metric, cfg.zone.definition
+        self.threshold = float(cfg.zone.threshold)
+        self.n_resamples = int(cfg.profile.bootstrap)
+        self.inputs = {name: _sha256(self.r / name) for name in INPUTS}
+
+    def rng(self, product: str, seed: int | None = None) -> np.random.Generator:
+        """The generator of one product (see module doc)."""
+        return _rng(self.cfg.seeds.bootstrap if seed is None else seed, product)
+
+    def cohort(self) -> pd.DataFrame:
+        """`analysis.cohort_table` of the primary corpus/ctx."""
+        return A.cohort_table(self.samples, self.fidelity, self.quants, self.corpus, self.ctx)
+
+    def provenance(self, product: str, **params) -> dict:
+        """Provenance of one product: no timestamps or hosts (reruns stay byte-identical)."""
+        cfg = self.cfg
+        return {"product": product, "study": cfg.study, "profile": cfg.profile_name,
+                "config_hash": cfg.config_hash, "config": cfg.source,
+                "seeds": {"global": cfg.seeds.global_, "bootstrap": cfg.seeds.bootstrap,
+                          "holdout": cfg.seeds.holdout},
+                "n_resamples": self.n_resamples, "holdout_splits": int(cfg.profile.holdout_splits),
+                "corpus": self.corpus, "ctx": self.ctx, "metric": self.metric,
+                "zone": {"definition": self.definition, "threshold": self.threshold,
+                         "sweep": list(cfg.zone.sweep)},
+                "git_commit": _commit(), "versions": _versions(), "inputs": self.inputs, **params}
+
+    def write(self, frame: pd.DataFrame, name: str, exact: bool = False, **params) -> Path:
+        """Write R/<name> and its provenance; see `write_csv`."""
+        return write_csv(frame, self.r / name, self.provenance(name, **params), exact)
+
+
+# --------------------------------------------------------------------------------------------- output
+
+def write_csv(frame: pd.DataFrame, path: str | Path, provenance: dict, exact: bool = False) -> Path:
+    """Write `frame` as CSV atomically (temporary name, then rename) with <file>.provenance.json.
+
+    Floats are written with FLOAT_FORMAT (10 significant digits), or, with exact=True, as the shortest
+    text that reads back to the same float (for tables whose identities are checked exactly).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False, float_format=None if exact else FLOAT_FORMAT, lineterminator="\n")
+    write_json(provenance, path.with_name(path.name + ".provenance.json"))
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(obj, path: str | Path) -> Path:
+    """Write `obj` as sorted, indented JSON atomically; NaN and infinities become null."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _finite(obj):
+    """obj with non-finite floats replaced by None and numpy scalars by Python ones (valid JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _sha256(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _commit() -> str:
+    """Git commit of the code, read once per process (so one run's products all agree)."""
+    return git_commit()
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> dict[str, str]:
+    """Package versions that can change results (read once per process)."""
+    return versions((*PACKAGES, "matplotlib"))
+
+
+def _rng(seed: int, product: str) -> np.random.Generator:
+    """Generator seeded by (seed, crc32(product)): one independent stream per product."""
+    return np.random.default_rng([int(seed), zlib.crc32(product.encode())])
+
+
+def study_label(cfg: Study) -> str:
+    """What the results are, for stats.json and figure captions: a small-model replication on the
+    embedded models, never the paper's numbers."""
+    model = cfg.reference.model
+    if model.startswith("embedded:"):
+        name = EMBEDDED_NAMES.get(model.split(":", 1)[1], model.split(":", 1)[1])
+        return f"small-model replication ({name}, embedded default), not the paper's models"
+    return f"replication on {model} (study {cfg.study})"
+
+
+def _ci(row: pd.Series) -> list:
+    """[ci_lo, ci_hi] of a correlation row (None where undefined)."""
+    return [_finite(float(row["ci_lo"])), _finite(float(row["ci_hi"]))]
+
+
+# ------------------------------------------------------------------------------------------- products
+
+def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
+    """Full cohort vs silent zone, the volume-direction decomposition and the headline numbers.
+
+    Writes into `results`:
+      cohort.csv                  `analysis.cohort_table` of the primary corpus/ctx plus in_zone, and the
+                                  composite vol_rate and f of each quant (decomposition)
+      full_vs_zone.csv            rho(primary metric, composite score) and rho(primary metric, vol_rate),
+                                  full cohort and zone: columns target, scope, metric, definition,
+                                  threshold, corpus, ctx, CORR_COLUMNS (bootstrap CIs, permutation p)
+      decomposition.csv           `analysis.decomposition` (per quant x task and composite; identity
+                                  checked; floats written exactly so it can be re-checked from the file)
+      decomposition_correlations.csv  `analysis.decomposition_correlations` of every metric of the
+                                  primary corpus/ctx (bootstrap for the primary metric only)
+      stats.json                  `analysis.headline_stats` + label, CIs rho_full_ci, rho_zone_ci,
+                                  rho_vol_zone_ci, zone_rule, zone_threshold, n_resamples, provenance
+    Returns {file name: path}.
+    """
+    run = _Run(results, cfg)
+    s, f, q, metric = run.samples, run.fidelity, run.quants, run.metric
+    dec = A.decomposition(s)
+    A.check_identity(dec)
+    comp = dec[dec["task"] == COMPOSITE].set_index("model")
+    cohort = run.cohort()
+    others = [m for m in metric_columns(cohort) if m != metric]
+    cohort["in_zone"] = A.zone_mask(cohort, run.definition, run.threshold, metric).to_numpy()
+    cohort["vol_rate"] = comp["vol_rate"].reindex(cohort["quant_id"]).to_numpy(float)
+    cohort["f"] = comp["f"].reindex(cohort["quant_id"]).to_numpy(float)
+    if metric not in cohort:
+        raise ValueError(f"{run.r / 'fidelity.csv'}: no metric {metric!r} for {run.corpus}/{run.ctx}")
+
+    rng = run.rng("full_vs_zone")
+    fz = pd.concat([A.full_vs_zone(cohort, metric, target, run.definition, run.threshold, rng,
+                                   run.n_resamples) for target in ("score", "vol_rate")], ignore_index=True)
+    fz.insert(0, "target", fz.pop("target"))
+    fz.insert(5, "corpus", run.corpus)
+    fz.insert(6, "ctx", run.ctx)
+
+    corr = pd.concat(
+        [A.decomposition_correlations(s, f, q, run.corpus, run.ctx, [metric], run.definition, run.threshold,
+                                      run.rng("decomposition_correlations"), run.n_resamples)]
+        + ([A.decomposition_correlations(s, f, q, run.corpus, run.ctx, others, run.definition,
+                                         run.threshold)] if others else []), ignore_index=True)
+
+    stats = A.headline_stats(s, f, q, run.corpus, run.ctx, metric, run.definition, run.threshold)
+    row = {(t, sc): r for (t, sc), r in fz.set_index(["target", "scope"]).iterrows()}
+    stats.update(label=study_label(cfg), zone_rule=run.definition, zone_threshold=run.threshold,
+                 n_resamples=run.n_resamples, rho_full_ci=_ci(row["score", "full"]),
+                 rho_zone_ci=_ci(row["score", "zone"]), rho_vol_zone_ci=_ci(row["vol_rate", "zone"]),
+                 p_perm_zone=_finite(float(row["score", "zone"]["p_perm"])),
+                 ref_score=float(cohort["ref_score"].iloc[0]) if len(cohort) else None,
+                 profile=cfg.profile_name, provenance=run.provenance("stats.json"))
+    missing = [k for k in STATS_KEYS if k not in stats]
+    if missing:  # headline_stats and this function disagree with the contract
+        raise ContractError(f"{run.r / 'stats.json'}: lacks key(s) {missing}")
+    out = {"cohort.csv": run.write(cohort, "cohort.csv"),
+           "full_vs_zone.csv": run.write(fz, "full_vs_zone.csv"),
+           "decomposition.csv": run.write(dec, "decomposition.csv", exact=True),
+           "decomposition_correlations.csv": run.write(corr, "decomposition_correlations.csv")}
+    out["stats.json"] = write_stats(_finite(stats), run.r / "stats.json")
+    return out
+
+
+def sensitivity_products(results: str | Path, cfg: Study, margin: float = TOST_MARGIN,
+                         bootstrap_all: bool = False) -> dict[str, Path]:
+    """Is the zone result an artefact of the threshold, the variant, the selection or the sample size?
+
+    Writes into `results`:
+      sweep.csv            `analysis.sweep` over zone.sweep thresholds for every corpus x ctx x metric:
+                           corpus, ctx, metric, definition, threshold, n_cohort, CORR_COLUMNS (bootstrap
+                           for the primary corpus/ctx and FIGURE_METRICS, else Fisher z only)
+      holdout.csv          `analysis.holdout` (profile.holdout_splits splits, seeds.holdout): split,
+                           n/rho/p for heldout, insample and full
+      holdout_summary.csv  `analysis.holdout_summary`: scope, n_splits_valid, rho_median, rho_mean,
+                           rho_lo, rho_hi, frac_significant, n_median
+      robustness.csv       `analysis.robustness_table` (every variant, Holm-adjusted, TOST at `margin`)
+      power.csv            per scope (full, zone) of the primary variant: n, rho, p, alpha, mdr (minimum
+                           |rho| detectable with power 0.8), power_at_margin, power_at_full_rho (power to
+                           detect the full-cohort rho at this n), margin, tost_p_lower, tost_p_upper,
+                           tost_p, equivalent (|rho| < margin shown by TOST at alpha)
+    Returns {file name: path}.
+    """
+    run = _Run(results, cfg)
+    s, f, q = run.samples, run.fidelity, run.quants
+    thresholds = [float(t) for t in cfg.zone.sweep]
+    n = run.n_resamples
+    if bootstrap_all:
+        sw = A.sweep(s, f, q, thresholds, run.definition, rng=run.rng("sweep"), n_resamples=n)
+    else:
+        plain = A.sweep(s, f, q, thresholds, run.definition)
+        primary = (plain["corpus"] == run.corpus) & (plain["ctx"] == run.ctx)
+        shown = [m for m in dict.fromkeys((run.metric, *FIGURE_METRICS)) if m in set(plain["metric"])]
+        boot = A.sweep(s, f[(f["corpus"] == run.corpus) & (f["ctx"] == run.ctx)], q, thresholds,
+                       run.definition, metrics=shown, rng=run.rng("sweep"), n_resamples=n)
+        sw = pd.concat([plain[~(primary & plain["metric"].isin(shown))], boot])
+        sw = sw.sort_values(["corpus", "ctx", "metric", "threshold"], kind="stable").reset_index(drop=True)
+
+    hold = A.holdout(s, f, q, run.corpus, run.ctx, run.rng("holdout", cfg.seeds.holdout), run.metric,
+                     int(cfg.profile.holdout_splits), run.definition, run.threshold)
+    summary = A.holdout_summary(hold)
+    rob = A.robustness_table(s, f, q, run.definition, run.threshold,
+                             run.rng("robustness") if bootstrap_all else None, n, margin=margin, alpha=ALPHA)
+    power = power_table(run.cohort(), run.metric, run.definition, run.threshold, margin)
+    params = dict(margin=margin, bootstrap_all=bootstrap_all, figure_metrics=list(FIGURE_METRICS))
+    return {name: run.write(frame, name, **params) for name, frame in
+            (("sweep.csv", sw), ("holdout.csv", hold), ("holdout_summary.csv", summary),
+             ("robustness.csv", rob), ("power.csv", power))}
+
+
+def power_table(cohort: pd.DataFrame, metric: str, definition: str, threshold: float,
+                margin: float = TOST_MARGIN, alpha: float = ALPHA) -> pd.DataFrame:
+    """Power and equivalence of rho(metric, score) over the full cohort and inside the zone.
+
+    cohort: `analysis.cohort_table` frame. Returns two rows (scope full, zone) with the columns listed
+    in `sensitivity_products` (Fisher-z approximations, `analysis.stats`). An absent correlation in
+    the zone is only evidence when `equivalent` is True; otherwise the zone is too small to say.
+    """
+    fz = A.full_vs_zone(cohort, metric, "score", definition, threshold).set_index("scope")
+    rho_full = float(fz.loc["full", "rho"])
+    rows = []
+    for scope in ("full", "zone"):
+        n, rho = int(fz.loc[scope, "n"]), float(fz.loc[scope, "rho"])
+        tost = A.tost_rho(rho, n, margin, alpha)
+        rows.append(dict(scope=scope, metric=metric, definition=definition, threshold=threshold, n=n, rho=rho,
+                         p=float(fz.loc[scope, "p"]), alpha=alpha, mdr=A.min_detectable_rho(n, alpha),
+                         power_at_margin=A.power_rho(margin, n, alpha),
+                         power_at_full_rho=A.power_rho(rho_full, n, alpha) if math.isfinite(rho_full)
+                         else math.nan,
+                         margin=margin, tost_p_lower=tost["p_lower"], tost_p_upper=tost["p_upper"],
+                         tost_p=tost["p"], equivalent=bool(tost["equivalent"])))
+    return pd.DataFrame(rows)
+
+
+def routing_models(cohort: pd.DataFrame, samples: pd.DataFrame, metric: str,
+                   k: int = ROUTING_MAX) -> list[str]:
+    """The quants routed between: the `k` cohort quants with the lowest `metric` (ties by quant_id)
+    among those with per-prompt KLD in `samples`, in that order."""
+    has_kld = set(samples.loc[np.isfinite(samples["kld_mean"].to_numpy(float)), "model"].astype(str))
+    c = cohort[cohort["quant_id"].isin(has_kld) & np.isfinite(cohort[metric].to_numpy(float))]
+    return list(c.sort_values([metric, "quant_id"], kind="stable")["quant_id"].head(k))
+
+
+def per_prompt_products(results: str | Path, cfg: Study) -> dict[str, Path]:
+    """Does a prompt's KLD predict failure, and can KLD route a prompt to the better model?
+
+    Writes into `results`:
+      failure_prediction.csv  `analysis.failure_prediction` of every cohort quant, pooled over tasks
+                              (task == "all") and per task: model, task, n, n_failed, gm_failed,
+                              gm_passed, gm_ratio, ratio_lo, ratio_hi, auroc, auroc_lo, auroc_hi, p_mw,
+                              n_floored (per-prompt kld_mean, bootstrap over prompts)
+      routing.csv             `analysis.routing` for every pair among `routing_models` (the ROUTING_MAX
+                              quants closest to the reference by the primary metric) and for all of them
+                              together: pair, n_models, then routing's columns (one row per task + "all")
+    Returns {file name: path}.
+    """
+    run = _Run(results, cfg)
+    cohort = run.cohort()
+    ids = set(cohort["quant_id"])
+    s = run.samples[run.samples["model"].isin(ids | {A.REFERENCE})]
+    rng = run.rng("failure_prediction")
+    pooled = A.failure_prediction(s, rng, run.n_resamples, by=("model",))
+    pooled.insert(1, "task", "all")
+    per_task = A.failure_prediction(s, rng, run.n_resamples, by=("model", "task"))
+    fail = pd.concat([pooled, per_task], ignore_index=True)
+
+    models = routing_models(cohort, s, run.metric)
+    sets = [[a, b] for i, a in enumerate(models) for b in models[i + 1:]]
+    if len(models) > 2:
+        sets.append(models)
+    rng = run.rng("routing")
+    frames = []
+    for i, ms in enumerate(sets):
+        r = A.routing(s, ms, rng, run.n_resamples)
+        r.insert(0, "pair", i)
+        r.insert(1, "n_models", len(ms))
+        frames.append(r)
+    route = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["pair", "n_models", "task"])
+    return {"failure_prediction.csv": run.write(fail, "failure_prediction.csv"),
+            "routing.csv": run.write(route, "routing.csv", routing_models=models)}
+
+
+# -------------------------------------------------------------------------------------------- figures
+
+FIGURES = ("kld_vs_score", "sweep", "holdout", "decomposition", "per_prompt_kld", "routing")
+
+
+def figures(results: str | Path, figdir: str | Path) -> dict[str, list[Path]]:
+    """Draw every figure of the study from the saved products of `results` into `figdir`.
+
+    Needs stats.json, cohort.csv, decomposition.csv (decomposition_products), sweep.csv, holdout.csv
+    (sensitivity_products), routing.csv (per_prompt_products) and samples.csv. Writes <name>.pdf and
+    <name>.png (analysis.plots.save, one style) for FIGURES, each with <name>.provenance.json:
+      kld_vs_score    primary metric vs composite score, zone highlighted, full and zone rho
+      sweep           zone rho vs threshold for FIGURE_METRICS of the primary corpus/ctx, bootstrap bands
+      holdout         zone rho over held-out splits: zone from half A vs from half B itself
+      decomposition   gains and losses per quant (composite), quants ordered by the primary metric
+      per_prompt_kld  per-prompt KLD, passed vs failed prompts, of the cohort quant with the median
+                      primary metric
+      routing         routing accuracy on disagreement prompts per routed set, with chance
+    Returns {figure name: [pdf, png]}.
+    """
+    from matplotlib.figure import Figure
+
+    from analysis import plots
+
+    r, figdir = Path(results), Path(figdir)
+    need = ("stats.json", "cohort.csv", "decomposition.csv", "sweep.csv", "holdout.csv", "routing.csv",
+            "samples.csv")
+    for name in need:
+        if not (r / name).is_file():
+            raise ContractError(f"{r / name}: file not found (run the analysis products first)")
+    stats = json.loads((r / "stats.json").read_text())
+    cohort = pd.read_csv(r / "cohort.csv")
+    metric, corpus, ctx = stats["metric"], stats["corpus"], int(stats["ctx"])
+    prov_base = {"study": stats["study"], "label": stats["label"],
+                 "config_hash": stats.get("provenance", {}).get("config_hash", ""),
+                 "git_commit": _commit(), "versions": _versions()}
+    title = f"{stats['study']}: {stats['label'].split(',')[0]}"
+    out = {}
+
+    def save(fig, name: str, inputs: tuple[str, ...]) -> None:
+        out[name] = plots.save(fig, figdir / name)
+        write_json({"figure": name, **prov_base, "inputs": {i: _sha256(r / i) for i in inputs}},
+                   figdir / f"{name}.provenance.json")
+
+    with plots.style_context():
+        fig = Figure()
+        ax = fig.add_subplot()
+        zone = cohort["in_zone"].astype(bool).to_numpy()
+        floor = A.zone_floor(stats["ref_score"], stats["zone_rule"], stats["zone_threshold"]) \
+            if stats.get("ref_score") is not None else None
+        plots.scatter_zone(ax, cohort, metric, zone, floor, stats)
+        ax.set_title(f"{title}\nfull rho={_fmt(stats['rho_full'])}, zone rho={_fmt(stats['rho_zone'])} "
+                     f"(n={stats['n_zone']}; {stats['zone_definition']})", fontsize=7)
+        save(fig, "kld_vs_score", ("stats.json", "cohort.csv"))
+
+        sweep = pd.read_csv(r / "sweep.csv")
+        sel = sweep[(sweep["corpus"] == corpus) & (sweep["ctx"] == ctx)
+                    & sweep["metric"].isin([metric, *FIGURE_METRICS])]
+        fig = Figure()
+        plots.sweep_curves(fig.add_subplot(), sel, percent=stats["zone_rule"] == "relative")
+        fig.axes[0].set_title(f"{title}: zone rho vs threshold ({corpus}, ctx {ctx})", fontsize=7)
+        save(fig, "sweep", ("stats.json", "sweep.csv"))
+
+        fig = Figure()
+        plots.holdout_hist(fig.add_subplot(), pd.read_csv(r / "holdout.csv"))
+        fig.axes[0].set_title(f"{title}: held-out zone boundaries", fontsize=7)
+        save(fig, "holdout", ("stats.json", "holdout.csv"))
+
+        dec = pd.read_csv(r / "decomposition.csv")
+        order = list(cohort.sort_values([metric, "quant_id"], kind="stable")["quant_id"])
+        fig = Figure(figsize=(max(4.5, 0.18 * len(order) + 1.5), 3.2))
+        plots.decomposition_bars(fig.add_subplot(), dec, COMPOSITE, order)
+        fig.axes[0].set_title(f"{title}: gains and losses vs reference (by {metric}, low to high)", fontsize=7)
+        save(fig, "decomposition", ("stats.json", "cohort.csv", "decomposition.csv"))
+
+        samples = read_table(r / "samples.csv", SAMPLES)
+        fig = Figure()
+        ax = fig.add_subplot()
+        model = representative_quant(cohort, metric)
+        if model is not None:
+            plots.per_prompt_hist(ax, samples, model)
+            ax.set_title(f"{title}: {model} (median {metric})", fontsize=7)
+        save(fig, "per_prompt_kld", ("stats.json", "cohort.csv", "samples.csv"))
+
+        route = pd.read_csv(r / "routing.csv")
+        route = route[route["task"] == "all"].assign(task=lambda d: d["models"].str.replace("+", "\n"))
+        fig = Figure(figsize=(max(4.5, 0.45 * len(route) + 1.5), 3.6))
+        ax = fig.add_subplot()
+        if len(route):
+            plots.routing_bars(ax, route.reset_index(drop=True))
+            ax.tick_params(axis="x", labelsize=5)
+        ax.set_title(f"{title}: routing by lower per-prompt KLD", fontsize=7)
+        save(fig, "routing", ("stats.json", "routing.csv"))
+    return out
+
+
+def _fmt(rho: float | None) -> str:
+    """rho as signed text with two decimals; 'n/a' when undefined."""
+    return "n/a" if rho is None or not math.isfinite(rho) else f"{rho:+.2f}"
+
+
+def representative_quant(cohort: pd.DataFrame, metric: str) -> str | None:
+    """The cohort quant at the (lower) median of `metric` (ties by quant_id); None if none has it."""
+    c = cohort[np.isfinite(cohort[metric].to_numpy(float))].sort_values([metric, "quant_id"], kind="stable")
+    return None if c.empty else str(c["quant_id"].iloc[(len(c) - 1) // 2])
