@@ -151,7 +151,7 @@ class _Run:
         """Provenance of one product: no timestamps or hosts (reruns stay byte-identical)."""
         cfg = self.cfg
         return {"product": product, "study": cfg.study, "profile": cfg.profile_name,
-                "config_hash": cfg.config_hash, "config": cfg.source,
+                "config_hash": cfg.config_hash, "config": Path(cfg.source).name,
                 "seeds": {"global": cfg.seeds.global_, "bootstrap": cfg.seeds.bootstrap,
                           "holdout": cfg.seeds.holdout},
                 "n_resamples": self.n_resamples, "holdout_splits": int(cfg.profile.holdout_splits),
@@ -231,14 +231,15 @@ def _rng(seed: int, product: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(product.encode())])
 
 
-def study_label(cfg: Study) -> str:
-    """What the results are, for stats.json and figure captions: a small-model replication on the
-    embedded models, never the paper's numbers."""
+def study_label(cfg: Study) -> tuple[str, str]:
+    """What the results are, (label, figure title): on the embedded models a small-model replication,
+    never the paper's numbers."""
     model = cfg.reference.model
     if model.startswith("embedded:"):
         name = EMBEDDED_NAMES.get(model.split(":", 1)[1], model.split(":", 1)[1])
-        return f"small-model replication ({name}, embedded default), not the paper's models"
-    return f"replication on {model} (study {cfg.study})"
+        return (f"small-model replication ({name}, embedded default), not the paper's models",
+                f"{cfg.study}: {name}, small-model replication")
+    return f"replication on {model} (study {cfg.study})", f"{cfg.study}: {model}"
 
 
 def _ci(row: pd.Series) -> list:
@@ -293,7 +294,8 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
 
     stats = A.headline_stats(s, f, q, run.corpus, run.ctx, metric, run.definition, run.threshold)
     row = {(t, sc): r for (t, sc), r in fz.set_index(["target", "scope"]).iterrows()}
-    stats.update(label=study_label(cfg), zone_rule=run.definition, zone_threshold=run.threshold,
+    label, title = study_label(cfg)
+    stats.update(label=label, title=title, zone_rule=run.definition, zone_threshold=run.threshold,
                  n_resamples=run.n_resamples, rho_full_ci=_ci(row["score", "full"]),
                  rho_zone_ci=_ci(row["score", "zone"]), rho_vol_zone_ci=_ci(row["vol_rate", "zone"]),
                  p_perm_zone=_finite(float(row["score", "zone"]["p_perm"])),
@@ -464,7 +466,7 @@ def figures(results: str | Path, figdir: str | Path) -> dict[str, list[Path]]:
     prov_base = {"study": stats["study"], "label": stats["label"],
                  "config_hash": stats.get("provenance", {}).get("config_hash", ""),
                  "git_commit": _commit(), "versions": _versions()}
-    title = f"{stats['study']}: {stats['label'].split(',')[0]}"
+    title = stats.get("title") or f"{stats['study']}: {stats['label']}"
     out = {}
 
     def save(fig, name: str, inputs: tuple[str, ...]) -> None:

@@ -31,11 +31,13 @@ def versions(packages=PACKAGES) -> dict[str, str]:
 
 
 def git_commit() -> str:
-    """HEAD commit of the repo, with '+dirty' when tracked files differ; 'unknown' outside git."""
+    """HEAD commit of the repo, with '+dirty' when tracked files differ; 'unknown' outside git.
+    The shipped results (data/, figures/) do not count: `make paper` rewrites them while it runs."""
     try:
         sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "-uno"],
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "-uno", "--", ".",
+                                ":(exclude)data", ":(exclude)figures"],
                                capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -23,7 +23,7 @@ def test_shipped_configs_load(study, profile):
     assert s.study == study and s.profile_name == profile
     assert s.zone.threshold == 0.02 and s.zone.definition == "relative"
     if profile == "smoke":
-        assert len(s.quants) == 4 and s.profile.n_items == 20
+        assert len(s.quants) == 5 and s.profile.n_items == 20  # 4 quants + one that fails by design
     else:
         assert len(s.quants) >= 28
 

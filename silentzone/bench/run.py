@@ -171,13 +171,15 @@ def _store_matches(path: Path, sig: dict) -> bool:
 def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items: int | None = None,
                    profile: str = "default", k: int = 1024, threads: int | None = None,
                    tokenizer=None, out_dir: str | Path | None = None, progress: bool = True,
-                   seed: int | None = None) -> pd.DataFrame:
+                   seed: int | None = None, combined: bool = True) -> pd.DataFrame:
     """Score every model on every task; resume finished (model, task) pairs; return all rows.
 
     study     a loaded Study (config.load) or a study name (configs/<name>.yaml, `profile`)
     models    {'reference': GGUF file or HF dir, quant_id: artifact path, ...}
     tasks     default: the study's (profile's) tasks; n_items default: profile.n_items
     k         top-k reference log-probs kept for KLD (k >= vocab: exact full-vocabulary KLD)
+    combined  also write samples.csv of every requested pair (the workflow runs one quant per job
+              and gathers the pairs itself, so its jobs pass False)
     """
     from ..backends import open_model
     from ..config import load
@@ -227,6 +229,8 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
             frames.append(read_samples(out))
         del model
     allrows = pd.concat(frames, ignore_index=True)
+    if not combined:
+        return allrows
     write_table(allrows, SAMPLES, root / "samples.csv",
                 {**prov, "models": {k_: str(v) for k_, v in models.items()}, "tasks": task_names,
                  "n_items": n})

@@ -213,13 +213,15 @@ def _rows(study, qid, corpus, ctx, summary, tokens_hash, kind, scoring, status="
 
 def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str = "half",
                  device: str = "cpu", threads: int | None = None, retry_failed: bool = False,
-                 log=None):
+                 log=None, quants=None, out: Path | None = None):
     """Score every ok quant of study_dir/quants.csv on every (corpus, ctx) of the study's profile.
 
     Writes study_dir/fidelity.csv (FIDELITY long format, plus columns store, scoring, status,
     reason) after each quant x corpus x ctx, and the per-token arrays under
     study_dir/fidelity/<quant>/<corpus>/ctx=<ctx>-<scoring>/<metric>.npy. Triples already in the
     table for the same store tokens_hash are skipped (failed ones too unless retry_failed).
+    `quants` (a QUANTS frame) replaces quants.csv and `out` the table path: the workflow scores
+    one quant per job into its own table, in parallel, and gathers them.
     """
     import pandas as pd
     from ..backends import BackendError
@@ -227,13 +229,13 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
     from ..provenance import record
     from ..tables import FIDELITY, QUANTS, read_table, write_table
     sd = study_dir(study.study, study.profile_name)
-    quants = read_table(sd / "quants.csv", QUANTS)
+    quants = read_table(sd / "quants.csv", QUANTS) if quants is None else quants
     wanted = {q.id for q in study.quants}
     quants = quants[(quants["status"] == "ok") & quants["quant_id"].isin(wanted)]
     paths = artifact_paths(quants, None if artifacts is not None else reference_of(study), artifacts)
     stores = {(c, ctx): Store(store_dir(study, c, ctx, scoring)) for c in study.corpora
               for ctx in study.contexts}
-    out = fidelity_path(study)
+    out = Path(out) if out is not None else fidelity_path(study)
     table = read_table(out, FIDELITY) if out.is_file() else pd.DataFrame(columns=[*FIDELITY.names])
     prov = record(config_hash=study.config_hash, seeds=vars(study.seeds), stage="fidelity",
                   store=kind, scoring=scoring)

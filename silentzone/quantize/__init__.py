@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ..paths import cache_home
 
-__all__ = ["make_quant", "make_cohort", "artifact_root", "artifact_dir"]
+__all__ = ["make_quant", "make_cohort", "cohort_frame", "artifact_root", "artifact_dir"]
 
 
 def artifact_root() -> Path:
@@ -221,12 +221,8 @@ def make_cohort(study, only: list[str] | str | None = None, root: Path | None = 
     lists every other quant of the profile whose finished artifact exists. Finished artifacts with a
     matching recipe hash are reused; failures are recorded and the others go on.
     """
-    import pandas as pd
     from tqdm.auto import tqdm
     from ..models import resolve
-    from ..paths import study_dir
-    from ..provenance import record
-    from ..tables import QUANTS, write_table
     from . import manifest as mf
     if isinstance(only, str):
         only = [s.strip() for s in only.split(",") if s.strip()]
@@ -252,6 +248,18 @@ def make_cohort(study, only: list[str] | str | None = None, root: Path | None = 
         bpw = f"{r['bpw']:.2f}" if r["bpw"] == r["bpw"] else "-"
         tqdm.write(f"  {q.id:<28} {state:<7} {r['requested_type']:<10} bpw {bpw:<5} "
                    f"{r['bytes'] / 1e6:7.1f} MB {r['wall_s']:6.1f} s  {r['reason'][:100]}")
+    return cohort_frame(study, rows, write=write, only=only)
+
+
+def cohort_frame(study, rows: list[dict], write: bool = True, only=None):
+    """The QUANTS frame of manifest rows (contract columns first, then the extras, typed); with
+    `write`, also <study_dir>/quants.csv with its provenance. The workflow gathers per-quant rows
+    (written by `make_quant` jobs run in parallel) through this."""
+    import pandas as pd
+    from ..paths import study_dir
+    from ..provenance import record
+    from ..tables import QUANTS, write_table
+    from . import manifest as mf
     frame = pd.DataFrame(rows)
     if frame.empty:
         frame = pd.DataFrame(columns=QUANTS.names + list(mf.EXTRA_COLUMNS))

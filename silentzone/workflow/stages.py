@@ -1,0 +1,201 @@
+"""The jobs of the workflow DAG, one unit of work each, and the gathers that join them.
+
+The Snakefile (silentzone/workflow/Snakefile) runs each job as `silentzone stage <name> ...` in
+its own process, so that per-quant jobs run in parallel within the cores given and a killed job
+loses only itself. Every job writes its products atomically (temporary name, then rename) and ends
+by writing a small JSON marker, the only output Snakemake tracks; the module functions underneath
+(make_quant, capture_study, score_cohort, run_benchmarks) also reuse what is finished, so a rerun
+after an interruption redoes nothing that completed.
+
+Layout under the study directory SD = <cache>/studies/<study>/<profile>/ (the workflow's
+working directory):
+    wf/reference.json              the float reference, exported and checked
+    wf/quants/<quant>.json         one manifest row (status ok or failed, with its reason)
+    wf/capture/<corpus>-<ctx>.json the reference store of one corpus x context
+    wf/fidelity/<quant>.json       marker; the rows are in fidelity/<quant>/fidelity.csv
+    wf/bench/<model>.json          marker; the rows are in samples/<model>/<task>.csv
+    quants.csv, fidelity.csv, samples.csv   the gathered contract tables
+The gathers also publish the three tables into the results directory (data/<study>/ for the
+default profile), with machine paths replaced by $SILENTZONE_HOME.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from ..paths import cache_home, study_dir
+
+FAILED_QUANT = "quantization failed"
+
+
+def _write_json(path: Path, obj) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in obj.items()}
+    tmp.write_text(json.dumps(clean, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def sd(study) -> Path:
+    return study_dir(study.study, study.profile_name)
+
+
+def reference(study, out: Path) -> Path:
+    """Export (once) and check the study's float reference; marker with its paths and check."""
+    from ..models import resolve
+    ref = resolve(study.reference.model, study.reference.dtype)
+    return _write_json(out, {"name": ref.name, "hf_dir": str(ref.hf_dir), "gguf": str(ref.gguf),
+                             "check": ref.info.get("check")})
+
+
+def quant(study, quant_id: str, out: Path) -> dict:
+    """Make (or reuse) one quant; its manifest row (ok or failed) is the marker."""
+    from ..models import resolve
+    from ..quantize import make_quant
+    ref = resolve(study.reference.model, study.reference.dtype)
+    row = make_quant(study, study.quant(quant_id), ref)
+    _write_json(out, row)
+    state = "reused" if row.get("reused") else row["status"]
+    print(f"quant {quant_id}: {state} {row['reason']}".rstrip(), flush=True)
+    return row
+
+
+def capture(study, corpus: str, ctx: int, out: Path) -> Path:
+    """Capture the reference store of one corpus x context (skipped when complete)."""
+    from ..fidelity.capture import capture_study, stderr_log
+    one = replace(study, corpora=(corpus,), contexts=(int(ctx),))
+    (st,) = capture_study(one, log=stderr_log)
+    return _write_json(out, {"corpus": corpus, "ctx": int(ctx), "path": str(st.path),
+                             "n_windows": st.n_windows, "tokens_hash": st.tokens_hash})
+
+
+def _row(marker: Path) -> dict:
+    return json.loads(Path(marker).read_text())
+
+
+def fidelity_table(study, quant_id: str) -> Path:
+    return sd(study) / "fidelity" / quant_id / "fidelity.csv"
+
+
+def score(study, quant_id: str, quant_marker: Path, out: Path, device: str = "cpu") -> Path:
+    """Score one quant on every corpus x context of the profile into its own table."""
+    import pandas as pd
+    from ..fidelity.capture import stderr_log
+    from ..fidelity.score import score_cohort
+    from ..quantize import cohort_frame
+    row = _row(quant_marker)
+    if row["status"] != "ok":
+        return _write_json(out, {"quant_id": quant_id, "status": "failed", "reason": FAILED_QUANT,
+                                 "table": ""})
+    quants = cohort_frame(study, [row], write=False)
+    table = score_cohort(study, kind="compact", device=device, quants=quants,
+                         out=fidelity_table(study, quant_id), log=stderr_log)
+    failed = table[table.get("status", pd.Series("ok", index=table.index)) == "failed"]
+    return _write_json(out, {"quant_id": quant_id, "status": "failed" if len(failed) else "ok",
+                             "reason": "; ".join(sorted(set(failed.get("reason", [])))),
+                             "table": str(fidelity_table(study, quant_id))})
+
+
+def bench(study, model: str, out: Path, quant_marker: Path | None = None) -> Path:
+    """Benchmark the reference (model == 'reference') or one quant on every task of the profile."""
+    import logging
+    from ..bench.run import run_benchmarks
+    from ..models import resolve
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    models = {"reference": str(resolve(study.reference.model, study.reference.dtype).gguf)}
+    if model != "reference":
+        row = _row(quant_marker)
+        if row["status"] != "ok":
+            return _write_json(out, {"model": model, "status": "failed", "reason": FAILED_QUANT})
+        models[model] = row["artifact"]
+    frame = run_benchmarks(study, models, combined=False)
+    mine = frame[frame["model"] == model]
+    return _write_json(out, {"model": model, "status": "ok", "n": len(mine),
+                             "acc": float(mine["correct"].mean()) if len(mine) else None})
+
+
+# ----------------------------------------------------------------------------- gathers
+
+def _portable(frame, columns):
+    """Replace the cache root in path columns by $SILENTZONE_HOME (shipped tables hold no host paths)."""
+    home = str(cache_home())
+    for c in columns:
+        if c in frame:
+            frame[c] = frame[c].map(lambda v: v.replace(home, "$SILENTZONE_HOME") if isinstance(v, str) else v)
+    return frame
+
+
+def _publish(frame, schema, name: str, study, results: Path | None, prov: dict) -> None:
+    from ..tables import write_table
+    if results is not None:
+        write_table(frame, schema, Path(results) / name, prov)
+
+
+def gather_quants(study, results: Path | None = None):
+    """quants.csv from the per-quant rows (every quant of the profile must have one)."""
+    from ..provenance import record
+    from ..quantize import cohort_frame
+    from ..tables import QUANTS
+    rows = []
+    for q in study.quants:
+        marker = sd(study) / "wf" / "quants" / f"{q.id}.json"
+        if not marker.is_file():
+            raise FileNotFoundError(f"{marker}: quant {q.id!r} has not run (run the workflow)")
+        rows.append(_row(marker))
+    frame = cohort_frame(study, rows)
+    frame = _portable(frame.copy(), ("artifact",)).drop(columns=["reused"], errors="ignore")
+    _publish(frame, QUANTS, "quants.csv", study, results,
+             record(study.config_hash, vars(study.seeds), stage="quantize", profile=study.profile_name))
+    return frame
+
+
+def gather_fidelity(study, results: Path | None = None):
+    """fidelity.csv from the per-quant tables (quants that failed to quantize have none)."""
+    import pandas as pd
+    from ..provenance import record
+    from ..tables import FIDELITY, read_table, write_table
+    frames = []
+    for q in study.quants:
+        marker = sd(study) / "wf" / "fidelity" / f"{q.id}.json"
+        if not marker.is_file():
+            raise FileNotFoundError(f"{marker}: quant {q.id!r} has not been scored (run the workflow)")
+        if _row(marker)["table"]:
+            frames.append(read_table(fidelity_table(study, q.id), FIDELITY))
+    frame = (pd.concat(frames, ignore_index=True) if frames
+             else pd.DataFrame({c: pd.Series(dtype=object) for c in FIDELITY.names}))
+    frame = frame.sort_values(["quant_id", "corpus", "ctx", "metric"], kind="stable").reset_index(drop=True)
+    prov = record(study.config_hash, vars(study.seeds), stage="fidelity", profile=study.profile_name)
+    write_table(frame, FIDELITY, sd(study) / "fidelity.csv", prov)
+    _publish(frame, FIDELITY, "fidelity.csv", study, results, prov)
+    return frame
+
+
+def gather_samples(study, results: Path | None = None):
+    """samples.csv from the per-(model, task) tables of the reference and every quant that ran."""
+    import pandas as pd
+    from ..bench.run import read_samples
+    from ..provenance import record
+    from ..tables import SAMPLES, write_table
+    frames = []
+    for model in ["reference"] + [q.id for q in study.quants]:
+        marker = sd(study) / "wf" / "bench" / f"{model}.json"
+        if not marker.is_file():
+            raise FileNotFoundError(f"{marker}: model {model!r} has not been benchmarked (run the workflow)")
+        if _row(marker)["status"] != "ok":
+            continue
+        for task in study.tasks:
+            frames.append(read_samples(sd(study) / "samples" / model / f"{task}.csv"))
+    frame = pd.concat(frames, ignore_index=True)
+    frame = frame.sort_values(["model", "task", "item_id"], kind="stable").reset_index(drop=True)
+    prov = record(study.config_hash, vars(study.seeds), stage="bench", profile=study.profile_name,
+                  tasks=list(study.tasks), n_items=study.profile.n_items)
+    write_table(frame, SAMPLES, sd(study) / "samples.csv", prov)
+    # Shipped: the contract columns only (generated responses stay in the cache).
+    _publish(frame[SAMPLES.names].copy(), SAMPLES, "samples.csv", study, results, prov)
+    return frame
