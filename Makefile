@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PYTHONWARNINGS := ignore
 
-.PHONY: setup test test-fast paper lab bench clean-venv
+.PHONY: setup test test-fast paper smoke lab bench clean-venv
 setup: .venv/.ready
 
 .venv/.ready: requirements.txt requirements-nodeps.txt pyproject.toml scripts/setup_env.sh scripts/build_llama.sh
@@ -19,13 +19,20 @@ test: setup
 test-fast: setup  ## everything but the real-model tests
 	$(PY) -m pytest -q -m "not slow"
 
-# Runs the stages that exist today: export + check both embedded references. Later stages
-# (quantize, fidelity, benchmarks, analysis, figures) are added here as their issues land.
+CORES ?= $(shell nproc)
+SZ := $(PY) -m silentzone.cli
+
+# The whole study on the embedded default, both models: quants -> reference logits and fidelity ->
+# per-prompt benchmarks -> analysis notebooks -> figures (Snakemake; reruns only what changed).
+# Regenerates data/<study>/ and figures/<study>/, then compares them with the committed ones.
 paper: setup
-	$(PY) -m silentzone.cli prepare --study smollm2
-	$(PY) -m silentzone.cli prepare --study gemma3
-	@echo "make paper: references ready. The quantize/fidelity/benchmark/analysis stages are not built yet;"
-	@echo "no results or figures were produced."
+	$(SZ) reproduce --study smollm2 --profile default --cores $(CORES)
+	$(SZ) reproduce --study gemma3 --profile default --cores $(CORES)
+	$(SZ) compare-results --against HEAD smollm2 gemma3
+
+# The reduced DAG (4 quants + 1 failing, 1 corpus, 2 tasks x 20 items) in a few minutes.
+smoke: setup
+	$(SZ) reproduce --study smollm2 --profile smoke --cores $(CORES)
 
 lab: setup
 	.venv/bin/jupyter lab notebooks/

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 def _is_user_error(e: Exception) -> bool:
     """Errors about bad input (config, model spec, table contract, backend): no traceback."""
     return type(e).__name__ in {"ConfigError", "ModelError", "ContractError", "BackendError",
-                                "QuantError", "TaskError", "ScoreError", "StoreError"}
+                                "QuantError", "TaskError", "ScoreError", "StoreError", "WorkflowError"}
 
 
 if __name__ == "__main__":

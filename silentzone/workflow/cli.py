@@ -4,6 +4,7 @@
     silentzone reproduce --study smollm2 --dry-run                  # show the jobs, run nothing
     silentzone reproduce --config configs/paper-x.yaml --profile gpu --executor-profile slurm
     silentzone stage quant --study smollm2 --profile smoke --quant Q4_0 --out wf/quants/Q4_0.json
+    silentzone compare-results --against HEAD smollm2 gemma3       # a rerun matches what is committed
 """
 
 from __future__ import annotations
@@ -47,7 +48,17 @@ def _reproduce(args) -> int:
                      job_threads=args.job_threads, extra=args.snakemake_args)
 
 
+def _compare(args) -> int:
+    from .compare import main
+    return main(args.studies, args.against)
+
+
 def register(sub) -> None:
+    c = sub.add_parser("compare-results", help="compare data/<study>/ with a git revision or a directory")
+    c.add_argument("studies", nargs="+")
+    c.add_argument("--against", default="HEAD", help="git revision (default HEAD) or a directory of studies")
+    c.set_defaults(fn=_compare)
+
     r = sub.add_parser("reproduce", help="run the whole study (Snakemake DAG of the stage notebooks)")
     r.add_argument("--study", default="smollm2", help="configs/<study>.yaml")
     r.add_argument("--config", help="explicit study YAML (overrides --study)")

@@ -1,0 +1,131 @@
+"""Compare a study's results directory with another copy (a git revision or a directory).
+
+    silentzone compare-results --against HEAD smollm2 gemma3        # after `make paper`
+    silentzone compare-results --against /other/data smollm2
+
+What must match, and how closely (TOLERANCES): the cohort (quant ids, status, method, requested
+type, bits per weight, artifact bytes and sha256 of deterministic quants), fidelity values
+(relative 1e-4), per-prompt correctness and margins (exact / 1e-3 nats) and stats.json's headline
+numbers (1e-6). Quants whose tool is not bit-reproducible (manifest column deterministic=False:
+GPTQ and AWQ through llm-compressor) are compared too but only reported, never failed, because a
+fresh cache remakes them with small differences; the headline numbers depend on them, so a
+difference there is reported with the non-deterministic quants named.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..paths import DATA, REPO
+
+TOLERANCES = {"fidelity_rel": 1e-4, "margin_abs": 1e-3, "kld_rel": 1e-4, "stats_abs": 1e-6}
+QUANT_COLS = ("status", "method", "requested_type", "bpw", "bytes")
+
+
+def _reader(against: str, study: str):
+    """read(name) -> text of data/<study>/<name> in `against` (a directory or a git revision)."""
+    root = Path(against)
+    if root.is_dir():
+        return lambda name: (root / study / name).read_text() if (root / study / name).is_file() else None
+
+    def from_git(name: str):
+        rel = (DATA / study / name).relative_to(REPO).as_posix()
+        r = subprocess.run(["git", "-C", str(REPO), "show", f"{against}:{rel}"], capture_output=True, text=True)
+        return r.stdout if r.returncode == 0 else None
+    return from_git
+
+
+def _csv(text: str | None) -> pd.DataFrame | None:
+    return None if text is None else pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
+
+
+def compare_study(study: str, against: str, results: Path | None = None) -> list[tuple[str, str, str]]:
+    """Rows (level, what, message): level 'ok', 'differs' (fails) or 'note' (reported only)."""
+    results = Path(results or DATA / study)
+    old = _reader(against, study)
+    out = []
+    new_q, old_q = pd.read_csv(results / "quants.csv"), _csv(old("quants.csv"))
+    if old_q is None:
+        return [("differs", f"{study}/quants.csv", f"not in {against}")]
+    nondet = set(new_q.loc[~new_q["deterministic"].astype(bool), "quant_id"]) \
+        if "deterministic" in new_q else set()
+    if sorted(new_q["quant_id"]) != sorted(old_q["quant_id"]):
+        out.append(("differs", f"{study}/quants.csv", "the cohorts list different quants"))
+        return out
+    a, b = new_q.set_index("quant_id"), old_q.set_index("quant_id").loc[new_q["quant_id"]]
+    for col in QUANT_COLS + ("sha256",):
+        ne = [q for q in a.index if not _same(a.at[q, col], b.at[q, col])]
+        for q in ne:
+            level = "note" if q in nondet else "differs"
+            out.append((level, f"{study}/quants.csv", f"{q}.{col}: {b.at[q, col]!r} -> {a.at[q, col]!r}"))
+    out.append(("ok", f"{study}/quants.csv", f"{len(a)} quants compared"))
+
+    new_f, old_f = pd.read_csv(results / "fidelity.csv"), _csv(old("fidelity.csv"))
+    key = ["quant_id", "corpus", "ctx", "metric"]
+    m = new_f.merge(old_f, on=key, how="outer", suffixes=("", "_old"), indicator=True)
+    if (m["_merge"] != "both").any():
+        out.append(("differs", f"{study}/fidelity.csv", f"{int((m['_merge'] != 'both').sum())} rows in one copy only"))
+    both = m[m["_merge"] == "both"]
+    rel = (both["value"] - both["value_old"]).abs() / both["value_old"].abs().clip(lower=1e-12)
+    bad = both[(rel > TOLERANCES["fidelity_rel"]) & ~(both["value"].isna() & both["value_old"].isna())]
+    for q, g in bad.groupby("quant_id"):
+        level = "note" if q in nondet else "differs"
+        out.append((level, f"{study}/fidelity.csv", f"{q}: {len(g)} values beyond rel {TOLERANCES['fidelity_rel']}, "
+                    f"max rel {float(rel[g.index].max()):.3g}"))
+    out.append(("ok", f"{study}/fidelity.csv", f"{len(both)} values compared"))
+
+    new_s, old_s = pd.read_csv(results / "samples.csv"), _csv(old("samples.csv"))
+    key = ["model", "task", "item_id"]
+    m = new_s.merge(old_s, on=key, how="outer", suffixes=("", "_old"), indicator=True)
+    if (m["_merge"] != "both").any():
+        out.append(("differs", f"{study}/samples.csv", f"{int((m['_merge'] != 'both').sum())} rows in one copy only"))
+    both = m[m["_merge"] == "both"]
+    flip = both["correct"].astype(str) != both["correct_old"].astype(str)
+    dm = (both["margin"] - both["margin_old"]).abs() > TOLERANCES["margin_abs"]
+    for q, g in both[flip | dm].groupby("model"):
+        level = "note" if q in nondet else "differs"
+        out.append((level, f"{study}/samples.csv", f"{q}: {int(flip[g.index].sum())} answers and "
+                    f"{int(dm[g.index].sum())} margins differ"))
+    out.append(("ok", f"{study}/samples.csv", f"{len(both)} rows compared"))
+
+    new_j, old_t = json.loads((results / "stats.json").read_text()), old("stats.json")
+    if old_t is None:
+        out.append(("differs", f"{study}/stats.json", f"not in {against}"))
+        return out
+    old_j = json.loads(old_t)
+    for k, v in sorted(new_j.items()):
+        if k == "provenance" or isinstance(v, (dict, list)):
+            continue
+        if not _same(v, old_j.get(k), TOLERANCES["stats_abs"]):
+            level = "note" if nondet else "differs"
+            out.append((level, f"{study}/stats.json", f"{k}: {old_j.get(k)!r} -> {v!r}"
+                        + (f" (non-deterministic quants in the cohort: {sorted(nondet)})" if nondet else "")))
+    out.append(("ok", f"{study}/stats.json", "headline numbers compared"))
+    return out
+
+
+def _same(x, y, tol: float = 0.0) -> bool:
+    if isinstance(x, (int, float, np.number)) and isinstance(y, (int, float, np.number)) \
+            and not isinstance(x, bool):
+        if math.isnan(float(x)) and math.isnan(float(y)):
+            return True
+        return abs(float(x) - float(y)) <= tol * max(1.0, abs(float(y))) if tol else float(x) == float(y)
+    return (x is None and y is None) or str(x) == str(y)
+
+
+def main(studies, against: str) -> int:
+    failed = 0
+    for study in studies:
+        for level, what, msg in compare_study(study, against):
+            print(f"{level:<8} {what}: {msg}")
+            failed += level == "differs"
+    print(f"compare-results against {against}: " + ("MATCH" if not failed else f"{failed} difference(s)")
+          + f" (tolerances {TOLERANCES})")
+    return 1 if failed else 0
