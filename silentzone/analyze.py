@@ -48,6 +48,8 @@ from analysis.contracts import STATS_KEYS, ContractError
 from analysis.decompose import COMPOSITE
 
 from .config import Study
+from .config import load as load_config
+from .paths import CONFIGS, DATA, FIGURES
 from .provenance import PACKAGES, git_commit, versions
 from .tables import FIDELITY, QUANTS, SAMPLES, read_table, write_stats
 
@@ -166,6 +168,14 @@ class _Run:
     def write(self, frame: pd.DataFrame, name: str, exact: bool = False, **params) -> Path:
         """Write R/<name> and its provenance; see `write_csv`."""
         return write_csv(frame, self.r / name, self.provenance(name, **params), exact)
+
+
+def resolve(study: str, profile: str = "default", results: str | Path = "", figdir: str | Path = "",
+            config: str | Path = "") -> tuple[Path, Path, Study]:
+    """The notebooks' parameters as (results directory, figure directory, loaded config); empty strings
+    mean data/<study>, figures/<study> and configs/<study>.yaml."""
+    cfg = load_config(Path(config) if config else CONFIGS / f"{study}.yaml", profile)
+    return Path(results) if results else DATA / study, Path(figdir) if figdir else FIGURES / study, cfg
 
 
 # --------------------------------------------------------------------------------------------- output
