@@ -29,12 +29,15 @@ class BackendError(RuntimeError):
 class LlamaCppModel:
     kind = "llama.cpp"
 
-    def __init__(self, gguf: Path, n_ctx: int = 2048, threads: int | None = None, name: str = ""):
+    def __init__(self, gguf: Path, n_ctx: int = 2048, threads: int | None = None, name: str = "",
+                 device: str = "cpu"):
         from .logits import load_llama
         self.path = Path(gguf)
         self.name = name or self.path.stem
         self.n_ctx = n_ctx
-        self.llm = load_llama(self.path, n_ctx=n_ctx, threads=threads)
+        self.device = device
+        self.llm = load_llama(self.path, n_ctx=n_ctx, threads=threads,
+                              n_gpu_layers=0 if str(device) == "cpu" else -1)
         self.vocab_size = int(self.llm.n_vocab())
 
     def logits(self, ids: list[int]) -> np.ndarray:
@@ -66,8 +69,12 @@ class HFModel:
 
 
 def open_model(path: str | Path, device: str = "cpu", n_ctx: int = 2048, threads: int | None = None,
-               name: str = ""):
-    """Open a GGUF file, an HF directory or a quant artifact directory for scoring."""
+               name: str = "", dtype: str | None = None):
+    """Open a GGUF file, an HF directory or a quant artifact directory for scoring.
+
+    device: cpu or cuda[:i] (llama.cpp offloads every layer when it is a CUDA build). dtype: the
+    torch dtype of HF models and of load-time quants' unquantized parts, "float32" or "bfloat16";
+    default float32 on the CPU and bfloat16 on a GPU."""
     path = Path(path)
     name = name or path.name
     if threads:
@@ -76,7 +83,7 @@ def open_model(path: str | Path, device: str = "cpu", n_ctx: int = 2048, threads
     if path.suffix == ".gguf":
         if not path.is_file():
             raise BackendError(f"{path}: GGUF file not found")
-        return LlamaCppModel(path, n_ctx=n_ctx, threads=threads, name=name)
+        return LlamaCppModel(path, n_ctx=n_ctx, threads=threads, name=name, device=device)
     if not path.is_dir():
         raise BackendError(f"{path}: not a GGUF file or a model directory")
     art = path / "artifact.json"
@@ -84,24 +91,35 @@ def open_model(path: str | Path, device: str = "cpu", n_ctx: int = 2048, threads
         meta = json.loads(art.read_text())
         fmt = meta.get("format")
         if fmt == "gguf":
-            return LlamaCppModel(path / meta["file"], n_ctx=n_ctx, threads=threads, name=name)
+            return LlamaCppModel(path / meta["file"], n_ctx=n_ctx, threads=threads, name=name,
+                                 device=device)
         if fmt == "hf":
-            return _hf(path / meta["dir"], device, name)
+            return _hf(path / meta["dir"], device, name, dtype)
         if fmt == "loadtime":
             from .quantize import loadtime
-            model = loadtime.load(meta["method"], meta["recipe"], meta["reference_hf"], device)
+            model = loadtime.load(meta["method"], meta["recipe"], meta["reference_hf"], device, dtype)
             return HFModel(model, name, device)
         raise BackendError(f"{art}: unknown artifact format {fmt!r}")
     if (path / "config.json").is_file():
-        return _hf(path, device, name)
+        return _hf(path, device, name, dtype)
     raise BackendError(f"{path}: no artifact.json or config.json")
 
 
-def _hf(d: Path, device: str, name: str) -> HFModel:
+def torch_dtype(device: str, dtype: str | None = None):
+    """The torch dtype for `dtype` ("float32" | "bfloat16"), or the device's default: float32 on
+    the CPU (exact and fast there), bfloat16 on a GPU."""
     import torch
+    if dtype is None:
+        return torch.float32 if str(device) == "cpu" else torch.bfloat16
+    if dtype not in ("float32", "bfloat16"):
+        raise BackendError(f"dtype must be float32 or bfloat16, got {dtype!r}")
+    return getattr(torch, dtype)
+
+
+def _hf(d: Path, device: str, name: str, dtype: str | None = None) -> HFModel:
     from transformers import AutoModelForCausalLM
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype, device_map=device).eval()
+    model = AutoModelForCausalLM.from_pretrained(d, dtype=torch_dtype(device, dtype),
+                                                 device_map=device).eval()
     return HFModel(model, name, device)
 
 

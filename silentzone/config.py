@@ -51,6 +51,26 @@ def _positive(v):
     return v > 0 or f"must be > 0, got {v!r}"
 
 
+def _hub_id(v):
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", v)) or f"must be a hub repo id org/name, got {v!r}"
+
+
+def _gguf_name(v):
+    return (v.endswith(".gguf") and not v.startswith("/")) or \
+        f"must be a .gguf file name inside the repo, got {v!r}"
+
+
+def _sha256(v):
+    return bool(re.fullmatch(r"[0-9a-f]{64}", v)) or f"must be 64 lower-case hex digits, got {v!r}"
+
+
+def _local_gguf(v):
+    p = Path(v).expanduser()
+    if not (v.startswith(("/", "~")) and v.endswith(".gguf")):
+        return f"must be an absolute path to a .gguf file, got {v!r}"
+    return p.is_file() or f"GGUF file not found: {v}"
+
+
 # Recipe parameters per quant method: name -> (type, required, check or None).
 # The quantize backends read exactly these; anything else is refused on load.
 METHODS: dict[str, dict[str, tuple[type, bool, Any]]] = {
@@ -91,6 +111,16 @@ METHODS: dict[str, dict[str, tuple[type, bool, Any]]] = {
         "group_size": (int, False, _positive),
     },
     "quanto": {"weights": (str, True, _oneof("int8", "int4", "int2"))},
+    # An existing GGUF (a community quant): a local file, or a file of a hub repo (downloaded with
+    # huggingface_hub when the quant job runs; never at load). Split files: name the first shard.
+    "gguf_file": {
+        "path": (str, False, _local_gguf),
+        "repo": (str, False, _hub_id),
+        "file": (str, False, _gguf_name),
+        "revision": (str, False, None),                       # hub branch, tag or commit
+        "sha256": (str, False, _sha256),                      # expected sha256 (manifest's, see gguf_file)
+        "type": (str, False, None),                           # label; default: from the file name
+    },
     "hqq": {
         "nbits": (int, True, _oneof(1, 2, 3, 4, 8)),
         "group_size": (int, False, _positive),
@@ -245,6 +275,13 @@ def _quant(entry, i, src) -> QuantCfg:
     for k, (_, required, _) in spec.items():
         if required and k not in entry:
             raise ConfigError(f"{src}: {where}: missing parameter {k!r} for method {method}")
+    if method == "gguf_file":
+        has = {k for k in ("path", "repo", "file") if k in entry}
+        if has not in ({"path"}, {"repo", "file"}):
+            raise ConfigError(f"{src}: {where}: method gguf_file takes either path, or repo and file "
+                              f"(got {sorted(has) or 'neither'})")
+        if "path" in entry and "revision" in entry:
+            raise ConfigError(f"{src}: {where}.revision: only for a hub file (repo and file)")
     return QuantCfg(qid, method, types.MappingProxyType(dict(sorted(entry.items()))))
 
 

@@ -171,7 +171,7 @@ def _store_matches(path: Path, sig: dict) -> bool:
 def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items: int | None = None,
                    profile: str = "default", k: int = 1024, threads: int | None = None,
                    tokenizer=None, out_dir: str | Path | None = None, progress: bool = True,
-                   seed: int | None = None, combined: bool = True) -> pd.DataFrame:
+                   seed: int | None = None, combined: bool = True, device: str = "cpu") -> pd.DataFrame:
     """Score every model on every task; resume finished (model, task) pairs; return all rows.
 
     study     a loaded Study (config.load) or a study name (configs/<name>.yaml, `profile`)
@@ -180,6 +180,7 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
     k         top-k reference log-probs kept for KLD (k >= vocab: exact full-vocabulary KLD)
     combined  also write samples.csv of every requested pair (the workflow runs one quant per job
               and gathers the pairs itself, so its jobs pass False)
+    device    cpu or cuda: where HF-format models and load-time quants run (backends.open_model)
     """
     from ..backends import open_model
     from ..config import load
@@ -216,7 +217,7 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
                 frames.append(read_samples(out))
                 continue
             if model is None:
-                model = open_model(models[name], threads=threads, name=name)
+                model = open_model(models[name], threads=threads, name=name, device=device)
             is_ref = name == "reference"
             store = RefStore(ref_path, k=k) if is_ref else RefStore.load(ref_path, expect=sig)
             frame = score_pair(name, model, task, prep, enc, store, is_ref, progress)

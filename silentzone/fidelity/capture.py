@@ -127,14 +127,16 @@ def reference_of(study):
 
 
 def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, m: int = DEFAULT_M,
-                  scoring: str = "half", backend: str = "llama.cpp", device: str = "cpu",
+                  scoring: str = "half", backend: str | None = None, device: str = "cpu",
                   threads: int | None = None, log=None) -> list[Store]:
     """Capture every (corpus, ctx) of the study's profile; finished stores are skipped.
 
-    The reference runs in llama.cpp on its F32/BF16 GGUF (backend "llama.cpp", the CPU default) or
-    in transformers from its HF export (backend "transformers", e.g. on a GPU); token ids always come
-    from llama.cpp's tokenizer (models.resolve has checked the HF tokenizer gives the same).
+    The reference runs in llama.cpp on its F32/BF16 GGUF (backend "llama.cpp", the default on the
+    CPU) or in transformers from its HF export (backend "transformers", the default on a GPU); token
+    ids always come from llama.cpp's tokenizer (models.resolve has checked the HF tokenizer gives
+    the same).
     """
+    backend = backend or ("llama.cpp" if str(device) == "cpu" else "transformers")
     from .corpora import corpus_tokens
     ref = reference_of(study)
     n = study.profile.corpus_tokens

@@ -118,7 +118,8 @@ def register(sub) -> None:
         if name == "capture":
             p.add_argument("--kinds", nargs="+", choices=KINDS, default=["compact"])
             p.add_argument("--k", type=int, default=DEFAULT_K, help="top-k of the compact store")
-            p.add_argument("--backend", choices=("llama.cpp", "transformers"), default="llama.cpp")
+            p.add_argument("--backend", choices=("llama.cpp", "transformers"), default=None,
+                           help="default: llama.cpp on the CPU, transformers on a GPU")
         else:
             p.add_argument("--store", choices=KINDS, default="compact")
             p.add_argument("--artifacts", help="JSON {quant_id: artifact dir} (default: "

@@ -4,7 +4,8 @@
     frame = make_cohort(study)                                    # every quant of the profile
 
 Backends: gguf.py (llama-quantize / llama-imatrix), hf.py (GPTQ, AWQ via llm-compressor),
-loadtime.py (bitsandbytes, torchao, optimum-quanto, HQQ: quantized when loaded).
+loadtime.py (bitsandbytes, torchao, optimum-quanto, HQQ: quantized when loaded), gguf_file.py
+(an existing GGUF, local or from the hub: community quants, linked into the artifact dir).
 
 Artifacts are keyed by reference and recipe hash, so that profiles and studies share them:
     <cache>/quants/<reference-name>/<quant_id>-<recipe_hash>/
@@ -85,27 +86,29 @@ def _finished(final: Path) -> dict | None:
 _REF_LOGITS: dict[str, tuple] = {}
 
 
-def _reference_logits(reference):
+def _reference_logits(reference, device: str = "cpu"):
     """(token ids of CHECK_TEXT, float reference logits), cached per reference."""
     key = str(reference.hf_dir)
     if key not in _REF_LOGITS:
         import torch
         from ..models import CHECK_TEXT
         ids = reference.tokenizer()(CHECK_TEXT)["input_ids"]
+        model = reference.load_hf(device)
         with torch.no_grad():
-            logits = reference.load_hf()(torch.tensor([ids])).logits[0].float().numpy()
+            logits = model(torch.tensor([ids], device=device)).logits[0].float().cpu().numpy()
+        del model
         _REF_LOGITS[key] = (ids, logits)
     return _REF_LOGITS[key]
 
 
-def _check(art_dir: Path, reference, method: str, recipe: dict) -> dict:
+def _check(art_dir: Path, reference, method: str, recipe: dict, device: str = "cpu") -> dict:
     """Open the artifact, score CHECK_TEXT; ValueError if logits are not finite. Returns extras."""
     import numpy as np
     from ..backends import open_model
     from ..fidelity.kernels import token_kld
     t0 = time.time()
-    ids, ref_logits = _reference_logits(reference)
-    m = open_model(art_dir, threads=_threads(), n_ctx=max(256, len(ids)))
+    ids, ref_logits = _reference_logits(reference, device)
+    m = open_model(art_dir, device=device, threads=_threads(), n_ctx=max(256, len(ids)))
     out = {}
     if method in ("bnb", "torchao", "quanto", "hqq"):  # before any forward: bnb int8 moves its
         from .loadtime import read_back                # row scales (SCB) out of the weight then
@@ -143,6 +146,16 @@ def _build(tmp: Path, quant_id: str, recipe: dict, reference, root: Path, thread
         (tmp / "artifact.json").write_text(json.dumps({"format": "gguf", "file": "model.gguf"}))
         return {"info": gguf.read_back(out, recipe["type"]), "nbytes": out.stat().st_size,
                 "sha256": mf.sha256_file(out), "fallback_tensors": gguf.fallback_count(log)}
+    if method == "gguf_file":
+        from . import gguf, gguf_file
+        files = gguf_file.fetch(params, tmp)
+        nbytes, sha = gguf_file.identity(files)
+        if params.get("sha256") and params["sha256"] != sha:
+            raise ValueError(f"sha256 {sha} differs from the recipe's {params['sha256']}")
+        (tmp / "artifact.json").write_text(json.dumps({"format": "gguf", "file": files[0].name,
+                                                       "source": str(files[0].resolve())}))
+        return {"info": gguf.read_back(files, gguf_file.requested_type(params)), "nbytes": nbytes,
+                "sha256": sha}
     if method in ("gptq", "awq"):
         import torch
         from . import hf
@@ -163,8 +176,12 @@ def _build(tmp: Path, quant_id: str, recipe: dict, reference, root: Path, thread
     raise ValueError(f"unknown quant method {method!r}")
 
 
-def make_quant(study, quant_cfg, reference, root: Path | None = None, threads: int | None = None) -> dict:
-    """Make (or reuse) one quant; return its manifest row. Tool failures give status 'failed'."""
+def make_quant(study, quant_cfg, reference, root: Path | None = None, threads: int | None = None,
+               device: str = "cpu") -> dict:
+    """Make (or reuse) one quant; return its manifest row. Tool failures give status 'failed'.
+
+    `device` is where the artifact is checked (and load-time quants are loaded): cpu or cuda. GPTQ/AWQ
+    calibrate through llm-compressor, which moves each layer to the GPU itself when one is present."""
     import torch
     from . import manifest as mf
     root = Path(root or artifact_root())
@@ -189,7 +206,8 @@ def make_quant(study, quant_cfg, reference, root: Path | None = None, threads: i
     try:
         built = _build(tmp, quant_cfg.id, recipe, reference, root, threads, seed)
         wall = time.time() - t0
-        chk = _check(tmp, reference, recipe["method"], {k: v for k, v in recipe.items() if k != "method"})
+        chk = _check(tmp, reference, recipe["method"], {k: v for k, v in recipe.items() if k != "method"},
+                     device)
         info = built.pop("info") or chk.pop("info", None)
         chk.pop("info", None)
         r = mf.row(study.study, quant_cfg.id, recipe, rhash, reference, info=info,
@@ -214,7 +232,7 @@ def make_quant(study, quant_cfg, reference, root: Path | None = None, threads: i
 
 
 def make_cohort(study, only: list[str] | str | None = None, root: Path | None = None,
-                reference=None, write: bool = True, progress: bool = True):
+                reference=None, write: bool = True, progress: bool = True, device: str = "cpu"):
     """Make every quant of the study's profile; write <study_dir>/quants.csv; return the frame.
 
     `only` (ids, or a comma-separated string) limits the quants that are built; the table still
@@ -242,7 +260,7 @@ def make_cohort(study, only: list[str] | str | None = None, root: Path | None = 
             if done is not None:
                 rows.append({**done, "study": study.study, "reused": True})
             continue
-        r = make_quant(study, q, reference, root=root)
+        r = make_quant(study, q, reference, root=root, device=device)
         rows.append(r)
         state = "reused" if r.get("reused") else r["status"]
         bpw = f"{r['bpw']:.2f}" if r["bpw"] == r["bpw"] else "-"

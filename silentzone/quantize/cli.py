@@ -11,7 +11,7 @@ def _quantize(args) -> int:
     from . import make_cohort
     study = load(args.config or CONFIGS / f"{args.study}.yaml", args.profile)
     try:
-        frame = make_cohort(study, only=args.only or None, progress=not args.quiet)
+        frame = make_cohort(study, only=args.only or None, progress=not args.quiet, device=args.device)
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
@@ -35,4 +35,6 @@ def register(subparsers) -> None:
     p.add_argument("--only", default="", help="comma-separated quant ids to build (others: reuse only)")
     p.add_argument("--strict", action="store_true", help="exit 1 if any quant failed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--device", default="cpu", help="where artifacts are checked and load-time quants "
+                                                   "loaded: cpu or cuda")
     p.set_defaults(fn=_quantize)

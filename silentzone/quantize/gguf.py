@@ -95,17 +95,18 @@ def fallback_count(log_text: str) -> int | None:
     return int(m.group(1)) if m else 0
 
 
-def read_back(path: Path, requested: str = "") -> dict:
-    """Tensor types and bits per weight read from a GGUF file with gguf.GGUFReader.
+def read_back(path: Path | list[Path], requested: str = "") -> dict:
+    """Tensor types and bits per weight read from a GGUF file (or every shard of a split one, given
+    as a list) with gguf.GGUFReader.
 
     Returns {tensor_types: {type: n_matrices}, elements: {type: n_elements}, bpw, bpw_all,
     main_type (most elements), fallback_frac (share of matrix elements not of the requested file
     type's base type; None if `requested` is empty)}. Types are lower-case ggml names.
     """
     from gguf import GGUFReader
-    r = GGUFReader(str(path))
+    paths = path if isinstance(path, (list, tuple)) else [path]
     counts, elems, nbytes = Counter(), Counter(), Counter()
-    for t in r.tensors:
+    for t in (t for p in paths for t in GGUFReader(str(p)).tensors):
         if len(t.shape) != 2:
             continue
         ty = t.tensor_type.name.lower()

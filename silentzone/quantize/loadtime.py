@@ -80,13 +80,16 @@ def _check(method: str, recipe: dict) -> None:
             raise LoadtimeError(f"{method}: missing recipe key {k!r}")
 
 
-def load(method: str, recipe: dict, reference_hf, device: str = "cpu"):
-    """The reference HF model quantized by `method` with `recipe`, in eval mode."""
+def load(method: str, recipe: dict, reference_hf, device: str = "cpu", dtype: str | None = None):
+    """The reference HF model quantized by `method` with `recipe`, in eval mode, on `device` (cpu
+    or cuda: bitsandbytes then runs its CUDA kernels). `dtype` ("float32" | "bfloat16") is that of
+    the unquantized parts; default float32 on the CPU, bfloat16 on a GPU."""
     _check(method, recipe)
     import torch
     from transformers import AutoModelForCausalLM
+    from ..backends import torch_dtype
     r = _params(recipe)
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    dtype = torch_dtype(device, dtype)
     if method == "bnb":
         from transformers import BitsAndBytesConfig
         cdt = getattr(torch, r.get("compute_dtype", "float32"))

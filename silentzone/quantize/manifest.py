@@ -26,10 +26,11 @@ TOOLS = {
     "torchao": ("torchao", "transformers", "torch"),
     "quanto": ("optimum-quanto", "transformers", "torch"),
     "hqq": ("hqq", "transformers", "torch"),
+    "gguf_file": ("gguf",),  # an existing file: no tool makes it (its sha256 is recorded)
 }
 # Whether re-running a recipe gives a bit-identical artifact (see the README's determinism note).
 DETERMINISTIC = {"gguf": True, "gptq": False, "awq": False, "bnb": True, "torchao": True,
-                 "quanto": True, "hqq": True}
+                 "quanto": True, "hqq": True, "gguf_file": True}
 EXTRA_COLUMNS = ("reference", "artifact", "bpw_all", "main_type", "fallback_frac", "fallback_tensors",
                  "check_kld", "check_tokens", "check_s", "deterministic", "reused")
 
@@ -84,6 +85,9 @@ def requested_type(recipe: dict) -> str:
     m = recipe["method"]
     if m == "gguf":
         return recipe["type"]
+    if m == "gguf_file":
+        from .gguf_file import requested_type as rt
+        return rt(recipe)
     if m in ("gptq", "awq"):
         from .hf import requested_type as rt
         return rt(m, recipe)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -28,14 +29,14 @@ def _stage(args) -> int:
     if args.name == "reference":
         stages.reference(study, out)
     elif args.name == "quant":
-        stages.quant(study, args.quant, out)
+        stages.quant(study, args.quant, out, device=args.device)
     elif args.name == "capture":
-        stages.capture(study, args.corpus, args.ctx, out)
+        stages.capture(study, args.corpus, args.ctx, out, device=args.device)
     elif args.name == "score":
         stages.score(study, args.quant, Path(args.quant_marker), out, device=args.device)
     elif args.name == "bench":
         stages.bench(study, args.quant, out,
-                     Path(args.quant_marker) if args.quant_marker else None)
+                     Path(args.quant_marker) if args.quant_marker else None, device=args.device)
     return 0
 
 
@@ -87,7 +88,8 @@ def register(sub) -> None:
     s.add_argument("--quant-marker", help="the quant's wf/quants/<id>.json (score, bench)")
     s.add_argument("--corpus")
     s.add_argument("--ctx", type=int)
-    s.add_argument("--device", default="cpu")
+    s.add_argument("--device", default=os.environ.get("SILENTZONE_DEVICE", "cpu"),
+                   help="cpu or cuda (default: $SILENTZONE_DEVICE, else cpu); every stage takes it")
     s.add_argument("--out", required=True, help="marker JSON written when the job is complete")
     s.set_defaults(fn=_stage)
 

@@ -54,23 +54,24 @@ def reference(study, out: Path) -> Path:
                              "check": ref.info.get("check")})
 
 
-def quant(study, quant_id: str, out: Path) -> dict:
+def quant(study, quant_id: str, out: Path, device: str = "cpu") -> dict:
     """Make (or reuse) one quant; its manifest row (ok or failed) is the marker."""
     from ..models import resolve
     from ..quantize import make_quant
     ref = resolve(study.reference.model, study.reference.dtype)
-    row = make_quant(study, study.quant(quant_id), ref)
+    row = make_quant(study, study.quant(quant_id), ref, device=device)
     _write_json(out, row)
     state = "reused" if row.get("reused") else row["status"]
     print(f"quant {quant_id}: {state} {row['reason']}".rstrip(), flush=True)
     return row
 
 
-def capture(study, corpus: str, ctx: int, out: Path) -> Path:
-    """Capture the reference store of one corpus x context (skipped when complete)."""
+def capture(study, corpus: str, ctx: int, out: Path, device: str = "cpu") -> Path:
+    """Capture the reference store of one corpus x context (skipped when complete): llama.cpp on
+    the CPU, transformers on a GPU."""
     from ..fidelity.capture import capture_study, stderr_log
     one = replace(study, corpora=(corpus,), contexts=(int(ctx),))
-    (st,) = capture_study(one, log=stderr_log)
+    (st,) = capture_study(one, device=device, log=stderr_log)
     return _write_json(out, {"corpus": corpus, "ctx": int(ctx), "path": str(st.path),
                              "n_windows": st.n_windows, "tokens_hash": st.tokens_hash})
 
@@ -102,19 +103,22 @@ def score(study, quant_id: str, quant_marker: Path, out: Path, device: str = "cp
                              "table": str(fidelity_table(study, quant_id))})
 
 
-def bench(study, model: str, out: Path, quant_marker: Path | None = None) -> Path:
-    """Benchmark the reference (model == 'reference') or one quant on every task of the profile."""
+def bench(study, model: str, out: Path, quant_marker: Path | None = None, device: str = "cpu") -> Path:
+    """Benchmark the reference (model == 'reference') or one quant on every task of the profile.
+    The reference runs in llama.cpp (its GGUF) on the CPU and in transformers (its HF export) on a
+    GPU; their logits agree to KL < 1e-4 (models.check_reference)."""
     import logging
     from ..bench.run import run_benchmarks
     from ..models import resolve
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    models = {"reference": str(resolve(study.reference.model, study.reference.dtype).gguf)}
+    ref = resolve(study.reference.model, study.reference.dtype)
+    models = {"reference": str(ref.gguf if str(device) == "cpu" else ref.hf_dir)}
     if model != "reference":
         row = _row(quant_marker)
         if row["status"] != "ok":
             return _write_json(out, {"model": model, "status": "failed", "reason": FAILED_QUANT})
         models[model] = row["artifact"]
-    frame = run_benchmarks(study, models, combined=False)
+    frame = run_benchmarks(study, models, combined=False, device=device)
     mine = frame[frame["model"] == model]
     return _write_json(out, {"model": model, "status": "ok", "n": len(mine),
                              "acc": float(mine["correct"].mean()) if len(mine) else None})
