@@ -62,6 +62,12 @@ ROUTING_MAX = 6  # routing: every pair among the ROUTING_MAX cohort quants with 
 # take ~50 s on 2 cores (measured), so its CIs use at most this many (plenty for 95% percentile bounds).
 PER_PROMPT_RESAMPLES = 2000
 FIGURE_METRICS = ("kld_mean", "kld_p99", "js_mean", "top1_agreement", "ppl_ratio")  # sweep CIs, sweep figure
+_RHO_MAX = 1 - 1e-12  # power at |rho| = 1 is 1; atanh(1) is infinite
+FAIL_COLUMNS = ("model", "task", "n", "n_failed", "gm_failed", "gm_passed", "gm_ratio", "ratio_lo", "ratio_hi",
+                "auroc", "auroc_lo", "auroc_hi", "p_mw", "n_floored")
+ROUTING_COLUMNS = ("pair", "n_models", "task", "n", "n_disagree", "route_acc", "ci_lo", "ci_hi", "chance",
+                   "p_chance", "routed_acc", "random_acc", "best_single_acc", "best_single_model", "oracle_acc",
+                   "models")
 EMBEDDED_NAMES = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma 3 270M"}
 
 
@@ -275,8 +281,10 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
                                   checked; floats written exactly so it can be re-checked from the file)
       decomposition_correlations.csv  `analysis.decomposition_correlations` of every metric of the
                                   primary corpus/ctx (bootstrap for the primary metric only)
-      stats.json                  `analysis.headline_stats` + label, CIs rho_full_ci, rho_zone_ci,
-                                  rho_vol_zone_ci, zone_rule, zone_threshold, n_resamples, provenance
+      stats.json                  `analysis.headline_stats` + label, title, CIs rho_full_ci, rho_zone_ci,
+                                  rho_vol_zone_ci, p_perm_zone, n_full_rho and n_zone_rho (pairs with a
+                                  finite metric behind rho_full and rho_zone; n_zone counts zone members),
+                                  zone_rule, zone_threshold, ref_score, n_resamples, profile, provenance
     Returns {file name: path}.
     """
     run = _Run(results, cfg)
@@ -312,6 +320,8 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
                  n_resamples=run.n_resamples, rho_full_ci=_ci(row["score", "full"]),
                  rho_zone_ci=_ci(row["score", "zone"]), rho_vol_zone_ci=_ci(row["vol_rate", "zone"]),
                  p_perm_zone=_finite(float(row["score", "zone"]["p_perm"])),
+                 # n_zone counts zone members; a member without the metric (fidelity failed) has no pair
+                 n_full_rho=int(row["score", "full"]["n"]), n_zone_rho=int(row["score", "zone"]["n"]),
                  ref_score=float(cohort["ref_score"].iloc[0]) if len(cohort) else None,
                  profile=cfg.profile_name, provenance=run.provenance("stats.json"))
     missing = [k for k in STATS_KEYS if k not in stats]
@@ -388,7 +398,8 @@ def power_table(cohort: pd.DataFrame, metric: str, definition: str, threshold: f
         rows.append(dict(scope=scope, metric=metric, definition=definition, threshold=threshold, n=n, rho=rho,
                          p=float(fz.loc[scope, "p"]), alpha=alpha, mdr=A.min_detectable_rho(n, alpha),
                          power_at_margin=A.power_rho(margin, n, alpha),
-                         power_at_full_rho=A.power_rho(rho_full, n, alpha) if math.isfinite(rho_full)
+                         power_at_full_rho=A.power_rho(float(np.clip(rho_full, -_RHO_MAX, _RHO_MAX)), n, alpha)
+                         if math.isfinite(rho_full)
                          else math.nan,
                          margin=margin, tost_p_lower=tost["p_lower"], tost_p_upper=tost["p_upper"],
                          tost_p=tost["p"], equivalent=bool(tost["equivalent"])))
@@ -425,10 +436,11 @@ def per_prompt_products(results: str | Path, cfg: Study,
     s = run.samples[run.samples["model"].isin(ids | {A.REFERENCE})]
     n_fail = min(run.n_resamples, PER_PROMPT_RESAMPLES) if n_resamples is None else int(n_resamples)
     rng = run.rng("failure_prediction")
-    pooled = A.failure_prediction(s, rng, n_fail, by=("model",))
-    pooled.insert(1, "task", "all")
+    pooled = A.failure_prediction(s, rng, n_fail, by=("model",)).assign(task="all")
     per_task = A.failure_prediction(s, rng, n_fail, by=("model", "task"))
-    fail = pd.concat([pooled, per_task], ignore_index=True)
+    # no quant with per-prompt KLD gives empty frames without columns: keep the header
+    fail = pd.concat([pooled.reindex(columns=FAIL_COLUMNS), per_task.reindex(columns=FAIL_COLUMNS)],
+                     ignore_index=True)
 
     models = routing_models(cohort, s, run.metric)
     sets = [[a, b] for i, a in enumerate(models) for b in models[i + 1:]]
@@ -441,7 +453,7 @@ def per_prompt_products(results: str | Path, cfg: Study,
         r.insert(0, "pair", i)
         r.insert(1, "n_models", len(ms))
         frames.append(r)
-    route = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["pair", "n_models", "task"])
+    route = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(ROUTING_COLUMNS))
     return {"failure_prediction.csv": run.write(fail, "failure_prediction.csv", n_resamples_per_prompt=n_fail),
             "routing.csv": run.write(route, "routing.csv", routing_models=models)}
 

@@ -58,12 +58,13 @@ ROBUSTNESS = ["corpus", "ctx", "metric", "n_full", "rho_full", "p_full", "ci_lo_
               "p_holm_full", "p_holm_zone", "mdr_zone", "tost_p_zone", "equivalent_zone"]
 
 
-def write_study(r: Path, seed: int = 0, corpora=("wiki", "c4"), bootstrap_seed: int = 1) -> Path:
+def write_study(r: Path, seed: int = 0, corpora=("wiki", "c4"), bootstrap_seed: int = 1, n_quants: int = 14,
+                n_items: int = 150) -> Path:
     """Write the synthetic study's tables into r (fidelity as the pipeline writes it: extra columns, and
-    one failed quant x corpus x ctx with NaN values) and a config r/toy.yaml; return the config path."""
-    samples, fidelity, quants = _make_study(seed=seed)
+    q03 failed on the primary variant wiki/512, values NaN) and a config r/toy.yaml; return its path."""
+    samples, fidelity, quants = _make_study(n_quants=n_quants, n_items=n_items, seed=seed)
     fidelity = fidelity.assign(store="compact", scoring="half", status="ok", reason="")
-    bad = (fidelity["quant_id"] == "q03") & (fidelity["corpus"] == "c4") & (fidelity["ctx"] == 256)
+    bad = (fidelity["quant_id"] == "q03") & (fidelity["corpus"] == "wiki") & (fidelity["ctx"] == 512)
     fidelity.loc[bad, ["value", "status", "reason"]] = [math.nan, "failed", "non-finite logits"]
     r.mkdir(parents=True, exist_ok=True)
     for frame, schema, name in ((quants, QUANTS, "quants.csv"), (fidelity, FIDELITY, "fidelity.csv"),
@@ -122,7 +123,7 @@ def test_products_and_columns(products):
 def test_load_drops_failed_fidelity_rows(products):
     r = products[0]
     samples, fidelity, quants = analyze.load(r)
-    # 13 ok quants x 2 corpora x 2 ctx x 3 metrics = 156 rows, minus q03 on c4/256 (3 rows, failed)
+    # 13 ok quants x 2 corpora x 2 ctx x 3 metrics = 156 rows, minus q03 on wiki/512 (3 rows, failed)
     assert len(fidelity) == 156 - 3 and (fidelity["status"] == "ok").all()
     assert len(quants) == 14 and samples["model"].nunique() == 14  # reference + 13 ok quants
 
@@ -136,11 +137,16 @@ def test_stats_json(products):
     assert (stats["corpus"], stats["ctx"], stats["metric"]) == ("wiki", 512, "kld_mean")
     samples, fidelity, quants = analyze.load(r)
     cohort = A.cohort_table(samples, fidelity, quants, "wiki", 512)
+    assert cohort["kld_mean"].isna().tolist() == [q == "q03" for q in cohort["quant_id"]]
+    fin = cohort["kld_mean"].notna().to_numpy()
     zone = A.zone_mask(cohort, "relative", 0.02).to_numpy()
+    # q03 is in the zone (by score) but has no primary metric: a member, not a pair of rho_zone
+    assert zone[list(cohort["quant_id"]).index("q03")]
     assert stats["n_quants"] == 13 and stats["n_zone"] == int(zone.sum()) and 0 < stats["n_zone"] < 13
-    rho, p = A.spearman(cohort["kld_mean"], cohort["score"])
+    assert stats["n_zone_rho"] == int((zone & fin).sum()) == stats["n_zone"] - 1 and stats["n_full_rho"] == 12
+    rho, p = A.spearman(cohort["kld_mean"][fin], cohort["score"][fin])
     assert stats["rho_full"] == pytest.approx(rho, abs=1e-12) and stats["p_full"] == pytest.approx(p, rel=1e-9)
-    rho_zone, _ = A.spearman(cohort["kld_mean"][zone], cohort["score"][zone])
+    rho_zone, _ = A.spearman(cohort["kld_mean"][zone & fin], cohort["score"][zone & fin])
     assert stats["rho_zone"] == pytest.approx(rho_zone, abs=1e-12)
     assert stats["zone_definition"] == "relative composite degradation <= 2%"
     fz = pd.read_csv(r / "full_vs_zone.csv").set_index(["target", "scope"])
@@ -148,7 +154,7 @@ def test_stats_json(products):
                      ("rho_vol_zone_ci", ("vol_rate", "zone"))):
         lo, hi = stats[key]
         assert lo == pytest.approx(fz.loc[row, "ci_lo"], rel=1e-9) and lo <= hi
-    assert fz.loc[("score", "zone"), "n"] == stats["n_zone"] and fz.loc[("score", "full"), "n_boot"] == N_BOOT
+    assert fz.loc[("score", "zone"), "n"] == stats["n_zone_rho"] and fz.loc[("score", "full"), "n_boot"] == N_BOOT
     assert fz.loc[("vol_rate", "zone"), "rho"] == pytest.approx(stats["rho_vol_zone"], abs=1e-9)
     assert stats["provenance"]["config_hash"] == cfg.config_hash
     cohort_csv = pd.read_csv(r / "cohort.csv")
@@ -180,9 +186,10 @@ def test_sensitivity_values(products):
     assert summary["scope"].tolist() == ["heldout", "insample", "full"]
     stats = json.loads((r / "stats.json").read_text())
     power = pd.read_csv(r / "power.csv").set_index("scope")
-    assert power.loc["zone", "n"] == stats["n_zone"] and power.loc["full", "n"] == 13
-    assert power.loc["zone", "mdr"] == pytest.approx(A.min_detectable_rho(stats["n_zone"]), rel=1e-9)
-    tost = A.tost_rho(stats["rho_zone"], stats["n_zone"], analyze.TOST_MARGIN)
+    assert power.loc["zone", "n"] == stats["n_zone_rho"] and power.loc["full", "n"] == 12  # q03 lacks kld_mean
+    assert power.loc["zone", "mdr"] == pytest.approx(stats["mdr_zone"], rel=1e-9)
+    assert power.loc["zone", "mdr"] == pytest.approx(A.min_detectable_rho(stats["n_zone_rho"]), rel=1e-9)
+    tost = A.tost_rho(stats["rho_zone"], stats["n_zone_rho"], analyze.TOST_MARGIN)
     assert power.loc["zone", "tost_p"] == pytest.approx(tost["p"], rel=1e-8)
     assert len(pd.read_csv(r / "robustness.csv")) == 2 * 2 * 3
 
@@ -198,6 +205,7 @@ def test_per_prompt_values(products):
     route = pd.read_csv(r / "routing.csv")
     cohort = pd.read_csv(r / "cohort.csv")
     closest = cohort.sort_values("kld_mean")["quant_id"].head(analyze.ROUTING_MAX).tolist()
+    assert "q03" not in closest  # no primary metric: never routed
     # every pair among the 6 closest quants (15) and the 6 together, one row per task + "all"
     assert route["pair"].nunique() == 16 and len(route) == 16 * 3
     assert route["models"].iloc[-1] == "+".join(closest)
@@ -269,6 +277,22 @@ def test_errors_name_the_file(tmp_path):
     with pytest.raises(ContractError) as err:
         analyze.figures(tmp_path / "r", tmp_path / "fig")  # products not made yet
     assert _one_line(err).endswith("file not found (run the analysis products first)")
+
+
+def test_tiny_study_without_per_prompt_kld(tmp_path):
+    """A smoke-sized study (4 ok quants, 20 items per task) whose benchmark gave no per-prompt KLD: every
+    product and figure is still written; undefined numbers are empty cells / null, never a crash."""
+    r, figdir = tmp_path / "r", tmp_path / "f"
+    config = write_study(r, n_quants=5, n_items=20)
+    s = read_table(r / "samples.csv", SAMPLES)
+    s.loc[s["model"] != "reference", ["kld_mean", "kld_max"]] = math.nan
+    write_table(s, SAMPLES, r / "samples.csv", {})
+    run_all(r, figdir, config)
+    stats = json.loads((r / "stats.json").read_text())
+    assert stats["n_quants"] == 4 and stats["n_zone"] <= 3
+    assert list(pd.read_csv(r / "failure_prediction.csv").columns) == COLUMNS["failure_prediction.csv"]
+    assert pd.read_csv(r / "failure_prediction.csv").empty and pd.read_csv(r / "routing.csv").empty
+    assert sorted(p.name for p in figdir.glob("*.pdf")) == sorted(f"{n}.pdf" for n in analyze.FIGURES)
 
 
 def test_never_imports_torch():
