@@ -10,6 +10,7 @@ the inputs; no timestamps or hostnames, so a rerun with the same inputs and seed
     sensitivity_products(R, cfg)    sweep.csv, holdout.csv, holdout_summary.csv, robustness.csv, power.csv
     per_prompt_products(R, cfg)     failure_prediction.csv, routing.csv
     figures(R, figdir)              every figure as PDF + PNG, drawn from the saved products only
+    headline_figure([R1, R2], dir)  the headline scatter of several studies side by side
 
 Choices (each recorded in the products):
   - primary variant: the config's first corpus present in fidelity.csv, at the largest context length
@@ -552,6 +553,35 @@ def figures(results: str | Path, figdir: str | Path) -> dict[str, list[Path]]:
         ax.set_title(f"{title}: routing by lower per-prompt KLD", fontsize=7)
         save(fig, "routing", ("stats.json", "routing.csv"))
     return out
+
+
+def headline_figure(results: list[str | Path], figdir: str | Path, name: str = "headline") -> list[Path]:
+    """One panel per study (e.g. both embedded studies): primary metric vs composite score with the zone
+    highlighted, full and zone rho, from each directory's stats.json and cohort.csv (made by
+    `decomposition_products`). Writes <figdir>/<name>.pdf, .png and .provenance.json; returns [pdf, png]."""
+    from matplotlib.figure import Figure
+
+    from analysis import plots
+
+    dirs = [Path(r) for r in results]
+    for r in dirs:
+        for f in ("stats.json", "cohort.csv"):
+            if not (r / f).is_file():
+                raise ContractError(f"{r / f}: file not found (run decomposition_products first)")
+    with plots.style_context():
+        fig = Figure(figsize=(4.5 * len(dirs), 3.4))
+        for i, r in enumerate(dirs):
+            stats, cohort = json.loads((r / "stats.json").read_text()), pd.read_csv(r / "cohort.csv")
+            floor = (A.zone_floor(stats["ref_score"], stats["zone_rule"], stats["zone_threshold"])
+                     if stats.get("ref_score") is not None else None)
+            ax = fig.add_subplot(1, len(dirs), i + 1)
+            plots.scatter_zone(ax, cohort, stats["metric"], cohort["in_zone"].astype(bool).to_numpy(), floor, stats)
+            ax.set_title(f"{stats.get('title') or stats['study']}\n{stats['zone_definition']}", fontsize=7)
+        paths = plots.save(fig, Path(figdir) / name)
+    write_json({"figure": name, "git_commit": _commit(), "versions": _versions(),
+                "inputs": {f"{r.name}/{f}": _sha256(r / f) for r in dirs for f in ("stats.json", "cohort.csv")}},
+               Path(figdir) / f"{name}.provenance.json")
+    return paths
 
 
 def _fmt(rho: float | None) -> str:
