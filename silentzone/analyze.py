@@ -143,8 +143,10 @@ class _Run:
     def __init__(self, results: str | Path, cfg: Study):
         self.r = Path(results)
         self.cfg = cfg
-        self.samples, self.fidelity, self.quants = load(self.r)
-        _check_study(self.samples, cfg, self.r)
+        samples, self.fidelity, self.quants = load(self.r)
+        _check_study(samples, cfg, self.r)
+        # products cover the cohort (status ok): samples of failed quants stay out of every table
+        self.samples = samples[samples["model"].isin({A.REFERENCE, *cohort_quants(self.quants)})]
         self.corpus, self.ctx = primary_variant(self.fidelity, cfg, self.r / "fidelity.csv")
         self.metric, self.definition = cfg.zone.primary_metric, cfg.zone.definition
         self.threshold = float(cfg.zone.threshold)
@@ -433,8 +435,7 @@ def per_prompt_products(results: str | Path, cfg: Study,
     """
     run = _Run(results, cfg)
     cohort = run.cohort()
-    ids = set(cohort["quant_id"])
-    s = run.samples[run.samples["model"].isin(ids | {A.REFERENCE})]
+    s = run.samples
     n_fail = min(run.n_resamples, PER_PROMPT_RESAMPLES) if n_resamples is None else int(n_resamples)
     rng = run.rng("failure_prediction")
     pooled = A.failure_prediction(s, rng, n_fail, by=("model",)).assign(task="all")

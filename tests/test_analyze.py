@@ -291,13 +291,16 @@ def test_headline_figure(products, tmp_path):
 
 def test_tiny_study_without_per_prompt_kld(tmp_path):
     """A smoke-sized study (4 ok quants, 20 items per task) whose benchmark gave no per-prompt KLD: every
-    product and figure is still written; undefined numbers are empty cells / null, never a crash."""
+    product and figure is still written; undefined numbers are empty cells / null, never a crash.
+    Samples of a failed quant stay out of the products."""
     r, figdir = tmp_path / "r", tmp_path / "f"
     config = write_study(r, n_quants=5, n_items=20)
     s = read_table(r / "samples.csv", SAMPLES)
     s.loc[s["model"] != "reference", ["kld_mean", "kld_max"]] = math.nan
-    write_table(s, SAMPLES, r / "samples.csv", {})
+    failed = s[s["model"] == "q00"].assign(model="q04")  # q04 has status failed but was benchmarked
+    write_table(pd.concat([s, failed], ignore_index=True), SAMPLES, r / "samples.csv", {})
     run_all(r, figdir, config)
+    assert set(pd.read_csv(r / "decomposition.csv")["model"]) == {"q00", "q01", "q02", "q03"}
     stats = json.loads((r / "stats.json").read_text())
     assert stats["n_quants"] == 4 and stats["n_zone"] <= 3
     assert list(pd.read_csv(r / "failure_prediction.csv").columns) == COLUMNS["failure_prediction.csv"]
