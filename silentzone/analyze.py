@@ -45,12 +45,12 @@ import pandas as pd
 
 import analysis as A
 from analysis.cohort import cohort_quants, item_matrix, metric_columns
-from analysis.contracts import STATS_KEYS, ContractError
+from analysis.contracts import ContractError
 from analysis.decompose import COMPOSITE
 
+from . import paths
 from .config import Study
 from .config import load as load_config
-from .paths import CONFIGS, DATA, FIGURES
 from .provenance import PACKAGES, git_commit, versions
 from .tables import FIDELITY, QUANTS, SAMPLES, read_table, write_stats
 
@@ -63,12 +63,12 @@ ROUTING_MAX = 6  # routing: every pair among the ROUTING_MAX cohort quants with 
 # take ~50 s on 2 cores (measured), so its CIs use at most this many (plenty for 95% percentile bounds).
 PER_PROMPT_RESAMPLES = 2000
 FIGURE_METRICS = ("kld_mean", "kld_p99", "js_mean", "top1_agreement", "ppl_ratio")  # sweep CIs, sweep figure
-_RHO_MAX = 1 - 1e-12  # power at |rho| = 1 is 1; atanh(1) is infinite
-FAIL_COLUMNS = ("model", "task", "n", "n_failed", "gm_failed", "gm_passed", "gm_ratio", "ratio_lo", "ratio_hi",
-                "auroc", "auroc_lo", "auroc_hi", "p_mw", "n_floored")
+_RHO_MAX = 1 - 1e-12  # power_table clips |rho| = 1 (power 1) below atanh's pole
+FAIL_COLUMNS = ("model", "task", "n", "n_failed", "gm_failed", "gm_passed", "gm_ratio", "ratio_lo",
+                "ratio_hi", "auroc", "auroc_lo", "auroc_hi", "p_mw", "n_floored")
 ROUTING_COLUMNS = ("pair", "n_models", "task", "n", "n_disagree", "route_acc", "ci_lo", "ci_hi", "chance",
-                   "p_chance", "routed_acc", "random_acc", "best_single_acc", "best_single_model", "oracle_acc",
-                   "models")
+                   "p_chance", "routed_acc", "random_acc", "best_single_acc", "best_single_model",
+                   "oracle_acc", "models")
 EMBEDDED_NAMES = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma 3 270M"}
 
 
@@ -116,7 +116,8 @@ def load(results: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
     return samples, fidelity, quants
 
 
-def primary_variant(fidelity: pd.DataFrame, cfg: Study, where: str | Path = "fidelity.csv") -> tuple[str, int]:
+def primary_variant(fidelity: pd.DataFrame, cfg: Study,
+                    where: str | Path = "fidelity.csv") -> tuple[str, int]:
     """The (corpus, ctx) that headline numbers use: the config's first corpus present in `fidelity`
     with the primary metric, at the largest context length present for that corpus.
     ValueError (naming `where`) when no config corpus has the primary metric."""
@@ -183,8 +184,9 @@ def resolve(study: str, profile: str = "default", results: str | Path = "", figd
             config: str | Path = "") -> tuple[Path, Path, Study]:
     """The notebooks' parameters as (results directory, figure directory, loaded config); empty strings
     mean data/<study>, figures/<study> and configs/<study>.yaml."""
-    cfg = load_config(Path(config) if config else CONFIGS / f"{study}.yaml", profile)
-    return Path(results) if results else DATA / study, Path(figdir) if figdir else FIGURES / study, cfg
+    cfg = load_config(Path(config) if config else paths.CONFIGS / f"{study}.yaml", profile)
+    return (Path(results) if results else paths.DATA / study,
+            Path(figdir) if figdir else paths.FIGURES / study, cfg)
 
 
 # --------------------------------------------------------------------------------------------- output
@@ -300,8 +302,6 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
     cohort["in_zone"] = A.zone_mask(cohort, run.definition, run.threshold, metric).to_numpy()
     cohort["vol_rate"] = comp["vol_rate"].reindex(cohort["quant_id"]).to_numpy(float)
     cohort["f"] = comp["f"].reindex(cohort["quant_id"]).to_numpy(float)
-    if metric not in cohort:
-        raise ValueError(f"{run.r / 'fidelity.csv'}: no metric {metric!r} for {run.corpus}/{run.ctx}")
 
     rng = run.rng("full_vs_zone")
     fz = pd.concat([A.full_vs_zone(cohort, metric, target, run.definition, run.threshold, rng,
@@ -327,10 +327,7 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
                  n_full_rho=int(row["score", "full"]["n"]), n_zone_rho=int(row["score", "zone"]["n"]),
                  ref_score=float(cohort["ref_score"].iloc[0]) if len(cohort) else None,
                  profile=cfg.profile_name, provenance=run.provenance("stats.json"))
-    missing = [k for k in STATS_KEYS if k not in stats]
-    if missing:  # headline_stats and this function disagree with the contract
-        raise ContractError(f"{run.r / 'stats.json'}: lacks key(s) {missing}")
-    out = {"cohort.csv": run.write(cohort, "cohort.csv"),
+    out = {"cohort.csv": run.write(cohort, "cohort.csv"),  # stats.json last: write_stats checks STATS_KEYS
            "full_vs_zone.csv": run.write(fz, "full_vs_zone.csv"),
            "decomposition.csv": run.write(dec, "decomposition.csv", exact=True),
            "decomposition_correlations.csv": run.write(corr, "decomposition_correlations.csv")}
@@ -393,7 +390,7 @@ def power_table(cohort: pd.DataFrame, metric: str, definition: str, threshold: f
     the zone is only evidence when `equivalent` is True; otherwise the zone is too small to say.
     """
     fz = A.full_vs_zone(cohort, metric, "score", definition, threshold).set_index("scope")
-    rho_full = float(fz.loc["full", "rho"])
+    rho_full = float(np.clip(fz.loc["full", "rho"], -_RHO_MAX, _RHO_MAX))  # atanh(+-1) is infinite
     rows = []
     for scope in ("full", "zone"):
         n, rho = int(fz.loc[scope, "n"]), float(fz.loc[scope, "rho"])
@@ -401,8 +398,7 @@ def power_table(cohort: pd.DataFrame, metric: str, definition: str, threshold: f
         rows.append(dict(scope=scope, metric=metric, definition=definition, threshold=threshold, n=n, rho=rho,
                          p=float(fz.loc[scope, "p"]), alpha=alpha, mdr=A.min_detectable_rho(n, alpha),
                          power_at_margin=A.power_rho(margin, n, alpha),
-                         power_at_full_rho=A.power_rho(float(np.clip(rho_full, -_RHO_MAX, _RHO_MAX)), n, alpha)
-                         if math.isfinite(rho_full)
+                         power_at_full_rho=A.power_rho(rho_full, n, alpha) if math.isfinite(rho_full)
                          else math.nan,
                          margin=margin, tost_p_lower=tost["p_lower"], tost_p_upper=tost["p_upper"],
                          tost_p=tost["p"], equivalent=bool(tost["equivalent"])))
@@ -455,8 +451,10 @@ def per_prompt_products(results: str | Path, cfg: Study,
         r.insert(0, "pair", i)
         r.insert(1, "n_models", len(ms))
         frames.append(r)
-    route = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(ROUTING_COLUMNS))
-    return {"failure_prediction.csv": run.write(fail, "failure_prediction.csv", n_resamples_per_prompt=n_fail),
+    route = (pd.concat(frames, ignore_index=True) if frames
+             else pd.DataFrame(columns=list(ROUTING_COLUMNS)))
+    return {"failure_prediction.csv": run.write(fail, "failure_prediction.csv",
+                                                n_resamples_per_prompt=n_fail),
             "routing.csv": run.write(route, "routing.csv", routing_models=models)}
 
 
@@ -532,7 +530,8 @@ def figures(results: str | Path, figdir: str | Path) -> dict[str, list[Path]]:
         order = list(cohort.sort_values([metric, "quant_id"], kind="stable")["quant_id"])
         fig = Figure(figsize=(max(4.5, 0.18 * len(order) + 1.5), 3.2))
         plots.decomposition_bars(fig.add_subplot(), dec, COMPOSITE, order)
-        fig.axes[0].set_title(f"{title}: gains and losses vs reference (by {metric}, low to high)", fontsize=7)
+        fig.axes[0].set_title(f"{title}: gains and losses vs reference (by {metric}, low to high)",
+                              fontsize=7)
         save(fig, "decomposition", ("stats.json", "cohort.csv", "decomposition.csv"))
 
         samples = read_table(r / "samples.csv", SAMPLES)
@@ -576,13 +575,15 @@ def headline_figure(results: list[str | Path], figdir: str | Path, name: str = "
             floor = (A.zone_floor(stats["ref_score"], stats["zone_rule"], stats["zone_threshold"])
                      if stats.get("ref_score") is not None else None)
             ax = fig.add_subplot(1, len(dirs), i + 1)
-            plots.scatter_zone(ax, cohort, stats["metric"], cohort["in_zone"].astype(bool).to_numpy(), floor, stats)
+            zone = cohort["in_zone"].astype(bool).to_numpy()
+            plots.scatter_zone(ax, cohort, stats["metric"], zone, floor, stats)
             ax.set_title(f"{stats.get('title') or stats['study']}\n{stats['zone_definition']}", fontsize=7)
-        paths = plots.save(fig, Path(figdir) / name)
+        saved = plots.save(fig, Path(figdir) / name)
     write_json({"figure": name, "git_commit": _commit(), "versions": _versions(),
-                "inputs": {f"{r.name}/{f}": _sha256(r / f) for r in dirs for f in ("stats.json", "cohort.csv")}},
+                "inputs": {f"{r.name}/{f}": _sha256(r / f) for r in dirs
+                           for f in ("stats.json", "cohort.csv")}},
                Path(figdir) / f"{name}.provenance.json")
-    return paths
+    return saved
 
 
 def _fmt(rho: float | None) -> str:

@@ -14,7 +14,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -23,10 +22,10 @@ import analysis as A
 from analysis.contracts import STATS_KEYS, ContractError
 from silentzone import analyze
 from silentzone.config import load as load_config
-from silentzone.paths import NOTEBOOKS, REPO
+from silentzone.paths import DATA, FIGURES, NOTEBOOKS, REPO
 from silentzone.tables import FIDELITY, QUANTS, SAMPLES, read_table, write_table
 
-_spec = importlib.util.spec_from_file_location("_analysis_conftest", REPO / "tests" / "analysis" / "conftest.py")
+_spec = importlib.util.spec_from_file_location("_analysis_conftest", REPO / "tests/analysis/conftest.py")
 _conftest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_conftest)
 _make_study = _conftest._make_study
@@ -35,27 +34,26 @@ N_BOOT, N_SPLITS = 200, 20
 SWEEP = [0.005, 0.01, 0.02, 0.05, 0.1]
 
 COLUMNS = {
-    "cohort.csv": ["quant_id", "method", "bpw", "score", "deg_pts", "deg_rel", "ref_score", "kld_mean", "kld_p99",
-                   "top1_agreement", "in_zone", "vol_rate", "f"],
-    "full_vs_zone.csv": ["target", "scope", "metric", "definition", "threshold", "corpus", "ctx", "n", "rho", "p",
-                         "ci_lo", "ci_hi", "n_boot", "p_perm", "fz_lo", "fz_hi"],
-    "decomposition.csv": list(A.decompose.DECOMP_COLUMNS),
-    "decomposition_correlations.csv": ["task", "metric", "target", "scope", *A.stats.CORR_COLUMNS],
-    "sweep.csv": ["corpus", "ctx", "metric", "definition", "threshold", "n_cohort", *A.stats.CORR_COLUMNS],
-    "holdout.csv": ["split", "n_heldout", "rho_heldout", "p_heldout", "n_insample", "rho_insample", "p_insample",
-                    "n_full", "rho_full", "p_full"],
-    "holdout_summary.csv": ["scope", "n_splits_valid", "rho_median", "rho_mean", "rho_lo", "rho_hi",
-                            "frac_significant", "n_median"],
-    "power.csv": ["scope", "metric", "definition", "threshold", "n", "rho", "p", "alpha", "mdr", "power_at_margin",
-                  "power_at_full_rho", "margin", "tost_p_lower", "tost_p_upper", "tost_p", "equivalent"],
-    "failure_prediction.csv": ["model", "task", "n", "n_failed", "gm_failed", "gm_passed", "gm_ratio", "ratio_lo",
-                               "ratio_hi", "auroc", "auroc_lo", "auroc_hi", "p_mw", "n_floored"],
-    "routing.csv": ["pair", "n_models", "task", "n", "n_disagree", "route_acc", "ci_lo", "ci_hi", "chance",
-                    "p_chance", "routed_acc", "random_acc", "best_single_acc", "best_single_model", "oracle_acc",
-                    "models"],
+    "cohort.csv": "quant_id method bpw score deg_pts deg_rel ref_score kld_mean kld_p99 top1_agreement "
+                  "in_zone vol_rate f",
+    "full_vs_zone.csv": "target scope metric definition threshold corpus ctx n rho p ci_lo ci_hi n_boot "
+                        "p_perm fz_lo fz_hi",
+    "decomposition.csv": " ".join(A.decompose.DECOMP_COLUMNS),
+    "decomposition_correlations.csv": "task metric target scope " + " ".join(A.stats.CORR_COLUMNS),
+    "sweep.csv": "corpus ctx metric definition threshold n_cohort " + " ".join(A.stats.CORR_COLUMNS),
+    "holdout.csv": "split n_heldout rho_heldout p_heldout n_insample rho_insample p_insample n_full rho_full "
+                   "p_full",
+    "holdout_summary.csv": "scope n_splits_valid rho_median rho_mean rho_lo rho_hi frac_significant n_median",
+    "power.csv": "scope metric definition threshold n rho p alpha mdr power_at_margin power_at_full_rho "
+                 "margin tost_p_lower tost_p_upper tost_p equivalent",
+    "failure_prediction.csv": "model task n n_failed gm_failed gm_passed gm_ratio ratio_lo ratio_hi auroc "
+                              "auroc_lo auroc_hi p_mw n_floored",
+    "routing.csv": "pair n_models task n n_disagree route_acc ci_lo ci_hi chance p_chance routed_acc "
+                   "random_acc best_single_acc best_single_model oracle_acc models",
 }
-ROBUSTNESS = ["corpus", "ctx", "metric", "n_full", "rho_full", "p_full", "ci_lo_full", "n_zone", "rho_zone",
-              "p_holm_full", "p_holm_zone", "mdr_zone", "tost_p_zone", "equivalent_zone"]
+COLUMNS = {name: cols.split() for name, cols in COLUMNS.items()}
+ROBUSTNESS = ("corpus ctx metric n_full rho_full p_full ci_lo_full n_zone rho_zone p_holm_full p_holm_zone "
+              "mdr_zone tost_p_zone equivalent_zone").split()
 
 
 def write_study(r: Path, seed: int = 0, corpora=("wiki", "c4"), bootstrap_seed: int = 1, n_quants: int = 14,
@@ -70,10 +68,12 @@ def write_study(r: Path, seed: int = 0, corpora=("wiki", "c4"), bootstrap_seed: 
     for frame, schema, name in ((quants, QUANTS, "quants.csv"), (fidelity, FIDELITY, "fidelity.csv"),
                                 (samples, SAMPLES, "samples.csv")):
         write_table(frame, schema, r / name, {"stage": "test"})
-    cfg = {"study": "toy", "description": "synthetic", "reference": {"model": "embedded:smollm2-135m-instruct"},
+    cfg = {"study": "toy", "description": "synthetic",
+           "reference": {"model": "embedded:smollm2-135m-instruct"},
            "seeds": {"global": 0, "bootstrap": bootstrap_seed, "holdout": 2}, "corpora": list(corpora),
            "contexts": [256, 512], "tasks": ["piqa", "sciq"],
-           "zone": {"definition": "relative", "threshold": 0.02, "sweep": SWEEP, "primary_metric": "kld_mean"},
+           "zone": {"definition": "relative", "threshold": 0.02, "sweep": SWEEP,
+                    "primary_metric": "kld_mean"},
            "quants": [{"id": q, "method": "gguf", "type": "Q4_0"} for q in sorted(quants["quant_id"])],
            "profiles": {"default": {"bootstrap": N_BOOT, "holdout_splits": N_SPLITS}}}
     (r / "toy.yaml").write_text(yaml.safe_dump(cfg))
@@ -145,7 +145,8 @@ def test_stats_json(products):
     assert stats["n_quants"] == 13 and stats["n_zone"] == int(zone.sum()) and 0 < stats["n_zone"] < 13
     assert stats["n_zone_rho"] == int((zone & fin).sum()) == stats["n_zone"] - 1 and stats["n_full_rho"] == 12
     rho, p = A.spearman(cohort["kld_mean"][fin], cohort["score"][fin])
-    assert stats["rho_full"] == pytest.approx(rho, abs=1e-12) and stats["p_full"] == pytest.approx(p, rel=1e-9)
+    assert stats["rho_full"] == pytest.approx(rho, abs=1e-12)
+    assert stats["p_full"] == pytest.approx(p, rel=1e-9)
     rho_zone, _ = A.spearman(cohort["kld_mean"][zone & fin], cohort["score"][zone & fin])
     assert stats["rho_zone"] == pytest.approx(rho_zone, abs=1e-12)
     assert stats["zone_definition"] == "relative composite degradation <= 2%"
@@ -154,7 +155,8 @@ def test_stats_json(products):
                      ("rho_vol_zone_ci", ("vol_rate", "zone"))):
         lo, hi = stats[key]
         assert lo == pytest.approx(fz.loc[row, "ci_lo"], rel=1e-9) and lo <= hi
-    assert fz.loc[("score", "zone"), "n"] == stats["n_zone_rho"] and fz.loc[("score", "full"), "n_boot"] == N_BOOT
+    assert fz.loc[("score", "zone"), "n"] == stats["n_zone_rho"]
+    assert fz.loc[("score", "full"), "n_boot"] == N_BOOT
     assert fz.loc[("vol_rate", "zone"), "rho"] == pytest.approx(stats["rho_vol_zone"], abs=1e-9)
     assert stats["provenance"]["config_hash"] == cfg.config_hash
     cohort_csv = pd.read_csv(r / "cohort.csv")
@@ -186,7 +188,8 @@ def test_sensitivity_values(products):
     assert summary["scope"].tolist() == ["heldout", "insample", "full"]
     stats = json.loads((r / "stats.json").read_text())
     power = pd.read_csv(r / "power.csv").set_index("scope")
-    assert power.loc["zone", "n"] == stats["n_zone_rho"] and power.loc["full", "n"] == 12  # q03 lacks kld_mean
+    assert power.loc["zone", "n"] == stats["n_zone_rho"]
+    assert power.loc["full", "n"] == 12  # q03 lacks kld_mean
     assert power.loc["zone", "mdr"] == pytest.approx(stats["mdr_zone"], rel=1e-9)
     assert power.loc["zone", "mdr"] == pytest.approx(A.min_detectable_rho(stats["n_zone_rho"]), rel=1e-9)
     tost = A.tost_rho(stats["rho_zone"], stats["n_zone_rho"], analyze.TOST_MARGIN)
@@ -258,7 +261,8 @@ def test_errors_name_the_file(tmp_path):
     write_table(q, QUANTS, other / "quants.csv", {})
     with pytest.raises(ContractError) as err:
         analyze.load(other)
-    assert "tables belong to different studies" in _one_line(err) and "quants.csv 'elsewhere'" in str(err.value)
+    assert "tables belong to different studies" in _one_line(err)
+    assert "quants.csv 'elsewhere'" in str(err.value)
 
     cfg_other = replace(cfg, study="smollm2")
     with pytest.raises(ValueError) as err:
@@ -308,6 +312,15 @@ def test_tiny_study_without_per_prompt_kld(tmp_path):
     assert sorted(p.name for p in figdir.glob("*.pdf")) == sorted(f"{n}.pdf" for n in analyze.FIGURES)
 
 
+def test_resolve_defaults():
+    r, figdir, cfg = analyze.resolve("smollm2", "smoke")
+    assert (r, figdir) == (DATA / "smollm2", FIGURES / "smollm2")
+    assert cfg.study == "smollm2" and cfg.profile_name == "smoke"
+    label, title = analyze.study_label(cfg)
+    assert label == ("small-model replication (SmolLM2-135M-Instruct, embedded default), "
+                     "not the paper's models") and title.startswith("smollm2: SmolLM2-135M-Instruct")
+
+
 def test_never_imports_torch():
     code = "import sys, silentzone.analyze; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
@@ -323,8 +336,8 @@ def test_notebook_is_thin_and_parameterized(name):
     assert book.metadata.kernelspec.name == "python3"
     params = [c for c in book.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
-    for line in ('study: str = "smollm2"', 'profile: str = "default"', 'results: str = ""', 'figures: str = ""',
-                 'config: str = ""'):
+    for line in ('study: str = "smollm2"', 'profile: str = "default"', 'results: str = ""',
+                 'figures: str = ""', 'config: str = ""'):
         assert line in params[0].source
     assert all(not c.get("outputs") for c in book.cells if c.cell_type == "code")
 
@@ -335,8 +348,8 @@ def test_notebooks_run_with_papermill(tmp_path):
     config = write_study(r)
     for name in NOTEBOOKS_RUN:
         pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
-                            parameters=dict(study="toy", profile="default", results=str(r), figures=str(figdir),
-                                            config=str(config)),
+                            parameters=dict(study="toy", profile="default", results=str(r),
+                                            figures=str(figdir), config=str(config)),
                             kernel_name="python3", progress_bar=False, cwd=str(REPO))
     assert (r / "stats.json").is_file() and (r / "routing.csv").is_file()
     assert sorted(p.name for p in figdir.glob("*.png")) == sorted(f"{n}.png" for n in analyze.FIGURES)
