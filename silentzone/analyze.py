@@ -24,7 +24,9 @@ Choices (each recorded in the products):
     corpus/ctx for FIGURE_METRICS, failure prediction, routing). The full grids (sweep and robustness
     over every corpus x ctx x metric, decomposition correlations of the other metrics) carry the
     Fisher-z interval only (n_boot == 0 marks them): ~30 metrics x 12 settings x 9 thresholds at
-    10,000 resamples would take minutes. `bootstrap_all=True` resamples everything.
+    10,000 resamples would take minutes. `bootstrap_all=True` resamples everything. Failure
+    prediction resamples every prompt, so its CIs use min(profile.bootstrap, PER_PROMPT_RESAMPLES);
+  - products cover the cohort: quants with status ok (samples of failed quants are left out).
 
 Errors on bad input are one line naming the file (ContractError or ValueError).
 Never imports torch or the pipeline stages: only analysis, pandas, numpy and the light silentzone modules.
