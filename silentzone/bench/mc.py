@@ -69,7 +69,13 @@ def _hf_shared(model, ctx_ids, conts):
         out = m(input_ids=torch.tensor([list(ctx_ids)], device=dev), use_cache=True)
         cache = out.past_key_values
         if len(conts) > 1:
-            cache.batch_repeat_interleave(len(conts))
+            try:
+                cache.batch_repeat_interleave(len(conts))
+            except (AttributeError, NotImplementedError):
+                # caches with recurrent layers (Qwen3.5/3.6 Gated DeltaNet) cannot be repeated:
+                # run the context once per continuation, as one batch
+                ctx = torch.tensor([list(ctx_ids)] * len(conts), device=dev)
+                cache = m(input_ids=ctx, use_cache=True).past_key_values
         out2 = m(input_ids=batch.to(dev), past_key_values=cache, use_cache=True)
     ctx_logits = out.logits[0].float().cpu().numpy()
     cl = out2.logits.float().cpu().numpy()

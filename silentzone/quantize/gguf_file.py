@@ -49,23 +49,23 @@ def requested_type(recipe: dict) -> str:
     return found[-1].upper() if found else Path(stem).stem
 
 
-def _local(path: str) -> list[Path]:
+def _local(path: str) -> list[tuple[str, Path]]:
     first = Path(path).expanduser()
     files = [first.with_name(n) for n in shard_names(first.name)]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise GGUFFileError(f"GGUF file(s) not found: {', '.join(missing[:3])}")
-    return [f.resolve() for f in files]
+    return [(f.name, f.resolve()) for f in files]
 
 
-def _hub(repo: str, file: str, revision: str | None) -> list[Path]:
+def _hub(repo: str, file: str, revision: str | None) -> list[tuple[str, Path]]:
     from huggingface_hub import hf_hub_download
     folder = str(Path(file).parent) if "/" in file else ""
     out = []
     for name in shard_names(file):
         rel = f"{folder}/{name}" if folder else name
         try:
-            out.append(Path(hf_hub_download(repo, rel, revision=revision or None)).resolve())
+            out.append((name, Path(hf_hub_download(repo, rel, revision=revision or None)).resolve()))
         except Exception as e:  # noqa: BLE001 - offline, auth, missing file: one line, the row fails
             msg = (str(e).strip().splitlines() or [""])[0][:160]
             raise GGUFFileError(f"{repo}/{rel}: hub download failed ({type(e).__name__}: {msg}; "
@@ -74,7 +74,9 @@ def _hub(repo: str, file: str, revision: str | None) -> list[Path]:
 
 
 def fetch(recipe: dict, dest: Path) -> list[Path]:
-    """Link the GGUF (every shard) into `dest`; return the links, first shard first."""
+    """Link the GGUF (every shard) into `dest` under its file name(s) (hub blobs are named by their
+    hash; the links keep the names, which llama.cpp needs to find the shards); return the links,
+    first shard first."""
     if recipe.get("path"):
         sources = _local(recipe["path"])
     elif recipe.get("repo") and recipe.get("file"):
@@ -84,18 +86,13 @@ def fetch(recipe: dict, dest: Path) -> list[Path]:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     links = []
-    for src in sources:
-        link = dest / src.name if SHARD.match(src.name) or len(sources) > 1 else dest / _name(recipe, src)
+    for name, src in sources:
+        link = dest / name
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(src)
         links.append(link)
     return links
-
-
-def _name(recipe: dict, src: Path) -> str:
-    """The link's name: the file's name in the repo (hub blobs are named by their hash)."""
-    return Path(recipe.get("file") or recipe.get("path") or src.name).name
 
 
 def identity(files: list[Path]) -> tuple[int, str]:

@@ -192,7 +192,7 @@ def read_back(model, method: str, recipe: dict) -> dict:
             quantized_params.add(id(p))
     float_bytes = 0
     for _, p in model.named_parameters():  # deduplicated: a tied embedding/lm_head counts once
-        if p.dim() == 2 and id(p) not in quantized_params and p.is_floating_point() and \
+        if p.dim() >= 2 and id(p) not in quantized_params and p.is_floating_point() and \
                 type(p.data) in (torch.Tensor,):
             ty = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}.get(p.dtype, str(p.dtype))
             counts[ty] += 1
