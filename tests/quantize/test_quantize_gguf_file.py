@@ -137,7 +137,10 @@ def test_community_gguf_end_to_end(qstudy, qroot, smollm2_ref, tmp_path, monkeyp
     types = json.loads(row["tensor_types"])
     assert max(types, key=types.get) == "q4_1", types
     assert row["bytes"] == src.stat().st_size and row["sha256"] == sha
-    assert row["check_kld"] < 1e-3, row["check_kld"]  # the reference is this file's expansion
+    # The reference is this file's float expansion, so only llama.cpp's q4_1 arithmetic (8-bit
+    # activations in its dot products) separates them: measured 0.0087 nats/token, against 0.36 for
+    # a Q4_0 made from the reference (STACK.md); a different model would be far above this bound.
+    assert row["check_kld"] < 0.02, row["check_kld"]
     again = make_quant(qstudy, q, smollm2_ref, root=qroot)
     assert again["reused"] and again["sha256"] == sha
     bad = QuantCfg("community-Q4_1-badsha", "gguf_file", {"path": str(src), "sha256": "0" * 64})
