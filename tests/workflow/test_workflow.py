@@ -95,16 +95,19 @@ def smoke(tmp_path_factory):
     home = _private_home(tmp_path_factory.mktemp("smoke"))
     sd = home / "studies" / "smollm2" / "smoke"
     seed = int(os.environ.get("SILENTZONE_KILL_SEED", random.SystemRandom().randrange(10**6)))
-    delay = random.Random(seed).uniform(20, 70)
+    delay = random.Random(seed).uniform(30, 90)
     print(f"kill-and-resume: SIGKILL after {delay:.1f} s (SILENTZONE_KILL_SEED={seed})")
     p = subprocess.Popen(CLI + ["reproduce", "--study", "smollm2", "--profile", "smoke", "--cores", "2"],
                          env=_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          start_new_session=True, cwd=REPO)
     time.sleep(delay)
     still_running = p.poll() is None
-    markers = {str(m.relative_to(sd)): m.stat().st_mtime_ns for m in (sd / "wf").rglob("*.json")
-               if m.name != "config.json"} if (sd / "wf").exists() else {}
+    killed_at = time.time()
     os.killpg(p.pid, signal.SIGKILL)
+    # Markers written more than 10 s before the kill belong to jobs Snakemake had seen finish (a job
+    # killed between writing its marker and exiting is rightly rerun as incomplete).
+    markers = {str(m.relative_to(sd)): m.stat().st_mtime_ns for m in (sd / "wf").rglob("*.json")
+               if m.stat().st_mtime < killed_at - 10} if (sd / "wf").exists() else {}
     p.wait()
     t0 = time.time()
     r = _reproduce(home)
@@ -133,6 +136,7 @@ def test_smoke_dag_completes_after_sigkill(smoke):
 @pytest.mark.slow
 def test_smoke_rerun_reused_every_product_finished_before_the_kill(smoke):
     sd = smoke["sd"]
+    assert smoke["markers_at_kill"], "nothing had finished before the kill: raise the delay"
     for rel, mtime in smoke["markers_at_kill"].items():
         assert (sd / rel).stat().st_mtime_ns == mtime, f"{rel} was redone after the kill"
 

@@ -1,0 +1,59 @@
+"""What a fresh clone gets: the shipped results of both embedded studies, consistent with each other,
+and every notebook running top to bottom from them (as `make lab` users open them)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from silentzone.paths import CONFIGS, DATA, FIGURES, NOTEBOOKS
+
+STUDIES = ("smollm2", "gemma3")
+NOTEBOOK_NAMES = sorted(p.stem for p in NOTEBOOKS.glob("0*.ipynb"))
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_shipped_tables_are_valid_and_agree(study):
+    from analysis.contracts import STATS_KEYS
+    from silentzone.analyze import load
+    from silentzone.config import load as load_config
+    cfg = load_config(CONFIGS / f"{study}.yaml", "default")
+    samples, fidelity, quants = load(DATA / study)  # validates the three contract tables
+    assert sorted(quants["quant_id"]) == sorted(q.id for q in cfg.quants)
+    ok = sorted(quants.loc[quants["status"] == "ok", "quant_id"])
+    assert len(ok) >= 28, f"{study}: only {len(ok)} quants ok"
+    assert sorted(set(samples["model"])) == sorted(ok + ["reference"])
+    per_model = samples.groupby("model").size()
+    assert (per_model == len(cfg.tasks) * cfg.profile.n_items).all(), per_model
+    assert set(fidelity["corpus"]) == set(cfg.corpora) and set(fidelity["ctx"]) == set(cfg.contexts)
+    stats = json.loads((DATA / study / "stats.json").read_text())
+    assert set(STATS_KEYS) <= set(stats)
+    assert stats["n_quants"] == len(ok) and "small-model replication" in stats["label"]
+    assert stats["provenance"]["config_hash"] == cfg.config_hash
+    for fig in ("kld_vs_score", "sweep", "holdout", "decomposition", "per_prompt_kld", "routing"):
+        assert (FIGURES / study / f"{fig}.pdf").is_file() and (FIGURES / study / f"{fig}.png").is_file()
+
+
+@pytest.mark.parametrize("name", NOTEBOOK_NAMES)
+def test_notebook_runs_from_the_shipped_data(name, tmp_path):
+    """Each notebook, default parameters except where it writes: a copy of data/smollm2."""
+    import papermill as pm
+    results = tmp_path / "smollm2"
+    shutil.copytree(DATA / "smollm2", results)
+    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), kernel_name="python3",
+                        parameters={"study": "smollm2", "results": str(results),
+                                    "figures": str(tmp_path / "figures")},
+                        cwd=str(NOTEBOOKS), progress_bar=False)
+    nb = json.loads((tmp_path / f"{name}.ipynb").read_text())
+    errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    shown = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert shown, f"{name} displayed nothing"
+    if name == "04_decomposition":  # the shipped headline numbers come back exactly from the tables
+        new = json.loads((results / "stats.json").read_text())
+        old = json.loads((DATA / "smollm2" / "stats.json").read_text())
+        drop = lambda d: {k: v for k, v in d.items() if k != "provenance"}  # noqa: E731
+        assert drop(new) == drop(old)
