@@ -52,8 +52,8 @@ def compare_study(study: str, against: str, results: Path | None = None) -> list
     old = _reader(against, study)
     out = []
     new_q, old_q = pd.read_csv(results / "quants.csv"), _csv(old("quants.csv"))
-    if old_q is None:
-        return [("differs", f"{study}/quants.csv", f"not in {against}")]
+    if old_q is None:  # nothing shipped for this study yet: a first run, not a mismatch
+        return [("note", f"{study}/", f"no copy in {against} to compare with")]
     nondet = set(new_q.loc[~new_q["deterministic"].astype(bool), "quant_id"]) \
         if "deterministic" in new_q else set()
     if sorted(new_q["quant_id"]) != sorted(old_q["quant_id"]):
