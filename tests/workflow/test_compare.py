@@ -1,0 +1,78 @@
+"""compare-results: a rerun matches within the stated tolerances; real differences are found, and those
+of non-bit-reproducible quants (GPTQ/AWQ) are reported without failing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+
+from silentzone.workflow.compare import TOLERANCES, compare_study
+from tests.analysis.conftest import _make_study
+
+
+@pytest.fixture()
+def shipped(tmp_path):
+    samples, fidelity, quants = _make_study(n_quants=6, n_items=20)
+    quants["deterministic"] = quants["quant_id"] != "q02"  # q02 plays a GPTQ quant
+    d = tmp_path / "old" / "toy"
+    d.mkdir(parents=True)
+    samples.to_csv(d / "samples.csv", index=False)
+    fidelity.to_csv(d / "fidelity.csv", index=False)
+    quants.to_csv(d / "quants.csv", index=False)
+    (d / "stats.json").write_text(json.dumps({"rho_full": -0.5, "n_quants": 5}))
+    new = tmp_path / "new" / "toy"
+    shutil.copytree(d, new)
+    return tmp_path / "old", new
+
+
+def levels(rows):
+    return [lvl for lvl, _, _ in rows]
+
+
+def test_identical_copies_match(shipped):
+    old, new = shipped
+    rows = compare_study("toy", str(old), new)
+    assert "differs" not in levels(rows) and "note" not in levels(rows)
+
+
+def test_a_fidelity_change_beyond_tolerance_differs_and_within_it_matches(shipped):
+    old, new = shipped
+    f = pd.read_csv(new / "fidelity.csv")
+    i = f.index[(f["quant_id"] == "q01") & (f["metric"] == "kld_mean")][0]
+    f.loc[i, "value"] *= 1 + TOLERANCES["fidelity_rel"] / 10
+    f.to_csv(new / "fidelity.csv", index=False)
+    assert "differs" not in levels(compare_study("toy", str(old), new))
+    f.loc[i, "value"] *= 1 + 10 * TOLERANCES["fidelity_rel"]
+    f.to_csv(new / "fidelity.csv", index=False)
+    rows = compare_study("toy", str(old), new)
+    differs = [m for lvl, w, m in rows if lvl == "differs"]
+    assert len(differs) == 1 and differs[0].startswith(f"q01: 1 values beyond rel {TOLERANCES['fidelity_rel']}")
+
+
+def test_flipped_answers_of_a_nondeterministic_quant_are_notes_of_others_failures(shipped):
+    old, new = shipped
+    s = pd.read_csv(new / "samples.csv")
+    for q in ("q02", "q03"):
+        i = s.index[(s["model"] == q)][0]
+        s.loc[i, "correct"] = not s.loc[i, "correct"]
+    s.to_csv(new / "samples.csv", index=False)
+    rows = [(lvl, m) for lvl, w, m in compare_study("toy", str(old), new) if w.endswith("samples.csv")]
+    assert ("note", "q02: 1 answers and 0 margins differ") in rows
+    assert ("differs", "q03: 1 answers and 0 margins differ") in rows
+
+
+def test_headline_numbers_must_be_equal(shipped):
+    old, new = shipped
+    (new / "stats.json").write_text(json.dumps({"rho_full": -0.49, "n_quants": 5}))
+    rows = compare_study("toy", str(old), new)
+    # the toy cohort holds a non-deterministic quant: the change is reported, naming it
+    assert any(lvl == "note" and "rho_full: -0.5 -> -0.49" in m and "q02" in m for lvl, _, m in rows)
+
+
+def test_a_study_never_shipped_is_a_note(shipped, tmp_path):
+    _, new = shipped
+    rows = compare_study("toy", str(tmp_path / "nothing"), new)
+    assert levels(rows) == ["note"]
