@@ -135,10 +135,18 @@ def _portable(frame, columns):
     return frame
 
 
-def _publish(frame, schema, name: str, study, results: Path | None, prov: dict) -> None:
+def _publish(frame, schema, name: str, results: Path | None, prov: dict) -> None:
     from ..tables import write_table
     if results is not None:
         write_table(frame, schema, Path(results) / name, prov)
+
+
+def _marker_row(study, stage: str, name: str) -> dict:
+    """The JSON marker of one finished job (wf/<stage>/<name>.json); a one-line error if it has not run."""
+    marker = sd(study) / "wf" / stage / f"{name}.json"
+    if not marker.is_file():
+        raise FileNotFoundError(f"{marker}: {stage} job of {name!r} has not run (run the workflow)")
+    return _row(marker)
 
 
 def gather_quants(study, results: Path | None = None):
@@ -146,15 +154,9 @@ def gather_quants(study, results: Path | None = None):
     from ..provenance import record
     from ..quantize import cohort_frame
     from ..tables import QUANTS
-    rows = []
-    for q in study.quants:
-        marker = sd(study) / "wf" / "quants" / f"{q.id}.json"
-        if not marker.is_file():
-            raise FileNotFoundError(f"{marker}: quant {q.id!r} has not run (run the workflow)")
-        rows.append(_row(marker))
-    frame = cohort_frame(study, rows)
+    frame = cohort_frame(study, [_marker_row(study, "quants", q.id) for q in study.quants])
     frame = _portable(frame.copy(), ("artifact",)).drop(columns=["reused"], errors="ignore")
-    _publish(frame, QUANTS, "quants.csv", study, results,
+    _publish(frame, QUANTS, "quants.csv", results,
              record(study.config_hash, vars(study.seeds), stage="quantize", profile=study.profile_name))
     return frame
 
@@ -166,17 +168,14 @@ def gather_fidelity(study, results: Path | None = None):
     from ..tables import FIDELITY, read_table, write_table
     frames = []
     for q in study.quants:
-        marker = sd(study) / "wf" / "fidelity" / f"{q.id}.json"
-        if not marker.is_file():
-            raise FileNotFoundError(f"{marker}: quant {q.id!r} has not been scored (run the workflow)")
-        if _row(marker)["table"]:
+        if _marker_row(study, "fidelity", q.id)["table"]:
             frames.append(read_table(fidelity_table(study, q.id), FIDELITY))
     frame = (pd.concat(frames, ignore_index=True) if frames
              else pd.DataFrame({c: pd.Series(dtype=object) for c in FIDELITY.names}))
     frame = frame.sort_values(["quant_id", "corpus", "ctx", "metric"], kind="stable").reset_index(drop=True)
     prov = record(study.config_hash, vars(study.seeds), stage="fidelity", profile=study.profile_name)
     write_table(frame, FIDELITY, sd(study) / "fidelity.csv", prov)
-    _publish(frame, FIDELITY, "fidelity.csv", study, results, prov)
+    _publish(frame, FIDELITY, "fidelity.csv", results, prov)
     return frame
 
 
@@ -188,10 +187,7 @@ def gather_samples(study, results: Path | None = None):
     from ..tables import SAMPLES, write_table
     frames = []
     for model in ["reference"] + [q.id for q in study.quants]:
-        marker = sd(study) / "wf" / "bench" / f"{model}.json"
-        if not marker.is_file():
-            raise FileNotFoundError(f"{marker}: model {model!r} has not been benchmarked (run the workflow)")
-        if _row(marker)["status"] != "ok":
+        if _marker_row(study, "bench", model)["status"] != "ok":
             continue
         for task in study.tasks:
             frames.append(read_samples(sd(study) / "samples" / model / f"{task}.csv"))
@@ -201,5 +197,5 @@ def gather_samples(study, results: Path | None = None):
                   tasks=list(study.tasks), n_items=study.profile.n_items)
     write_table(frame, SAMPLES, sd(study) / "samples.csv", prov)
     # Shipped: the contract columns only (generated responses stay in the cache).
-    _publish(frame[SAMPLES.names].copy(), SAMPLES, "samples.csv", study, results, prov)
+    _publish(frame[SAMPLES.names].copy(), SAMPLES, "samples.csv", results, prov)
     return frame
