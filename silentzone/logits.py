@@ -19,13 +19,17 @@ def load_llama(gguf: Path | str, n_ctx: int = 2048, threads: int | None = None, 
                            seed=0, n_gpu_layers=n_gpu_layers)
 
 
-def llama_logits(gguf_or_llm, ids, threads: int | None = None, start: int = 0) -> np.ndarray:
+def llama_logits(gguf_or_llm, ids, threads: int | None = None, start: int = 0, out=None):
     """float32 logits [len(ids) - start, vocab] of llama.cpp for one sequence (fresh KV cache).
 
     Row r holds the logits at position start + r (the prediction of token start + r + 1). Only
     positions >= start request an output, as llama-perplexity does for the second half of its
     windows: the output projection of the other positions is skipped, which matters for large
     vocabularies (Gemma 3: 262,144 rows of lm_head per token).
+
+    `out` (optional): where to write them, a float32 numpy array or torch tensor (any device, e.g.
+    CUDA: each decode's logits are copied from llama.cpp's buffer straight to the GPU, with no
+    numpy copy between) of at least len(ids) - start rows; it is returned.
     """
     ids = [int(i) for i in ids]
     n = len(ids)
@@ -38,7 +42,8 @@ def llama_logits(gguf_or_llm, ids, threads: int | None = None, start: int = 0) -
     llm.reset()
     llm._ctx.kv_cache_clear()
     vocab = llm.n_vocab()
-    out = np.empty((n - start, vocab), dtype=np.float32)
+    out = np.empty((n - start, vocab), dtype=np.float32) if out is None else out
+    to_torch = not isinstance(out, np.ndarray)
     b = llm._batch.batch
     nb = llm.n_batch
     row = 0
@@ -55,7 +60,11 @@ def llama_logits(gguf_or_llm, ids, threads: int | None = None, start: int = 0) -
         llm._ctx.decode(llm._batch)
         if n_out:
             src = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_out * vocab,))
-            out[row:row + n_out] = src.reshape(n_out, vocab)
+            if to_torch:  # synchronous: the next decode overwrites llama.cpp's buffer
+                import torch
+                out[row:row + n_out].copy_(torch.from_numpy(src.reshape(n_out, vocab)))
+            else:
+                out[row:row + n_out] = src.reshape(n_out, vocab)
             row += n_out
     llm.n_tokens = 0  # the Llama object's own bookkeeping: nothing of ours is reusable
     return out

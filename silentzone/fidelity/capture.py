@@ -65,13 +65,19 @@ def model_bos(m) -> int | None:
     return None
 
 
-def window_logits(m, windows: np.ndarray, first: int):
+def window_logits(m, windows: np.ndarray, first: int, out=None):
     """Logits at positions first .. ctx-2 of each window: [B, ctx-1-first, V] (torch on the model's
-    device for transformers, numpy float32 for llama.cpp). Each window starts from an empty cache."""
+    device for transformers, numpy float32 for llama.cpp). Each window starts from an empty cache.
+    llama.cpp only: `out` [B, ctx-first, V] (numpy, or a torch tensor, e.g. on the GPU where the
+    metrics run) receives the rows first .. ctx-1; the returned array is out[:, :-1]."""
     windows = np.atleast_2d(windows)
     if m.kind == "llama.cpp":
         from ..logits import llama_logits
-        return np.stack([llama_logits(m.llm, w, start=first)[:-1] for w in windows])
+        if out is None:
+            out = np.empty((len(windows), windows.shape[1] - first, m.vocab_size), dtype=np.float32)
+        for b, w in enumerate(windows):
+            llama_logits(m.llm, w, start=first, out=out[b])
+        return out[:, :-1]
     import torch
     x = torch.as_tensor(windows.astype(np.int64), device=m.device)
     keep = windows.shape[1] - first

@@ -105,8 +105,10 @@ def _empty(n: int, what, device) -> dict:
     return {m: torch.empty(n, dtype=torch.float64, device=device) for m in what}
 
 
-def _finish(out: dict) -> dict:
-    return {k: v.cpu().numpy() for k, v in out.items()}
+def _finish(out: dict, numpy: bool = True) -> dict:
+    """numpy float64 arrays (one device-to-host copy each), or the tensors where they are when a
+    caller gathers many blocks first (score_store: one copy at the end, no sync per batch)."""
+    return {k: v.cpu().numpy() for k, v in out.items()} if numpy else out
 
 
 def _topk(z, k: int, chunk: int = 512):
@@ -146,7 +148,8 @@ class _Cand:
 
 
 def token_metrics(ref, cand_logits, targets=None, ref_top1=None, ref_target_logp=None,
-                  what=PER_TOKEN, k_topk: int = TOPK_KLD_K, block_elems: int | None = None) -> dict:
+                  what=PER_TOKEN, k_topk: int = TOPK_KLD_K, block_elems: int | None = None,
+                  numpy: bool = True) -> dict:
     """Per-token metrics of a candidate against a full-vocabulary reference.
 
     ref: [T, V] reference logits or log-probs (any float dtype; renormalised here, so a float16
@@ -154,7 +157,8 @@ def token_metrics(ref, cand_logits, targets=None, ref_top1=None, ref_target_logp
     each position predicts (needed for nll_q, nll_p). ref_top1 / ref_target_logp: the reference's
     argmax and exact target log-prob when `ref` is a rounded store (else taken from `ref`).
     Returns {metric: float64 [T]} for metric in `what` (subset of PER_TOKEN); top1 is 1.0 when the
-    candidate's argmax equals the reference's.
+    candidate's argmax equals the reference's. numpy=False returns float64 tensors on the
+    candidate's device instead (no device-to-host copy, no sync).
     """
     import torch
     cand_logits = _torch(cand_logits)
@@ -190,7 +194,7 @@ def token_metrics(ref, cand_logits, targets=None, ref_top1=None, ref_target_logp
             if "topk_kld" in what:
                 v, i = _topk(lp, min(k_topk, V))
                 out["topk_kld"][sl] = _topk_kld(v, c.logp(i), c.floor)
-    return _finish(out)
+    return _finish(out, numpy)
 
 
 def _crossfit(f, g, mean_g, clip: float = 2.0):
@@ -213,7 +217,7 @@ def _crossfit(f, g, mean_g, clip: float = 2.0):
 
 
 def compact_token_metrics(ref: dict, cand_logits, what=PER_TOKEN, k_topk: int = TOPK_KLD_K,
-                          block_elems: int | None = None) -> dict:
+                          block_elems: int | None = None, numpy: bool = True) -> dict:
     """Per-token metrics against a compact reference window (store.encode_window / Store.read):
     top_idx [T, k] sorted by descending log-prob, top_logp [T, k], tail_logmass [T] (log of the
     remaining mass), targets, top1, target_logp [T], and optionally a tail sample tail_idx,
@@ -225,7 +229,8 @@ def compact_token_metrics(ref: dict, cand_logits, what=PER_TOKEN, k_topk: int = 
     tail mass), fitted by cross-fitting (_crossfit): unbiased, and its variance is that of the
     second-order remainder for near-identical models (Q8_0) and of f itself for distant ones.
     Without a tail sample the divergences are those of the (k+1)-bucket coarsening (lower bounds).
-    nll_p and top1 use the stored exact target log-prob and argmax.
+    nll_p and top1 use the stored exact target log-prob and argmax. numpy=False: float64 tensors
+    on the candidate's device (see token_metrics).
     """
     import torch
     cand_logits = _torch(cand_logits)
@@ -278,7 +283,7 @@ def compact_token_metrics(ref: dict, cand_logits, what=PER_TOKEN, k_topk: int = 
                 out["top1"][sl] = (c.top1 == ref_top1[sl]).double()
             if "topk_kld" in what:
                 out["topk_kld"][sl] = _topk_kld(lp_h[:, :k_topk], lq_h[:, :k_topk], c.floor)
-    return _finish(out)
+    return _finish(out, numpy)
 
 
 def _rest_logmass(c: _Cand, idx, lq_h):

@@ -61,42 +61,99 @@ def _stack(parts: list[dict]) -> dict:
     return {k: np.stack([p[k] for p in parts]) for k in parts[0]}
 
 
+def _metric_device(m):
+    """Where the metrics run: the model's device for transformers; for llama.cpp the GPU when the
+    model was opened on one (its logits are copied there straight from llama.cpp's buffer), else
+    the CPU."""
+    import torch
+    dev = torch.device(str(getattr(m, "device", "cpu")))
+    if m.kind == "llama.cpp" and (dev.type != "cuda" or not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return dev
+
+
+def _read_batch(store: Store, idx: list[int], kind: str, pin: bool) -> dict:
+    """The store arrays of windows idx, rows concatenated; page-locked when `pin` (so the copy to
+    the GPU is asynchronous). Runs in a helper thread, one batch ahead of the forward."""
+    import torch
+    refs = [store.read(i, kind) for i in idx]
+    ref = {k: np.concatenate([np.asarray(r[k]) for r in refs]) for k in refs[0]}
+    if pin:
+        ref = {k: torch.from_numpy(v).pin_memory() for k, v in ref.items()}
+    return ref
+
+
+def _nonfinite(z):
+    """[number of NaN, number of inf] in z (a device tensor; no sync)."""
+    import torch
+    return torch.stack([torch.isnan(z).sum(), torch.isinf(z).sum()])
+
+
 def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: str = "",
                 timings: dict | None = None) -> dict:
-    """Per-token metrics {metric: float64 [n_windows, n_scored]} of model `m` against a store."""
+    """Per-token metrics {metric: float64 [n_windows, n_scored]} of model `m` against a store.
+
+    On a GPU nothing waits for the device inside the loop: the store is read one batch ahead in a
+    helper thread (page-locked, copied asynchronously), the metrics stay on the device until the
+    end, and the finiteness check is counted there and raised (NonFiniteLogits) after the loop.
+    timings: forward_s and metrics_s are then launch times, not device times (they need a sync).
+    """
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+    from .kernels import _compiled
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     if not store.complete():
         raise StoreError(f"{store.path}: capture is incomplete")
     check_compatible(m, store.n_vocab, store.meta.get("probe_ids"), label)
     windows = store.windows()
-    parts = []
+    dev = _metric_device(m)
+    gpu = dev.type == "cuda"
+    where = f"{label or m.name} on {store.path.name}"
+    batches = [list(range(j, min(store.n_windows, j + batch))) for j in range(0, store.n_windows, batch)]
+    n = store.ctx - 1 - store.first
+    buf = None
+    if m.kind == "llama.cpp" and gpu:  # logits land here, on the GPU, straight from llama.cpp
+        buf = torch.empty((batch, n + 1, store.n_vocab), dtype=torch.float32, device=dev)
+    parts, bad = [], []
     t_fwd = t_met = 0.0
-    for j in range(0, store.n_windows, batch):
-        idx = list(range(j, min(store.n_windows, j + batch)))
-        t0 = time.perf_counter()
-        z = window_logits(m, windows[idx], store.first)
-        t1 = time.perf_counter()
-        check_finite(z, f"{label or m.name} on {store.path.name} window {idx[0]}")
-        if z.shape[-1] != store.n_vocab:
-            raise ScoreRefused(f"{label or m.name}: logits have {z.shape[-1]} columns, reference "
-                               f"vocabulary {store.n_vocab}; refusing to compare")
-        # one kernel call per batch of windows (rows concatenated): fewer launches on a GPU
-        refs = [store.read(i, kind) for i in idx]
-        ref = {k: np.concatenate([np.asarray(r[k]) for r in refs]) for k in refs[0]}
-        zz = z.reshape(-1, z.shape[-1])
-        if kind == "exact":
-            pt = token_metrics(ref["logp"], zz, ref["targets"], ref["top1"], ref["target_logp"])
-        else:
-            pt = compact_token_metrics(ref, zz)
-        n = z.shape[1]
-        parts += [{k: v[r * n:(r + 1) * n] for k, v in pt.items()} for r in range(len(idx))]
-        t2 = time.perf_counter()
-        t_fwd += t1 - t0
-        t_met += t2 - t1
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(_read_batch, store, batches[0], kind, gpu)
+        for b, idx in enumerate(batches):
+            t0 = time.perf_counter()
+            z = window_logits(m, windows[idx], store.first,
+                              out=None if buf is None else buf[:len(idx)])
+            t1 = time.perf_counter()
+            ref = ahead.result()
+            if b + 1 < len(batches):
+                ahead = pool.submit(_read_batch, store, batches[b + 1], kind, gpu)
+            if z.shape[-1] != store.n_vocab:
+                raise ScoreRefused(f"{label or m.name}: logits have {z.shape[-1]} columns, reference "
+                                   f"vocabulary {store.n_vocab}; refusing to compare")
+            if gpu:
+                bad.append(_compiled(_nonfinite, dev)(z))
+            else:
+                check_finite(z, f"{where} window {idx[0]}")
+            # one kernel call per batch of windows (rows concatenated): fewer launches on a GPU
+            zz = z.reshape(-1, z.shape[-1])
+            if kind == "exact":
+                pt = token_metrics(ref["logp"], zz, ref["targets"], ref["top1"], ref["target_logp"],
+                                   numpy=False)
+            else:
+                pt = compact_token_metrics(ref, zz, numpy=False)
+            parts.append(pt)
+            t_fwd += t1 - t0
+            t_met += time.perf_counter() - t1
+    if bad:
+        counts = torch.stack(bad).cpu().numpy()
+        for b, (n_nan, n_inf) in enumerate(counts):
+            if n_nan or n_inf:
+                raise NonFiniteLogits(f"non-finite logits ({n_nan} NaN, {n_inf} inf) in {where} "
+                                      f"window {batches[b][0]}")
     if timings is not None:
         timings.update(forward_s=t_fwd, metrics_s=t_met)
-    return _stack(parts)
+    return {k: torch.cat([p[k] for p in parts]).cpu().numpy().reshape(store.n_windows, n)
+            for k in parts[0]}
 
 
 def score_text(reference, candidate, text: str, ctx: int, *, scoring: str = "half",
