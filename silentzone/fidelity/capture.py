@@ -89,6 +89,18 @@ def window_logits(m, windows: np.ndarray, first: int, out=None):
         return z[:, -keep:-1]
 
 
+def llama_gpu_buffer(m, batch: int, rows: int):
+    """For a llama.cpp model opened on a GPU (a CUDA build offloads every layer), a float32 buffer
+    [batch, rows, V] on that GPU for window_logits(out=): logits go there straight from llama.cpp's
+    buffer and are encoded or scored on the GPU. None otherwise (numpy on the CPU)."""
+    if m.kind != "llama.cpp" or not str(getattr(m, "device", "cpu")).startswith("cuda"):
+        return None
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    return torch.empty((batch, rows, m.vocab_size), dtype=torch.float32, device=str(m.device))
+
+
 def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("compact",),
             k: int = DEFAULT_K, m: int = DEFAULT_M, device: str = "cpu", threads: int | None = None,
             batch: int = 1, extra: dict | None = None, log=None) -> Store:
@@ -107,10 +119,11 @@ def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("com
     st = Store.create(out, windows, n_vocab=model.vocab_size, scoring=scoring, kinds=kinds, k=k, m=m,
                       extra=meta)
     todo = [i for i in range(st.n_windows) if not st.done(i)]
+    buf = llama_gpu_buffer(model, batch, ctx - first)
     t0 = time.perf_counter()
     for j in range(0, len(todo), batch):
         idx = todo[j:j + batch]
-        z = window_logits(model, windows[idx], first)
+        z = window_logits(model, windows[idx], first, out=None if buf is None else buf[:len(idx)])
         for r, i in enumerate(idx):
             st.write(i, encode_window(z[r], windows[i, first + 1:], kinds=st.kinds, k=k, m=m,
                                       rng=st.rng(i)))

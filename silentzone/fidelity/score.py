@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .capture import (model_bos, model_tokenize, open_scorer, probe_text, reference_of, store_dir,
-                      window_batch, window_logits)
+from .capture import (llama_gpu_buffer, model_bos, model_tokenize, open_scorer, probe_text,
+                      reference_of, store_dir, window_batch, window_logits)
 from .kernels import PER_TOKEN, compact_token_metrics, summarize, token_metrics
 from .store import KINDS, Store, StoreError, first_scored, make_windows
 
@@ -66,10 +66,9 @@ def _metric_device(m):
     model was opened on one (its logits are copied there straight from llama.cpp's buffer), else
     the CPU."""
     import torch
-    dev = torch.device(str(getattr(m, "device", "cpu")))
-    if m.kind == "llama.cpp" and (dev.type != "cuda" or not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return dev
+    if m.kind == "llama.cpp":
+        return torch.device(str(m.device)) if llama_gpu_buffer(m, 1, 0) is not None else torch.device("cpu")
+    return torch.device(str(getattr(m, "device", "cpu")))
 
 
 def _read_batch(store: Store, idx: list[int], kind: str, pin: bool) -> dict:
@@ -112,9 +111,7 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
     where = f"{label or m.name} on {store.path.name}"
     batches = [list(range(j, min(store.n_windows, j + batch))) for j in range(0, store.n_windows, batch)]
     n = store.ctx - 1 - store.first
-    buf = None
-    if m.kind == "llama.cpp" and gpu:  # logits land here, on the GPU, straight from llama.cpp
-        buf = torch.empty((batch, n + 1, store.n_vocab), dtype=torch.float32, device=dev)
+    buf = llama_gpu_buffer(m, batch, n + 1)  # llama.cpp on a GPU: logits land there directly
     parts, bad = [], []
     t_fwd = t_met = 0.0
     with ThreadPoolExecutor(1) as pool:
