@@ -2,6 +2,7 @@
 
     silentzone bench --study smollm2 --profile smoke
     silentzone bench --study smollm2 --models reference=/path/ref.gguf Q4_0=/path/quants/Q4_0
+    silentzone bench-accuracy --study smollm2 gemma3 --n-items 300   # README's accuracy table
     silentzone bench-import --study smollm2 --model Q4_K_M-vllm out/samples_piqa_*.jsonl
 Without --models: the study's float reference (GGUF) plus every quant of the profile whose
 artifact directory exists under <study_dir>/quants/<quant_id>/ (artifact.json).
@@ -50,6 +51,23 @@ def _bench(args) -> int:
     return 0
 
 
+def _accuracy(args) -> int:
+    import logging
+    from ..config import load
+    from ..paths import CONFIGS
+    from .report import reference_accuracy
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in args.study:
+        study = load(args.config or CONFIGS / f"{name}.yaml", args.profile)
+        table = reference_accuracy(study, args.n_items, tasks=args.tasks, out=args.out,
+                                   threads=args.threads)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        bad = table[~table["above_chance"]]
+        if len(bad):
+            print(f"{name}: not clearly above chance: {', '.join(bad['task'])}", file=sys.stderr)
+    return 0
+
+
 def _import(args) -> int:
     import pandas as pd
     from ..paths import study_dir
@@ -81,6 +99,16 @@ def register(sub) -> None:
     b.add_argument("--threads", type=int)
     b.add_argument("--out", help="default: the study directory in the cache")
     b.set_defaults(fn=_bench)
+    a = sub.add_parser("bench-accuracy", help="the float reference alone on its tasks with more items: "
+                                              "accuracy with Wilson CIs vs chance (data/<study>/reference_accuracy.csv)")
+    a.add_argument("--study", nargs="+", default=["smollm2"])
+    a.add_argument("--config")
+    a.add_argument("--profile", default="default")
+    a.add_argument("--tasks", nargs="+", help="default: the profile's tasks")
+    a.add_argument("--n-items", type=int, default=300)
+    a.add_argument("--threads", type=int)
+    a.add_argument("--out", help="default: data/<study>/reference_accuracy.csv")
+    a.set_defaults(fn=_accuracy)
     i = sub.add_parser("bench-import", help="import lm-eval --log_samples jsonl into a SAMPLES table")
     i.add_argument("files", nargs="+")
     i.add_argument("--study", default="smollm2")

@@ -2,11 +2,15 @@
 
     accuracy_table(frame)   model x task: n, acc, 95% Wilson CI, chance, kld_mean
     flips(frame)            model x task: items lost / gained vs the reference, net, flip rate
+    reference_accuracy(study, n_items=300)   the float reference alone, more items: README table
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 
 import pandas as pd
 
@@ -47,3 +51,46 @@ def flips(frame: pd.DataFrame, reference: str = "reference") -> pd.DataFrame:
         rows.append({"model": m, "task": t, "n": len(g), "lost": lost, "gained": gained,
                      "net": gained - lost, "flip_rate": (lost + gained) / len(g)})
     return pd.DataFrame(rows)
+
+
+def reference_accuracy(study, n_items: int = 300, tasks: list[str] | None = None,
+                       out: str | Path | None = None, threads: int | None = None,
+                       device: str = "cpu") -> pd.DataFrame:
+    """The study's float reference alone on its (profile's) tasks with `n_items` items each: per task
+    n, acc and acc_norm with Wilson 95% CIs, the chance level, and whether the lower bound of acc's CI
+    clears it. Per-task samples go to <study_dir>/accuracy-n<N>/ (a rerun resumes finished tasks);
+    the table is written to `out` (default data/<study>/reference_accuracy.csv) with provenance.
+    """
+    from ..models import resolve
+    from ..paths import REPO, study_dir
+    from ..provenance import record
+    from .run import run_benchmarks
+    from .tasks import TASKS
+    ref = resolve(study.reference.model, study.reference.dtype)
+    root = study_dir(study.study, study.profile_name) / f"accuracy-n{n_items}"
+    frame = run_benchmarks(study, {"reference": str(ref.gguf)}, tasks=tasks, n_items=n_items,
+                           threads=threads, out_dir=root, device=device, combined=False)
+    rows = []
+    for t, g in frame.groupby("task", sort=False):
+        n = len(g)
+        k, kn = int(g["correct"].sum()), int(g["correct_norm"].sum())
+        lo, hi = wilson(k, n)
+        lon, hin = wilson(kn, n)
+        chance = TASKS[t].chance
+        rows.append({"study": study.study, "model": study.reference.model, "task": t,
+                     "kind": str(g["kind"].iloc[0]), "n": n, "acc": k / n, "acc_ci_low": lo,
+                     "acc_ci_high": hi, "acc_norm": kn / n, "acc_norm_ci_low": lon,
+                     "acc_norm_ci_high": hin, "chance": chance,
+                     "above_chance": bool(lo > chance)})
+    table = pd.DataFrame(rows)
+    out = Path(out) if out else REPO / "data" / study.study / "reference_accuracy.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    table.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+    prov = record(study.config_hash, {"selection": None}, stage="reference_accuracy",
+                  n_items=n_items, reference_gguf=str(ref.gguf).replace(str(Path.home()), "~"),
+                  tasks=list(table["task"]))
+    prov.pop("created_utc", None)
+    out.with_name(out.name + ".provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, out)
+    return table
