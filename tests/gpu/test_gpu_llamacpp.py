@@ -45,7 +45,7 @@ def _gpu_build() -> bool:
 @pytest.mark.gpu
 @pytest.mark.skipif(not _gpu_build(), reason="needs CUDA and a CUDA build of llama.cpp")
 def test_llamacpp_cuda(tmp_path_factory):
-    run_llamacpp("cuda", "full", tmp_path_factory)
+    run_llamacpp("cuda", os.environ.get("SILENTZONE_LLAMA_SIZE", "full"), tmp_path_factory)
 
 
 @pytest.mark.slow
