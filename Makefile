@@ -34,6 +34,11 @@ paper: setup
 smoke: setup
 	$(SZ) reproduce --study smollm2 --profile smoke --cores $(CORES)
 
+# The CPU benchmarks (bench/*.py, issue 8): side-by-side ratios against their targets, written to
+# bench/cpu/results.json and the CPU block of bench/RESULTS.md. Minutes on 2 cores.
+bench: setup
+	$(PY) bench/run_all.py
+
 lab: setup
 	.venv/bin/jupyter lab notebooks/
 

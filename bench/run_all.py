@@ -1,0 +1,133 @@
+"""Run every CPU benchmark (`make bench`), print each ratio against its target with the machine,
+versions and date, and write bench/cpu/results.json and the CPU block of bench/RESULTS.md.
+
+    .venv/bin/python bench/run_all.py [--only scoring_overhead,mc_scoring] [--quick]
+
+Each script runs in its own process (fresh memory; one failing does not stop the others) and
+writes bench/cpu/<name>.json. bench/e2e.py (end-to-end stage shares) runs too when it exists.
+Only the text between the cpu-bench markers of RESULTS.md is rewritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+SCRIPTS = ("scoring_overhead", "store_size", "vs_llama_perplexity", "mc_scoring", "memory")
+BEGIN, END = "<!-- cpu-bench:begin -->", "<!-- cpu-bench:end -->"
+HEADING = ("## CPU\n\nWritten by `make bench` (`bench/run_all.py`): ratios measured side by side in one "
+           "run, repetitions interleaved, median of neighbouring pairs. Numbers: "
+           "`bench/cpu/results.json`.\n\n")
+
+
+def rewrite_block(path: Path, body: str) -> None:
+    """Replace the text between the cpu-bench markers of `path` with `body`; without the markers,
+    insert a CPU section holding them just above the `## GPU` heading (else at the end). Nothing
+    outside the markers changes."""
+    path = Path(path)
+    text = path.read_text() if path.is_file() else "# Benchmarks of the pipeline\n\n"
+    block = f"{BEGIN}\n{body.strip()}\n{END}"
+    if text.count(BEGIN) == 1 and text.count(END) == 1 and text.index(BEGIN) < text.index(END):
+        a, b = text.index(BEGIN), text.index(END) + len(END)
+        new = text[:a] + block + text[b:]
+    elif BEGIN in text or END in text:
+        raise ValueError(f"{path}: cpu-bench markers are unbalanced; fix them by hand")
+    else:
+        lines = text.splitlines(keepends=True)
+        at = next((i for i, ln in enumerate(lines) if ln.rstrip() == "## GPU"), None)
+        section = HEADING + block + "\n\n"
+        if at is None:
+            new = text.rstrip("\n") + "\n\n" + section
+        else:
+            new = "".join(lines[:at]) + section + "".join(lines[at:])
+    path.write_text(new)
+
+
+def fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def markdown(results: list[dict], hdr: dict, log: list[str]) -> str:
+    v = hdr["versions"]
+    out = [f"Machine: {hdr['cpu']}, {hdr['cores']} cores, {hdr['threads']} threads used, load average "
+           f"{' / '.join(map(str, hdr['loadavg']))} at the start (shared machine). Versions: "
+           + ", ".join(f"{k} {x}" for k, x in v.items() if x) + f". Date {hdr['date']}, commit "
+           f"{hdr['commit']}. Command: `make bench`.", "",
+           "| benchmark | ratio | value | target | result | detail |", "|---|---|---|---|---|---|"]
+    for r in results:
+        for x in r["rows"]:
+            tgt = f"{x['op']} {x['target']}" if x["op"] else "(info)"
+            res = "" if x["pass"] is None else ("pass" if x["pass"] else "**miss**")
+            out.append(f"| {r['name']} | {x['metric']} | {fmt(x['value'])}{x['unit']} | {tgt} | {res} | "
+                       f"{x['detail']} |")
+    for r in results:
+        for n in r.get("notes", []):
+            out.append(f"\n{r['name']}: {n}")
+    if log:
+        out += ["", *log]
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default="", help="comma-separated script names (default: all)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (tests); writes no RESULTS.md")
+    ap.add_argument("--out", type=Path, default=C.OUT)
+    ap.add_argument("--results-md", type=Path, default=C.BENCH / "RESULTS.md")
+    a = ap.parse_args(argv)
+    names = [n for n in a.only.split(",") if n] or list(SCRIPTS)
+    hdr = C.header()
+    print(f"machine: {hdr['cpu']}, {hdr['cores']} cores, load {hdr['loadavg']}; {hdr['date']}")
+    print("versions: " + ", ".join(f"{k} {v}" for k, v in hdr["versions"].items()), flush=True)
+    log, failed = [], 0
+    for n in names:
+        t0 = time.perf_counter()
+        print(f"\n== {n}", flush=True)
+        cmd = [sys.executable, str(C.BENCH / f"{n}.py"), "--out", str(a.out)] + (["--quick"] if a.quick else [])
+        rc = subprocess.run(cmd).returncode
+        if rc:
+            failed += 1
+            log.append(f"{n}: FAILED (exit {rc}); its earlier result, if any, is shown.")
+        print(f"   ({time.perf_counter() - t0:.0f} s, exit {rc})", flush=True)
+    e2e = C.BENCH / "e2e.py"
+    if a.quick:
+        print("\n== e2e: skipped in --quick mode")
+    elif not a.only or "e2e" in names:
+        if e2e.is_file():
+            print("\n== e2e", flush=True)
+            rc = subprocess.run([sys.executable, str(e2e)]).returncode
+            if rc:
+                failed += 1
+                log.append(f"e2e: FAILED (exit {rc})")
+        else:
+            print("\n== e2e: bench/e2e.py does not exist; skipped")
+    results = []
+    for p in sorted(Path(a.out).glob("*.json")):
+        if p.name == "results.json":
+            continue
+        r = json.loads(p.read_text())
+        if isinstance(r, dict) and "rows" in r:
+            results.append(r)
+    order = {n: i for i, n in enumerate(SCRIPTS)}
+    results.sort(key=lambda r: order.get(r["name"], len(order)))
+    print("\n== summary")
+    for r in results:
+        print(f"{r['name']} ({r['header']['date']}):")
+        for x in r["rows"]:
+            print(C.format_row(x))
+    (Path(a.out) / "results.json").write_text(json.dumps({"header": hdr, "results": results}, indent=2) + "\n")
+    if not a.quick:
+        rewrite_block(a.results_md, markdown(results, hdr, log))
+        print(f"wrote {a.results_md} (CPU block) and {Path(a.out) / 'results.json'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

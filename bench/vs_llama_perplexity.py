@@ -1,0 +1,96 @@
+"""Target 3: our KLD workflow for a GGUF pair takes no longer than llama.cpp's perplexity tool.
+
+ours   = one fresh process: open the reference, tokenize the text, capture the compact reference
+         store (fidelity.capture), open the candidate, score it against the store (score_store)
+         and summarise: Python start-up and imports included;
+theirs = `llama-perplexity --kl-divergence-base BASE` on the reference, then
+         `llama-perplexity --kl-divergence-base BASE --kl-divergence` on the candidate.
+Same text file, context, batch and threads; the store and the base file are deleted before every
+repetition; repetitions interleaved. Ratio = ours / theirs (median of neighbouring pairs).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+TARGET = 1.0
+
+
+def ours(ref: str, cand: str, text: str, ctx: int, store: str, threads: int) -> dict:
+    """The workflow timed as `ours` (run in its own process by main)."""
+    from silentzone.fidelity.capture import capture, model_tokenize, open_scorer
+    from silentzone.fidelity.kernels import summarize
+    from silentzone.fidelity.score import score_store
+    R = open_scorer(ref, n_ctx=ctx, threads=threads, name="reference")
+    ids = model_tokenize(R, Path(text).read_text(encoding="utf-8")[:-1])
+    st = capture(R, ids, ctx, store, kinds=("compact",))
+    del R
+    m = open_scorer(cand, n_ctx=ctx, threads=threads, name=Path(cand).name)
+    s = summarize(score_store(m, st, "compact"))
+    return {"kld_mean": s["kld_mean"], "top1": s["top1_agreement"], "n_tokens": s["n_tokens"]}
+
+
+def theirs(ref: Path, cand: Path, text: Path, ctx: int, base: Path) -> dict:
+    from silentzone.llama_tools import run
+    common = ["-f", str(text), "-c", str(ctx), "-b", str(ctx), "--kl-divergence-base", str(base)]
+    run("llama-perplexity", "-m", str(ref), *common, threads=C.THREADS)
+    p = run("llama-perplexity", "-m", str(cand), *common, "--kl-divergence", threads=C.THREADS)
+    log = p.stdout + p.stderr
+    num = r"([-+]?[0-9.]+)"
+    kld = re.search(rf"Mean    KLD:\s+{num}", log)
+    top = re.search(rf"Same top p:\s+{num}", log)
+    return {"kld_mean": float(kld.group(1)) if kld else float("nan"),
+            "top1": float(top.group(1)) / 100 if top else float("nan")}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--ours":
+        r, c, t, ctx, store, threads = sys.argv[2:8]
+        print(json.dumps(ours(r, c, t, int(ctx), store, int(threads))))
+        return
+    a = C.args(__doc__, chars=18000, ctx=512, reps=3, gguf="Q4_K_M")
+    sys.path.insert(0, str(C.BENCH))
+    from store_size import text_file
+    work = C.work_dir("vs_llama_perplexity")
+    ref = C.reference()
+    chars, ctx, reps = (1500, 64, 1) if a.quick else (a.chars, a.ctx, a.reps)
+    tf, _ = text_file(work, chars)
+    cand = C.gguf_quant(a.gguf, work)
+    store, base = work / "store", work / "base.kld"
+    got = {}
+
+    def run_ours():
+        shutil.rmtree(store, ignore_errors=True)
+        p = subprocess.run([sys.executable, __file__, "--ours", str(ref.gguf), str(cand), str(tf),
+                            str(ctx), str(store), str(C.THREADS)], capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RuntimeError(f"ours failed: {p.stderr[-2000:]}")
+        got["ours"] = json.loads(p.stdout.strip().splitlines()[-1])
+
+    def run_theirs():
+        base.unlink(missing_ok=True)
+        got["theirs"] = theirs(ref.gguf, cand, tf, ctx, base)
+
+    t = C.interleave({"ours": run_ours, "theirs": run_theirs}, reps=reps, warmup=0 if a.quick else 1)
+    o, th = got["ours"], got["theirs"]
+    r = C.ratio(t, "ours", "theirs")
+    rows = [C.row(f"ours / llama-perplexity, reference F32 + {a.gguf}", r, TARGET, "<=", "x",
+                  f"{o['n_tokens']} scored tokens, ctx {ctx}, {C.THREADS} threads: ours "
+                  f"{C.med(t['ours']):.1f} s, theirs {C.med(t['theirs']):.1f} s (median of {reps}); "
+                  f"mean KLD ours {o['kld_mean']:.5f} vs theirs {th['kld_mean']:.5f}, top-1 "
+                  f"{o['top1']:.4f} vs {th['top1']:.4f}")]
+    C.write("vs_llama_perplexity", "Against llama-perplexity (target 3)", rows, out_dir=a.out,
+            extra={"times": t, "ours": o, "theirs": th})
+
+
+if __name__ == "__main__":
+    main()

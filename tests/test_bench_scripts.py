@@ -1,0 +1,96 @@
+"""The CPU benchmark scripts (bench/): the RESULTS.md block rewriter, the interleaved timer and the
+result rows, and one script end to end in --quick mode on the tiny random Llamas. No timing is
+asserted: speed is measured by `make bench`, never by tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+import _common as C  # noqa: E402
+import run_all  # noqa: E402
+
+GPU = "## GPU\n\nOne lent H100 ...\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+
+
+def test_rewrite_block_inserts_cpu_section_above_gpu_and_leaves_gpu_alone(tmp_path):
+    p = tmp_path / "RESULTS.md"
+    p.write_text("# Benchmarks of the pipeline\n\n" + GPU)
+    run_all.rewrite_block(p, "first body")
+    text = p.read_text()
+    assert text.endswith(GPU)  # the GPU section byte for byte, still last
+    assert text.index("## CPU") < text.index(run_all.BEGIN) < text.index("first body") < text.index(
+        run_all.END) < text.index("## GPU")
+    run_all.rewrite_block(p, "second body")
+    again = p.read_text()
+    assert "first body" not in again and "second body" in again
+    assert again.count("## CPU") == 1 and again.count(run_all.BEGIN) == 1 and again.endswith(GPU)
+    # only the block changed: the text outside the markers is identical
+    outside = lambda t: t[:t.index(run_all.BEGIN)] + t[t.index(run_all.END):]  # noqa: E731
+    assert outside(again) == outside(text)
+
+
+def test_rewrite_block_refuses_unbalanced_markers(tmp_path):
+    p = tmp_path / "RESULTS.md"
+    p.write_text(f"## CPU\n{run_all.BEGIN}\nold\n\n" + GPU)
+    with pytest.raises(ValueError, match="unbalanced"):
+        run_all.rewrite_block(p, "new")
+    assert p.read_text() == f"## CPU\n{run_all.BEGIN}\nold\n\n" + GPU
+
+
+def test_interleave_alternates_order_and_ratio_pairs_neighbours():
+    calls = []
+    t = C.interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=4, warmup=1)
+    # one warm-up round (a b), then a b, b a, a b, b a
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
+    assert len(t["a"]) == len(t["b"]) == 4
+    # ratios of neighbours: 2/1, 6/2, 3/3 -> median 2.0 (not median(a)/median(b) = 3/2)
+    assert C.ratio({"a": [2.0, 6.0, 3.0], "b": [1.0, 2.0, 3.0]}, "a", "b") == 2.0
+
+
+def test_rows_pass_or_miss_against_their_targets():
+    assert C.row("x", 1.05, 1.10, "<=")["pass"] is True
+    assert C.row("x", 1.15, 1.10, "<=")["pass"] is False
+    assert C.row("x", 49.0, 50, ">=")["pass"] is False
+    assert C.row("x", 3.2, None)["pass"] is None
+    assert "MISS" in C.format_row(C.row("x", 1.15, 1.10, "<=")) and "pass" in C.format_row(
+        C.row("y", 60.0, 50, ">="))
+
+
+def test_markdown_lists_every_row_with_its_verdict():
+    hdr = {"cpu": "Test CPU", "cores": 2, "threads": 2, "loadavg": [1.0, 1.0, 1.0],
+           "versions": {"torch": "0"}, "date": "2026-01-01", "commit": "abc"}
+    res = [{"name": "s", "rows": [C.row("r1", 1.2, 1.1, "<="), C.row("r2", 4.0, 3.0, ">=")]}]
+    md = run_all.markdown(res, hdr, [])
+    assert "| s | r1 | 1.2 | <= 1.1 | **miss** |" in md and "| s | r2 | 4 | >= 3.0 | pass |" in md
+    assert "Test CPU" in md and "torch 0" in md
+
+
+def test_mc_scoring_quick_runs_and_asserts_identical_results(tmp_path):
+    """bench/mc_scoring.py --quick on the tiny random Llama: shared == per-choice, a result file."""
+    p = subprocess.run([sys.executable, str(BENCH / "mc_scoring.py"), "--quick", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads((tmp_path / "mc_scoring.json").read_text())
+    (row,) = r["rows"]
+    assert row["value"] > 0 and row["op"] == ">=" and "identical decisions" in row["detail"]
+    assert r["header"]["cores"] >= 1 and r["header"]["versions"]["torch"]
+
+
+def test_check_same_fails_on_a_different_decision():
+    import mc_scoring
+    a = [{"pred": 0, "correct": True, "correct_norm": True, "ll": [-1.0, -2.0]}]
+    b = [{"pred": 1, "correct": False, "correct_norm": True, "ll": [-2.0, -1.0]}]
+    with pytest.raises(AssertionError, match="item 0"):
+        mc_scoring.check_same(a, b)
+    c = [{"pred": 0, "correct": True, "correct_norm": True, "ll": [-1.0, -2.01]}]
+    with pytest.raises(AssertionError, match="differ by"):
+        mc_scoring.check_same(a, c)
+    assert mc_scoring.check_same(a, a) == 0.0
