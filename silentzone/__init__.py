@@ -6,3 +6,7 @@ The statistics live in the separate, torch-free package `analysis`.
 """
 
 __version__ = "0.1.0"
+
+from ._native import global_libstdcxx as _global_libstdcxx
+
+_global_libstdcxx()  # before any llama.cpp library is loaded: see silentzone/_native.py

@@ -16,7 +16,9 @@ Cases:
                  test's GpuPeak), silentzone.backends.open_model(device="cuda"), llama_logits into a
                  CUDA tensor
 Prints the CUDA-related shared objects mapped in the process before the load, then OK or the crash.
-DIAG_VERBOSE=1 lets llama.cpp log (verbose=True).
+DIAG_VERBOSE=1 lets llama.cpp log (verbose=True). DIAG_FIX=1 imports silentzone first, whose
+__init__ puts the shared libstdc++ in the global symbol scope (silentzone/_native.py, the fix); case
+"ours" imports silentzone anyway (SILENTZONE_NO_GLOBAL_LIBSTDCXX=1 turns the fix off).
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ def torch_cuda():
         f"(torch's CUDA runtime {torch.version.cuda})")
 
 
+if os.environ.get("DIAG_FIX") == "1":
+    sys.path.insert(0, os.getcwd())
+    import silentzone  # noqa: F401 - the fix: one libstdc++ for the process
+    say("fix: silentzone imported first, global", silentzone._native.GLOBAL_LIBSTDCXX)
 maps("at start")
 if CASE == "nolib":
     import llama_cpp
