@@ -120,7 +120,7 @@ def write(name: str, title: str, rows: list[dict], notes: list[str] = (), out_di
 
 def format_row(r: dict) -> str:
     v = r["value"]
-    vs = f"{v:.4g}" if isinstance(v, float) else str(v)
+    vs = f"{v:.5g}" if isinstance(v, float) else str(v)
     tgt = f" (target {r['op']} {r['target']}: {'pass' if r['pass'] else 'MISS'})" if r["op"] else ""
     det = f"  [{r['detail']}]" if r["detail"] else ""
     return f"  {r['metric']}: {vs}{r['unit']}{tgt}{det}"

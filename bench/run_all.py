@@ -51,7 +51,7 @@ def rewrite_block(path: Path, body: str) -> None:
 
 
 def fmt(v) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    return f"{v:.5g}" if isinstance(v, float) else str(v)
 
 
 def markdown(results: list[dict], hdr: dict, log: list[str]) -> str:

@@ -5,7 +5,7 @@ the reference store from disk, and every per-token metric; bare = the same `wind
 (forward pass plus getting the logits of the scored positions out of the backend) and nothing else.
 Both run on the same quant, tokens and backend, repetitions interleaved; the ratio is the median of
 neighbouring pairs. Backends: llama.cpp (a GGUF quant) and transformers (the float32 HF reference,
-the fastest forward there is, so the hardest case, and bitsandbytes int8 when the study cached it).
+the fastest forward there is, so the hardest case; `--extra bnb-int8` adds cached study quants).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def measure(model, store, reps: int) -> dict:
 
 
 def main() -> None:
-    a = C.args(__doc__, tokens=1024, ctx=256, reps=3, gguf="Q4_K_M")
+    a = C.args(__doc__, tokens=1024, ctx=256, reps=3, gguf="Q4_K_M", extra="")
     from silentzone.fidelity.capture import open_scorer
     work = C.work_dir("scoring_overhead")
     cases = []
@@ -60,9 +60,12 @@ def main() -> None:
         store = make_store(ref.gguf, ids, a.ctx, work / f"store-{a.tokens}-{a.ctx}")
         cases.append(("llama.cpp", a.gguf, C.gguf_quant(a.gguf, work), store))
         cases.append(("transformers", "hf-f32 (reference)", ref.hf_dir, store))
-        bnb = C.cached_artifact("bnb-int8")
-        if bnb is not None:
-            cases.append(("transformers", "bnb-int8", bnb, store))
+        for q in filter(None, a.extra.split(",")):  # e.g. --extra bnb-int8 (a cached study quant)
+            art = C.cached_artifact(q)
+            if art is None:
+                print(f"  {q}: no cached artifact; skipped")
+                continue
+            cases.append(("transformers" if not (art / "model.gguf").is_file() else "llama.cpp", q, art, store))
         reps = a.reps
     rows, extra = [], {}
     for backend, label, path, st in cases:
