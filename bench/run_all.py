@@ -50,6 +50,25 @@ def rewrite_block(path: Path, body: str) -> None:
     path.write_text(new)
 
 
+# What each row measures and why a miss misses (no numbers here: those come from the result files).
+NOTES = {
+    "scoring_overhead": "bare = the same `window_logits` calls (forward plus the scored rows' logits "
+                        "out of the backend); score = `score_store` against the compact store.",
+    "store_size": "Sizes are whole store folders. The exact store keeps float16 log-probs (2 B per "
+                  "vocabulary entry, llama.cpp keeps 2 B + 8 B per token) plus targets, top-1 and the "
+                  "float32 target log-prob (12 B per token) in a per-window .npz with its zip headers: "
+                  "that is the few bytes per token by which it can exceed llama.cpp's file.",
+    "vs_llama_perplexity": "llama-perplexity enables flash attention by default on the CPU; "
+                           "llama-cpp-python (ours) does not, and turning it on changes logits, so "
+                           "the tool is also timed with `-fa off` (info row).",
+    "mc_scoring": "The first items of each task (no support paragraph: short contexts). With k "
+                  "choices the ideal speed-up is k (context + choice) / (context + k choices); on a "
+                  "CPU each llama.cpp decode call also streams all weights once, so k small "
+                  "continuation calls cost almost k full passes.",
+    "memory": "Each (stage, size) in a fresh process; ru_maxrss includes the model's mapped weights.",
+}
+
+
 def fmt(v) -> str:
     return f"{v:.5g}" if isinstance(v, float) else str(v)
 
@@ -67,9 +86,11 @@ def markdown(results: list[dict], hdr: dict, log: list[str]) -> str:
             res = "" if x["pass"] is None else ("pass" if x["pass"] else "**miss**")
             out.append(f"| {r['name']} | {x['metric']} | {fmt(x['value'])}{x['unit']} | {tgt} | {res} | "
                        f"{x['detail']} |")
+    out.append("")
     for r in results:
-        for n in r.get("notes", []):
-            out.append(f"\n{r['name']}: {n}")
+        for n in [NOTES.get(r["name"], ""), *r.get("notes", [])]:
+            if n:
+                out.append(f"- {r['name']}: {n}")
     if log:
         out += ["", *log]
     return "\n".join(out)
@@ -81,8 +102,10 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes (tests); writes no RESULTS.md")
     ap.add_argument("--out", type=Path, default=C.OUT)
     ap.add_argument("--results-md", type=Path, default=C.BENCH / "RESULTS.md")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: rebuild results.json and the RESULTS.md block from the result files")
     a = ap.parse_args(argv)
-    names = [n for n in a.only.split(",") if n] or list(SCRIPTS)
+    names = [] if a.report_only else ([n for n in a.only.split(",") if n] or list(SCRIPTS))
     hdr = C.header()
     print(f"machine: {hdr['cpu']}, {hdr['cores']} cores, load {hdr['loadavg']}; {hdr['date']}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in hdr["versions"].items()), flush=True)
@@ -99,7 +122,7 @@ def main(argv=None) -> int:
     e2e = C.BENCH / "e2e.py"
     if a.quick:
         print("\n== e2e: skipped in --quick mode")
-    elif not a.only or "e2e" in names:
+    elif not a.report_only and (not a.only or "e2e" in names):
         if e2e.is_file():
             print("\n== e2e", flush=True)
             rc = subprocess.run([sys.executable, str(e2e)]).returncode
@@ -124,7 +147,8 @@ def main(argv=None) -> int:
             print(C.format_row(x))
     (Path(a.out) / "results.json").write_text(json.dumps({"header": hdr, "results": results}, indent=2) + "\n")
     if not a.quick:
-        rewrite_block(a.results_md, markdown(results, hdr, log))
+        hdr_md = results[0]["header"] if a.report_only and results else hdr
+        rewrite_block(a.results_md, markdown(results, hdr_md, log))
         print(f"wrote {a.results_md} (CPU block) and {Path(a.out) / 'results.json'}")
     return 1 if failed else 0
 

@@ -94,3 +94,18 @@ def test_check_same_fails_on_a_different_decision():
     with pytest.raises(AssertionError, match="differ by"):
         mc_scoring.check_same(a, c)
     assert mc_scoring.check_same(a, a) == 0.0
+
+
+def test_report_only_rebuilds_results_json_and_the_block_from_result_files(tmp_path):
+    hdr = {"cpu": "Test CPU", "cores": 2, "threads": 1, "loadavg": [0.5, 0.5, 0.5],
+           "versions": {"torch": "0"}, "date": "2026-01-01", "commit": "abc"}
+    res = {"name": "store_size", "title": "t", "header": hdr, "notes": [],
+           "rows": [C.row("exact / llama", 1.0001, 1.0, "<=")]}
+    (tmp_path / "store_size.json").write_text(json.dumps(res))
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Benchmarks\n\n" + GPU)
+    assert run_all.main(["--report-only", "--out", str(tmp_path), "--results-md", str(md)]) == 0
+    text = md.read_text()
+    assert "| store_size | exact / llama | 1.0001 | <= 1.0 | **miss** |" in text and text.endswith(GPU)
+    assert "Test CPU" in text  # the machine of the run that measured, not of the rebuild
+    assert json.loads((tmp_path / "results.json").read_text())["results"][0]["name"] == "store_size"
