@@ -17,6 +17,7 @@ F=$OUT/fixcheck.log
   echo "--- why every llama.cpp library carries its own libstdc++ (the toolchain's view)"
   echo "g++ $(g++ -dumpfullversion): libstdc++.so -> $(g++ -print-file-name=libstdc++.so), libstdc++.a -> $(g++ -print-file-name=libstdc++.a)"
   ls -la "$(dirname "$(g++ -print-file-name=libstdc++.a)")"/libstdc++* 2>&1 | head -5
+  env | grep -E "^(LDFLAGS|CXXFLAGS|CFLAGS|CUDAFLAGS|NVCC_.*|CC|CXX)=" ; g++ -dumpspecs | grep -n "static-libstdc" | head -3
   for f in libggml-base.so libggml-cuda.so libllama.so; do
     echo "$f NEEDED: $(readelf -d "$B/bin/$f" | grep NEEDED | grep -o '\[.*\]' | tr '\n' ' ')"
   done

@@ -33,6 +33,8 @@ if [ ! -x "$B/cmake-build-cuda/bin/llama-perplexity" ]; then
   && cmake --build "$B/cmake-build-cuda" -j16 --target llama llama-perplexity llama-quantize llama-imatrix \
      >> "$OUT/build.log" 2>&1
   rc=$?
+  # why the libraries come out with a static libstdc++ here (not established; see bench/RESULTS.md)
+  grep -E "^CMAKE_(CXX|CUDA|SHARED_LINKER|EXE_LINKER)_FLAGS[:=]" "$B/cmake-build-cuda/CMakeCache.txt" >> "$OUT/build.log" 2>&1
   echo "llama.cpp CUDA build: exit $rc, $(( $(date +%s) - t0 )) s (configure + build, -j16, sm_90)" | tee -a "$OUT/build.log"
   [ $rc -eq 0 ] || { tail -30 "$OUT/build.log"; return 1; }
 fi

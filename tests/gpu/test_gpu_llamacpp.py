@@ -2,8 +2,10 @@
 (vocabulary 151,936) converted to GGUF F16 by the pinned tree's convert_hf_to_gguf.py, quantized
 by `make_quant` (llama-quantize: Q8_0, Q4_K_M), the F16 reference captured with llama.cpp on the
 GPU, every candidate scored by `score_store` with device="cuda" (llama.cpp offloads every layer;
-the metrics run on the GPU), next to a bare llama.cpp forward and to llama-perplexity
---kl-divergence-base / --kl-divergence on the GPU over the same windows.
+the metrics run on the GPU), next to a bare llama.cpp forward (`decode_tok_s`: decode alone, logits
+left in llama.cpp's buffer; `bare_tok_s`: window_logits, which adds a copy into a fresh numpy array
+per window) and to llama-perplexity --kl-divergence-base / --kl-divergence on the GPU over the same
+windows.
 
 Runs where a CUDA build of llama.cpp is (bench/gpu/llama_cuda.sh builds one from the same source
 tree as the CPU build and runs this file: `python3 -m pytest -m gpu tests/gpu/test_gpu_llamacpp.py -s`).
@@ -100,6 +102,27 @@ class GpuPeak:
 
     def gib(self):
         return round(self.peak / 2**30, 2) if self.on else None
+
+
+def decode_only(llm, ids, start: int) -> None:
+    """The llama.cpp forward alone: the window decoded from an empty cache, logits of positions >=
+    start computed into llama.cpp's own host buffer and left there (llama_logits without its copy
+    out). The floor any scorer of llama.cpp logits pays; `bare` in the report adds the copy into a
+    fresh numpy array per window, as window_logits returns it."""
+    ids = [int(i) for i in ids]
+    llm.reset()
+    llm._ctx.kv_cache_clear()
+    b, nb = llm._batch.batch, llm.n_batch
+    for i in range(0, len(ids), nb):
+        k = min(nb, len(ids) - i)
+        b.n_tokens = k
+        for j in range(k):
+            b.token[j], b.pos[j], b.n_seq_id[j] = ids[i + j], i + j, 1
+            b.seq_id[j][0] = 0
+            b.logits[j] = (i + j) >= start
+        llm._ctx.decode(llm._batch)
+    llm._ctx.get_logits()  # the last decode's outputs are in host memory before this returns
+    llm.n_tokens = 0
 
 
 def _perplexity_kld(out: str) -> dict:
@@ -234,11 +257,18 @@ profiles:
             def bare():
                 for i in range(st.n_windows):
                     window_logits(m, w[i:i + 1], st.first)
+
+            def decode():
+                for i in range(st.n_windows):
+                    decode_only(m.llm, w[i], st.first)
             window_logits(m, w[:1], st.first)          # warm-up
             score_store(m, st, batch=1, label=name)    # warm-up (torch.compile of the metrics)
             t0 = time.perf_counter()
             bare()
             t_bare = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            decode()
+            t_decode = time.perf_counter() - t0
             t0 = time.perf_counter()
             per_token = score_store(m, st, batch=1, label=name)
             if device == "cuda":
@@ -246,8 +276,9 @@ profiles:
             t_score = time.perf_counter() - t0
             s = summarize(per_token)
             n = s["n_tokens"]
-            return {"n_tokens": n, "bare_tok_s": round(n / t_bare), "score_tok_s": round(n / t_score),
-                    "ratio": round(t_bare / t_score, 3), "kld_mean": s["kld_mean"],
+            return {"n_tokens": n, "bare_tok_s": round(n / t_bare), "decode_tok_s": round(n / t_decode),
+                    "score_tok_s": round(n / t_score), "ratio": round(t_bare / t_score, 3),
+                    "ratio_vs_decode": round(t_decode / t_score, 3), "kld_mean": s["kld_mean"],
                     "kld_p99": s["kld_p99"], "top1": s["top1_agreement"]}
         r = step(f"score.{name}", sc)
         if r is not None:
