@@ -53,7 +53,9 @@ def rewrite_block(path: Path, body: str) -> None:
 # What each row measures and why a miss misses (no numbers here: those come from the result files).
 NOTES = {
     "scoring_overhead": "bare = the same `window_logits` calls (forward plus the scored rows' logits "
-                        "out of the backend); score = `score_store` against the compact store.",
+                        "out of the backend); score = `score_store` against the compact store. The "
+                        "time inside score_store spent outside the forward is shown beside it: the "
+                        "rest of a ratio's distance from 1 is the forward's own run-to-run noise.",
     "store_size": "Sizes are whole store folders. The exact store keeps float16 log-probs (2 B per "
                   "vocabulary entry, llama.cpp keeps 2 B + 8 B per token) plus targets, top-1 and the "
                   "float32 target log-prob (12 B per token) in a per-window .npz with its zip headers: "
@@ -65,7 +67,10 @@ NOTES = {
                   "choices the ideal speed-up is k (context + choice) / (context + k choices); on a "
                   "CPU each llama.cpp decode call also streams all weights once, so k small "
                   "continuation calls cost almost k full passes.",
-    "memory": "Each (stage, size) in a fresh process; ru_maxrss includes the model's mapped weights.",
+    "memory": "Each (stage, size) in a fresh process; ru_maxrss includes the model's mapped weights. "
+              "Nothing per window is kept (the stores stream to disk); what grows is glibc's heap: "
+              "its dynamic mmap threshold moves large freed temporaries onto the heap, which "
+              "fragments. The capture-mmap row pins that threshold (MALLOC_MMAP_THRESHOLD_).",
 }
 
 
@@ -78,14 +83,17 @@ def markdown(results: list[dict], hdr: dict, log: list[str]) -> str:
     out = [f"Machine: {hdr['cpu']}, {hdr['cores']} cores, {hdr['threads']} threads used, load average "
            f"{' / '.join(map(str, hdr['loadavg']))} at the start (shared machine). Versions: "
            + ", ".join(f"{k} {x}" for k, x in v.items() if x) + f". Date {hdr['date']}, commit "
-           f"{hdr['commit']}. Command: `make bench`.", "",
+           f"{hdr['commit']}. Command: `make bench` (a script rerun alone: "
+           f"`bench/run_all.py --only NAME`; each row shows when its script ran).", "",
            "| benchmark | ratio | value | target | result | detail |", "|---|---|---|---|---|---|"]
     for r in results:
         for x in r["rows"]:
             tgt = f"{x['op']} {x['target']}" if x["op"] else "(info)"
             res = "" if x["pass"] is None else ("pass" if x["pass"] else "**miss**")
-            out.append(f"| {r['name']} | {x['metric']} | {fmt(x['value'])}{x['unit']} | {tgt} | {res} | "
-                       f"{x['detail']} |")
+            cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731 - a | inside a cell ends it
+            when = r.get("header", {}).get("date", "")[11:16]  # scripts rerun alone differ in time
+            out.append(f"| {r['name']}{f' ({when})' if when else ''} | {cell(x['metric'])} | {fmt(x['value'])}{x['unit']} | {tgt} | {res} | "
+                       f"{cell(x['detail'])} |")
     out.append("")
     for r in results:
         for n in [NOTES.get(r["name"], ""), *r.get("notes", [])]:

@@ -40,11 +40,12 @@ def measure(model, store, reps: int) -> dict:
     t = C.interleave({"bare": bare, "score": score}, reps=reps)
     n = store.n_windows * (store.ctx - 1 - store.first)
     return {"ratio": C.ratio(t, "score", "bare"), "bare_s": C.med(t["bare"]), "score_s": C.med(t["score"]),
-            "scored_tokens": n, "metrics_s_last": timings.get("metrics_s")}
+            "scored_tokens": n, "times": t, "forward_s_last": timings.get("forward_s"),
+            "metrics_s_last": timings.get("metrics_s")}
 
 
 def main() -> None:
-    a = C.args(__doc__, tokens=1024, ctx=256, reps=3, gguf="Q4_K_M", extra="")
+    a = C.args(__doc__, tokens=1024, ctx=256, reps=5, gguf="Q4_K_M", extra="")
     from silentzone.fidelity.capture import open_scorer
     work = C.work_dir("scoring_overhead")
     cases = []
@@ -75,7 +76,8 @@ def main() -> None:
         extra[f"{backend}/{label}"] = r
         rows.append(C.row(f"scoring / bare forward, {backend} {label}", r["ratio"], TARGET, "<=", "x",
                           f"{r['scored_tokens']} scored tokens, ctx {st.ctx}: bare {r['bare_s']:.2f} s, "
-                          f"score {r['score_s']:.2f} s (median of {reps})"))
+                          f"score {r['score_s']:.2f} s (median of {reps}; inside the last score: forward "
+                          f"{r['forward_s_last']:.2f} s, store + metrics {r['metrics_s_last']:.2f} s)"))
         print(C.format_row(rows[-1]), flush=True)
     C.write("scoring_overhead", "Scoring overhead (target 1)", rows, out_dir=a.out,
             extra={"cases": extra})

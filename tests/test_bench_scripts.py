@@ -109,3 +109,10 @@ def test_report_only_rebuilds_results_json_and_the_block_from_result_files(tmp_p
     assert "| store_size | exact / llama | 1.0001 | <= 1.0 | **miss** |" in text and text.endswith(GPU)
     assert "Test CPU" in text  # the machine of the run that measured, not of the rebuild
     assert json.loads((tmp_path / "results.json").read_text())["results"][0]["name"] == "store_size"
+
+
+def test_markdown_escapes_pipes_inside_cells():
+    hdr = {"cpu": "c", "cores": 2, "threads": 1, "loadavg": [0, 0, 0], "versions": {}, "date": "d", "commit": ""}
+    md = run_all.markdown([{"name": "s", "rows": [C.row("|a - b|", 0.5, 1.0, "<=", detail="max |x|")]}], hdr, [])
+    line = next(ln for ln in md.splitlines() if ln.startswith("| s |"))
+    assert line.replace("\\|", "").count("|") == 7  # 6 cells: 7 separators once the escaped ones are gone
