@@ -3,9 +3,10 @@
 Each (stage, size) runs in a fresh process that reports its own peak RSS (ru_maxrss): capture of
 the F32 reference (llama.cpp) into a compact store, then scoring a GGUF quant against it, over N
 and 10 N tokens of the shipped wiki text at one context. Ratio = peak at 10 N / peak at N, per
-stage (1.0 = bounded; the target allows 10% for allocator noise). The capture is also run with
-glibc's mmap threshold pinned at 1 MiB (MALLOC_MMAP_THRESHOLD_, an info row): large temporaries
-then go back to the system when freed, which separates heap fragmentation from retained data.
+stage (1.0 = bounded; the target allows 10% for allocator noise). `capture` pins glibc's mmap
+threshold at 1 MiB itself (capture.pin_mmap_threshold: large temporaries go back to the system when
+freed; before that the heap fragmented and the ratio was 1.24). The info row `capture-mmap` sets the
+same threshold through MALLOC_MMAP_THRESHOLD_ in the environment, as a cross-check.
 """
 
 from __future__ import annotations

@@ -84,13 +84,22 @@ def reference_accuracy(study, n_items: int = 300, tasks: list[str] | None = None
                      "above_chance": bool(lo > chance)})
     table = pd.DataFrame(rows)
     out = Path(out) if out else REPO / "data" / study.study / "reference_accuracy.csv"
+    prov_path = out.with_name(out.name + ".provenance.json")
+    n_by_task = {t: n_items for t in table["task"]}
+    if out.is_file() and prov_path.is_file():  # keep the rows of other tasks (e.g. IFEval, fewer items)
+        old = pd.read_csv(out)
+        old = old[~old["task"].isin(table["task"])]
+        prev = json.loads(prov_path.read_text()).get("n_items", {})
+        prev = prev if isinstance(prev, dict) else {t: prev for t in old["task"]}
+        n_by_task = {**prev, **n_by_task}
+        n_by_task = {t: n_by_task[t] for t in [*old["task"], *table["task"]] if t in n_by_task}
+        table = pd.concat([old, table], ignore_index=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     table.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
     prov = record(study.config_hash, {"selection": None}, stage="reference_accuracy",
-                  n_items=n_items, reference_gguf=str(ref.gguf).replace(str(Path.home()), "~"),
-                  tasks=list(table["task"]))
+                  n_items=n_by_task, reference_gguf=str(ref.gguf).replace(str(Path.home()), "~"))
     prov.pop("created_utc", None)
-    out.with_name(out.name + ".provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
+    prov_path.write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, out)
     return table

@@ -197,3 +197,27 @@ def test_cohort_scores_skips_done_and_marks_nonfinite_failed(smollm2_ref, quants
     monkeypatch.setattr(sc, "open_scorer", lambda *a, **k: opened.append(a) or pytest.fail("re-scored"))
     again = sc.score_cohort(study, {"Q4_0": quants["Q4_0"], "Q8_0": broken})
     assert not opened and len(again) == len(t)
+
+
+def test_capture_study_recaptures_a_store_made_from_other_corpus_tokens(smollm2_ref, tmp_path, monkeypatch):
+    """The profile's corpus_tokens changed: the store at the same path was made from other tokens and
+    must be captured again, not taken as finished (the bug that left data/smollm2's wiki-512 rows on
+    a 2,048-token store after the default profile moved to 1,024). A third call does nothing."""
+    import silentzone.paths as paths
+    from silentzone.config import load
+    from silentzone.fidelity import capture as cap
+    from silentzone.fidelity.corpora import corpus_tokens
+    monkeypatch.setattr(paths, "study_dir", lambda study, profile: tmp_path / study / profile)
+    base = load(paths.CONFIGS / "smollm2.yaml", "smoke")
+    small = replace(base, study="stale", corpora=("technical",), contexts=(CTX,),
+                    profile=replace(base.profile, corpus_tokens=2 * CTX + 5))
+    big = replace(small, profile=replace(small.profile, corpus_tokens=3 * CTX + 5))
+    (st,) = cap.capture_study(small, threads=2)
+    assert st.n_windows == 2
+    (st,) = cap.capture_study(big, threads=2)
+    assert st.n_windows == 3 and st.complete()
+    assert st.meta["corpus_tokens_hash"] == corpus_tokens(smollm2_ref, "technical", 3 * CTX + 5)[1]
+    assert not list(st.path.parent.glob("*.stale"))
+    monkeypatch.setattr(cap, "capture", lambda *a, **k: pytest.fail("captured a finished store again"))
+    (again,) = cap.capture_study(big, threads=2)
+    assert again.tokens_hash == st.tokens_hash
