@@ -76,3 +76,30 @@ def test_a_study_never_shipped_is_a_note(shipped, tmp_path):
     _, new = shipped
     rows = compare_study("toy", str(tmp_path / "nothing"), new)
     assert levels(rows) == ["note"]
+
+
+def test_headline_numbers_fail_when_a_deterministic_input_differs(shipped):
+    """Non-deterministic quants excuse a headline change only when nothing deterministic moved."""
+    old, new = shipped
+    f = pd.read_csv(new / "fidelity.csv")
+    f.loc[(f["quant_id"] == "q01") & (f["metric"] == "kld_mean"), "value"] *= 1.5
+    f.to_csv(new / "fidelity.csv", index=False)
+    (new / "stats.json").write_text(json.dumps({"rho_full": -0.49, "n_quants": 5}))
+    rows = compare_study("toy", str(old), new)
+    assert any(lvl == "differs" and w.endswith("stats.json") and "rho_full" in m for lvl, w, m in rows)
+
+
+def test_an_imatrix_quant_whose_file_bytes_differ_is_a_note(shipped):
+    """llama.cpp writes the imatrix's absolute path into the GGUF: the file's bytes and sha256 move
+    with $SILENTZONE_HOME (a note); its status or bits per weight may not (a failure)."""
+    old, new = shipped
+    q = pd.read_csv(new / "quants.csv")
+    q.loc[q["quant_id"] == "q03", "recipe"] = '{"method":"gguf","type":"Q4_K_M","imatrix":"wiki"}'
+    q.to_csv(new / "quants.csv", index=False)
+    q.to_csv(old / "toy" / "quants.csv", index=False)
+    q.loc[q["quant_id"] == "q03", ["sha256", "bytes"]] = ["f" * 64, 12345]
+    q.loc[q["quant_id"] == "q04", "sha256"] = "e" * 64
+    q.to_csv(new / "quants.csv", index=False)
+    rows = [(lvl, m) for lvl, w, m in compare_study("toy", str(old), new) if w.endswith("quants.csv")]
+    assert {m.split(":")[0] for lvl, m in rows if lvl == "note"} == {"q03.bytes", "q03.sha256"}
+    assert [m.split(":")[0] for lvl, m in rows if lvl == "differs"] == ["q04.sha256"]
