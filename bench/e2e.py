@@ -116,7 +116,7 @@ def markdown(results: dict) -> str:
     lines = ["| study / profile | runs | wall | target | job-seconds | stage shares (job-seconds) |",
              "|---|---|---|---|---|---|"]
     for name, r in results.items():
-        prof = name.split("/")[-1]
+        prof = name.split("/")[1].split(" ")[0]
         tgt = TARGETS_MIN.get(prof)
         ok = "" if tgt is None else (" (met)" if r["wall_s"] <= tgt * 60 else " (missed)")
         shares = ", ".join(f"{s} {v['share']:.0%} ({v['jobs']} jobs)" for s, v in r["stages"].items())
@@ -138,7 +138,10 @@ def main(argv=None) -> int:
         dirs = [d for d in sorted((cache_home() / "studies").glob("*/default")) if (d / ".snakemake").is_dir()]
     results = {}
     for d in dirs:
-        results[f"{d.parent.name}/{d.name}"] = study_times(d)
+        key = f"{d.parent.name}/{d.name}"
+        if len(dirs) > 1 and sum(x.parent.name == d.parent.name and x.name == d.name for x in dirs) > 1:
+            key += f" ({d.parents[2]})"  # the same study in two SILENTZONE_HOMEs
+        results[key] = study_times(d)
     if args.smoke:
         wall, home = run_smoke(args.cores)
         r = study_times(home / "studies" / "smollm2" / "smoke")
