@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PYTHONWARNINGS := ignore
 
-.PHONY: setup test test-fast paper smoke lab bench clean-venv
+.PHONY: setup test test-fast paper smoke lab bench accuracy clean-venv
 setup: .venv/.ready
 
 .venv/.ready: requirements.txt requirements-nodeps.txt pyproject.toml scripts/setup_env.sh scripts/build_llama.sh
@@ -38,6 +38,11 @@ smoke: setup
 # bench/cpu/results.json and the CPU block of bench/RESULTS.md. Minutes on 2 cores.
 bench: setup
 	$(PY) bench/run_all.py
+
+# The float references alone on their default suites, 200 items per task: accuracy with Wilson 95%
+# intervals against chance (data/<study>/reference_accuracy.csv, the README's table).
+accuracy: setup
+	$(SZ) bench-accuracy --study smollm2 gemma3 --n-items 200
 
 lab: setup
 	.venv/bin/jupyter lab notebooks/

@@ -57,3 +57,29 @@ def test_notebook_runs_from_the_shipped_data(name, tmp_path):
         old = json.loads((DATA / "smollm2" / "stats.json").read_text())
         drop = lambda d: {k: v for k, v in d.items() if k != "provenance"}  # noqa: E731
         assert drop(new) == drop(old)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_reference_accuracy_is_clearly_above_chance(study):
+    """Issue 6's bar: the float reference, alone with more items than the cohort runs
+    (`silentzone bench-accuracy`), clears chance on every task of the default suite: the lower end of
+    the Wilson 95% interval of acc lies above the task's chance level. The intervals are recomputed."""
+    import pandas as pd
+    from silentzone.bench.report import wilson
+    from silentzone.bench.tasks import TASKS
+    from silentzone.config import load as load_config
+    cfg = load_config(CONFIGS / f"{study}.yaml", "default")
+    table = pd.read_csv(DATA / study / "reference_accuracy.csv")
+    prov = json.loads((DATA / study / "reference_accuracy.csv.provenance.json").read_text())
+    assert prov["config_hash"] == cfg.config_hash and prov["stage"] == "reference_accuracy"
+    assert set(cfg.tasks) <= set(table["task"]), f"{study}: tasks missing from the accuracy table"
+    for _, r in table.iterrows():
+        assert r["n"] == prov["n_items"][r["task"]] and r["n"] >= 50
+        assert r["chance"] == TASKS[r["task"]].chance
+        for col in ("acc", "acc_norm"):
+            lo, hi = wilson(round(r[col] * r["n"]), int(r["n"]))
+            assert (r[f"{col}_ci_low"], r[f"{col}_ci_high"]) == pytest.approx((lo, hi), abs=1e-6)
+        assert r["above_chance"] == (r["acc_ci_low"] > r["chance"])
+    default = table[table["task"].isin(cfg.tasks)]
+    assert (default["n"] >= 200).all() and default["above_chance"].all(), \
+        default[["task", "n", "acc", "acc_ci_low", "chance"]].to_string()
