@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -61,6 +60,7 @@ def reference_accuracy(study, n_items: int = 300, tasks: list[str] | None = None
     clears it. Per-task samples go to <study_dir>/accuracy-n<N>/ (a rerun resumes finished tasks);
     the table is written to `out` (default data/<study>/reference_accuracy.csv) with provenance.
     """
+    from ..analyze import write_csv
     from ..models import resolve
     from ..paths import REPO, study_dir
     from ..provenance import record
@@ -89,17 +89,11 @@ def reference_accuracy(study, n_items: int = 300, tasks: list[str] | None = None
     if out.is_file() and prov_path.is_file():  # keep the rows of other tasks (e.g. IFEval, fewer items)
         old = pd.read_csv(out)
         old = old[~old["task"].isin(table["task"])]
-        prev = json.loads(prov_path.read_text()).get("n_items", {})
-        prev = prev if isinstance(prev, dict) else {t: prev for t in old["task"]}
-        n_by_task = {**prev, **n_by_task}
+        n_by_task = {**json.loads(prov_path.read_text()).get("n_items", {}), **n_by_task}
         n_by_task = {t: n_by_task[t] for t in [*old["task"], *table["task"]] if t in n_by_task}
         table = pd.concat([old, table], ignore_index=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    table.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
     prov = record(study.config_hash, {"selection": None}, stage="reference_accuracy",
                   n_items=n_by_task, reference_gguf=str(ref.gguf).replace(str(Path.home()), "~"))
     prov.pop("created_utc", None)
-    prov_path.write_text(json.dumps(prov, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out)
+    write_csv(table, out, prov)
     return table
