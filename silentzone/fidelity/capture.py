@@ -94,7 +94,11 @@ def window_logits(m, windows: np.ndarray, first: int, out=None):
             llama_logits(m.llm, w, start=first, out=out[b])
         return out[:, :-1]
     import torch
-    x = torch.as_tensor(windows.astype(np.int64), device=m.device)
+    x = torch.from_numpy(windows.astype(np.int64))
+    if str(m.device).startswith("cuda"):  # page-locked: the copy does not wait for the device
+        x = x.pin_memory().to(m.device, non_blocking=True)
+    else:
+        x = x.to(m.device)
     keep = windows.shape[1] - first
     with torch.no_grad():  # not inference_mode: optimum-quanto int4 fails under it
         try:

@@ -166,8 +166,16 @@ class _Cand:
             self.top1 = best * chunk + zc[torch.arange(t), best].argmax(-1)  # = z.argmax(-1)
             self.lse = _lse_shifted(z, cmax.amax(-1))
         else:
-            self.lse = _compiled(_lse, z.device)(z)
-            self.top1 = z.argmax(-1)
+            stats = None
+            if z.device.type == "cuda" and os.environ.get("SILENTZONE_TRITON", "1") != "0":
+                from ._triton import row_stats  # one pass: lse, argmax, chunk maxima
+                stats = row_stats(z, chunk)
+            if stats is not None:
+                lse, self.top1, cmax = stats
+                self.lse = lse.double()
+            else:
+                self.lse = _compiled(_lse, z.device)(z)
+                self.top1 = z.argmax(-1)
         self.floor = (_topk(z, min(k_floor, V), chunk, cmax)[0][:, -1].double() - self.lse
                       if k_floor else None)
 

@@ -12,6 +12,7 @@ raise NonFiniteLogits; the cohort driver marks that quant x corpus x ctx failed 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -131,6 +132,33 @@ def _pad_rows(ref: dict, B: int, n: int, dev) -> dict:
     return out
 
 
+def _score_batch(z, ref, kind: str, n: int, dev, gpu: bool, bad: list, where: str):
+    """Per-token metrics of one batch of windows' logits z [B, n, V] against its store arrays
+    (tensors left on the device), and the number of rows per window they cover (n, or n + 1 when
+    every row of the windows was scored without a copy). On a GPU the non-finite counts are
+    appended to `bad` (checked after the loop); on a CPU non-finite logits raise here."""
+    from .kernels import _compiled
+    # one kernel call per batch of windows (rows concatenated): fewer launches on a GPU
+    zz = _window_rows(z) if kind == "compact" else None
+    rows = n
+    if zz is not None:  # every row of the windows, no copy; the reference padded to match
+        rows = n + 1
+        ref = _pad_rows(ref, z.shape[0], n, dev)
+    else:
+        zz = z.reshape(-1, z.shape[-1])
+    if gpu:  # on the contiguous rows: the strided slice read at a fifth of the bandwidth
+        bad.append(_compiled(_nonfinite, dev)(zz) if rows == n
+                   else _compiled(_nonfinite_scored, dev)(zz, rows))
+    else:
+        check_finite(z, where)
+    if kind == "exact":
+        pt = token_metrics(ref["logp"], zz, ref["targets"], ref["top1"], ref["target_logp"],
+                           numpy=False)
+    else:
+        pt = compact_token_metrics(ref, zz, numpy=False)
+    return pt, rows
+
+
 def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: str = "",
                 timings: dict | None = None) -> dict:
     """Per-token metrics {metric: float64 [n_windows, n_scored]} of model `m` against a store.
@@ -142,7 +170,6 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
     """
     import torch
     from concurrent.futures import ThreadPoolExecutor
-    from .kernels import _compiled
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     if not store.complete():
@@ -157,40 +184,48 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
     buf = llama_gpu_buffer(m, batch, n + 1)  # llama.cpp on a GPU: logits land there directly
     parts, bad = [], []
     t_fwd = t_met = 0.0
+    # transformers on a GPU: the next batch's forward is queued on the main stream before this
+    # batch is scored on a side stream, so the syncs inside the metrics (the exact fallback of
+    # kernels._rest_logmass needs to know which rows) wait for the scoring only, and the GPU works
+    # through the next forward meanwhile instead of idling while the eager metric ops are launched.
+    # Not for llama.cpp: its logits land in one reused buffer (and its decode blocks the host).
+    side = torch.cuda.Stream(device=dev) if gpu and buf is None else None
+
+    def forward(b):
+        nonlocal t_fwd
+        t0 = time.perf_counter()
+        z = window_logits(m, windows[batches[b]], store.first,
+                          out=None if buf is None else buf[:len(batches[b])])
+        t_fwd += time.perf_counter() - t0
+        return z
+
     with ThreadPoolExecutor(1) as pool:
         ahead = pool.submit(_read_batch, store, batches[0], kind, gpu)
+        z_next = forward(0)
         for b, idx in enumerate(batches):
-            t0 = time.perf_counter()
-            z = window_logits(m, windows[idx], store.first,
-                              out=None if buf is None else buf[:len(idx)])
+            z, last = z_next, b + 1 == len(batches)
+            if side is not None:
+                ready = torch.cuda.current_stream(dev).record_event()  # z is complete here
+                z_next = None if last else forward(b + 1)
             t1 = time.perf_counter()
             ref = ahead.result()
-            if b + 1 < len(batches):
+            if not last:
                 ahead = pool.submit(_read_batch, store, batches[b + 1], kind, gpu)
             if z.shape[-1] != store.n_vocab:
                 raise ScoreRefused(f"{label or m.name}: logits have {z.shape[-1]} columns, reference "
                                    f"vocabulary {store.n_vocab}; refusing to compare")
-            # one kernel call per batch of windows (rows concatenated): fewer launches on a GPU
-            zz = _window_rows(z) if kind == "compact" else None
-            rows = n
-            if zz is not None:  # every row of the windows, no copy; the reference padded to match
-                rows = n + 1
-                ref = _pad_rows(ref, len(idx), n, dev)
-            else:
-                zz = z.reshape(-1, z.shape[-1])
-            if gpu:  # on the contiguous rows: the strided slice read at a fifth of the bandwidth
-                bad.append(_compiled(_nonfinite, dev)(zz) if rows == n
-                           else _compiled(_nonfinite_scored, dev)(zz, rows))
-            else:
-                check_finite(z, f"{where} window {idx[0]}")
-            if kind == "exact":
-                pt = token_metrics(ref["logp"], zz, ref["targets"], ref["top1"], ref["target_logp"],
-                                   numpy=False)
-            else:
-                pt = compact_token_metrics(ref, zz, numpy=False)
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                if side is not None:
+                    side.wait_event(ready)
+                    z.record_stream(side)  # its memory is not reused before the side stream is done
+                pt, rows = _score_batch(z, ref, kind, n, dev, gpu, bad, f"{where} window {idx[0]}")
             parts.append((pt, rows))
-            t_fwd += t1 - t0
+            del z
             t_met += time.perf_counter() - t1
+            if side is None and not last:
+                z_next = forward(b + 1)
+    if side is not None:
+        torch.cuda.current_stream(dev).wait_stream(side)
     if bad:
         counts = torch.stack(bad).cpu().numpy()
         for b, (n_nan, n_inf) in enumerate(counts):
