@@ -163,9 +163,12 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
                 timings: dict | None = None) -> dict:
     """Per-token metrics {metric: float64 [n_windows, n_scored]} of model `m` against a store.
 
-    On a GPU nothing waits for the device inside the loop: the store is read one batch ahead in a
-    helper thread (page-locked, copied asynchronously), the metrics stay on the device until the
-    end, and the finiteness check is counted there and raised (NonFiniteLogits) after the loop.
+    On a GPU the device does not idle inside the loop: the store is read one batch ahead in a
+    helper thread (page-locked, copied asynchronously); with transformers the next batch's forward
+    is queued before this batch is scored on a side stream, so the one sync in the metrics (which
+    rows need the exact tail fallback) waits for the scoring, not for an empty device; the metrics
+    stay on the device until the end; the finiteness check is counted there and raised
+    (NonFiniteLogits) after the loop.
     timings: forward_s and metrics_s are then launch times, not device times (they need a sync).
     """
     import torch
