@@ -42,13 +42,14 @@ def source_tree() -> Path:
 
 
 def run(name: str, *args: str, threads: int | None = None, log: Path | None = None,
-        timeout: float | None = None) -> subprocess.CompletedProcess:
-    """Run a llama.cpp tool; raise RuntimeError with the tail of its output on failure."""
+        timeout: float | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run a llama.cpp tool (in `cwd` when given); raise RuntimeError with the tail of its output
+    on failure."""
     cmd = [tool(name), *args]
     if threads:
         cmd += ["-t", str(threads)]
     env = {**os.environ, "LLAMA_ARG_THREADS": str(threads or os.cpu_count())}
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=cwd)
     if log:
         log.write_text(p.stdout + "\n--- stderr ---\n" + p.stderr)
     if p.returncode != 0:

@@ -44,7 +44,10 @@ def imatrix(reference, corpus: str, chunks: int, out_dir: Path, ctx: int = IMATR
     """An importance matrix of `reference` on `chunks` x `ctx` tokens of the corpus's calibration half.
 
     Cached as <out_dir>/imatrix-<corpus>-c<chunks>x<ctx>.gguf (written to a temporary name, then
-    renamed); the calibration text file used is kept beside it.
+    renamed); the calibration text file used is kept beside it. llama-imatrix runs in out_dir and
+    is given bare file names: it records its -f argument in the file (and llama-quantize copies it
+    into every quant as quantize.imatrix.dataset), so an absolute path would make the bytes of
+    imatrix quants depend on where the cache lives.
     """
     from .calib import calibration_text
     out = Path(out_dir) / f"imatrix-{corpus}-c{chunks}x{ctx}.gguf"
@@ -58,10 +61,10 @@ def imatrix(reference, corpus: str, chunks: int, out_dir: Path, ctx: int = IMATR
     os.replace(tmp_txt, text_file)
     tmp = out.with_name(f".{out.stem}.tmp-{os.getpid()}.gguf")
     try:
-        llama_tools.run("llama-imatrix", "-m", str(reference.gguf), "-f", str(text_file), "-o", str(tmp),
-                        "-c", str(ctx), "-b", str(ctx), "--chunks", str(chunks), "--no-ppl",
-                        "--output-frequency", "1000000", "--seed", "0",
-                        threads=threads, log=out.with_suffix(".log"))
+        llama_tools.run("llama-imatrix", "-m", str(Path(reference.gguf).resolve()), "-f", text_file.name,
+                        "-o", tmp.name, "-c", str(ctx), "-b", str(ctx), "--chunks", str(chunks),
+                        "--no-ppl", "--output-frequency", "1000000", "--seed", "0",
+                        threads=threads, log=out.with_suffix(".log"), cwd=out.parent)
         if not tmp.is_file():
             raise RuntimeError(f"llama-imatrix wrote no file {tmp.name}")
         os.replace(tmp, out)
@@ -72,10 +75,14 @@ def imatrix(reference, corpus: str, chunks: int, out_dir: Path, ctx: int = IMATR
 
 def quantize(source_gguf: Path, out_file: Path, recipe: dict, imatrix_file: Path | None = None,
              threads: int | None = None, log: Path | None = None) -> str:
-    """Run llama-quantize for a gguf recipe; return its stdout+stderr (RuntimeError on failure)."""
-    args = []
+    """Run llama-quantize for a gguf recipe; return its stdout+stderr (RuntimeError on failure).
+    With an imatrix it runs in the imatrix's folder and names it bare, since llama-quantize writes
+    that argument into the quant (quantize.imatrix.file): the bytes then do not depend on the path."""
+    args, cwd = [], None
+    source_gguf, out_file = Path(source_gguf).resolve(), Path(out_file).resolve()
     if imatrix_file is not None:
-        args += ["--imatrix", str(imatrix_file)]
+        cwd = Path(imatrix_file).resolve().parent
+        args += ["--imatrix", Path(imatrix_file).name]
     if recipe.get("output_type"):
         args += ["--output-tensor-type", recipe["output_type"]]
     if recipe.get("token_embedding_type"):
@@ -85,7 +92,7 @@ def quantize(source_gguf: Path, out_file: Path, recipe: dict, imatrix_file: Path
     nthread = str(threads or int(os.environ.get("SILENTZONE_THREADS", os.cpu_count() or 1)))
     # llama-quantize takes nthreads as its last positional argument (not -t).
     p = llama_tools.run("llama-quantize", *args, str(source_gguf), str(out_file), recipe["type"],
-                        nthread, log=log)
+                        nthread, log=log, cwd=cwd)
     return p.stdout + p.stderr
 
 

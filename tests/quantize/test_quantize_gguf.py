@@ -117,3 +117,24 @@ def test_leftover_temp_dir_is_never_taken_for_finished(qstudy, qroot, smollm2_re
     (final / "manifest.json").unlink()
     r2 = make_quant(qstudy, q, smollm2_ref, root=qroot)
     assert r2["reused"] is False and r2["sha256"] == r["sha256"]
+
+
+def test_imatrix_quant_bytes_do_not_depend_on_where_the_cache_lives(smollm2_ref, tmp_path):
+    """llama-imatrix records its -f argument and llama-quantize its --imatrix argument in the GGUF
+    metadata: with absolute paths, the same recipe gave other bytes under another $SILENTZONE_HOME.
+    Both now run in the imatrix folder with bare names, so two homes give identical files."""
+    from gguf import GGUFReader
+    from silentzone.quantize import gguf
+    from silentzone.quantize.manifest import sha256_file
+    out = {}
+    for home in (tmp_path / "a", tmp_path / "somewhere" / "else" / "b"):
+        imat = gguf.imatrix(smollm2_ref, "wiki", 1, home / "imatrix", threads=2)
+        q = home / "q.gguf"
+        gguf.quantize(smollm2_ref.gguf, q, {"type": "Q4_K_M"}, imatrix_file=imat, threads=2)
+        out[home] = (sha256_file(imat), sha256_file(q), q)
+    (ia, qa, fa), (ib, qb, _) = out.values()
+    assert ia == ib and qa == qb
+    meta = {f.name: bytes(f.parts[f.data[0]]).decode() for f in GGUFReader(fa).fields.values()
+            if f.name in ("quantize.imatrix.file", "quantize.imatrix.dataset")}
+    assert meta == {"quantize.imatrix.file": "imatrix-wiki-c1x512.gguf",
+                    "quantize.imatrix.dataset": "imatrix-wiki-c1x512.txt"}, meta
