@@ -177,6 +177,10 @@ def run_pipeline(arch, device, size, tmp_path_factory, monkeypatch) -> dict:
 
     # -- quants through make_quant on CUDA ------------------------------------------------------------
     cfg_yaml = work / "study.yaml"
+    # AWQ on the GPU only (llm-compressor pins its cached activations), dense only (its default
+    # smoothing mappings cover Qwen3's attention and MLP, not the MoE's experts)
+    awq = (f'  - {{id: awq-w4g128, method: awq, bits: 4, group_size: 128, corpus: wiki, '
+           f'seq_len: {min(512, ctx)}}}\n') if device == "cuda" and arch == "dense" else ""
     cfg_yaml.write_text(f"""
 study: gpu-{arch}
 description: random Qwen-shaped model on a GPU
@@ -188,7 +192,7 @@ quants:
   - {{id: bnb-nf4, method: bnb, type: nf4, compute_dtype: bfloat16}}
   - {{id: bnb-int8, method: bnb, type: int8}}
   - {{id: gptq-w4g{min(128, z["hidden"] // 2)}, method: gptq, bits: 4, group_size: {min(128, z["hidden"] // 2)}, corpus: wiki, seq_len: {min(512, ctx)}}}
-profiles:
+{awq}profiles:
   gpu: {{n_items: {z["items"]}, corpus_tokens: {z["tokens"]}, calib_samples: {z["calib"]}}}
 """)
     study = load(cfg_yaml, "gpu")
