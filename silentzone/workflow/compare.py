@@ -6,7 +6,9 @@
 What must match, and how closely (TOLERANCES): the cohort (quant ids, status, method, requested
 type, bits per weight, artifact bytes and sha256 of deterministic quants), fidelity values
 (relative 1e-4), per-prompt correctness and margins (exact / 1e-3 nats) and stats.json's headline
-numbers (1e-6). Quants whose tool is not bit-reproducible (manifest column deterministic=False:
+numbers (1e-6). Figures (PNG and PDF under figures/<study>) are compared byte for byte and only
+reported: matplotlib's output is deterministic here, but fonts and renderer versions of another
+machine may move pixels without any number moving. Quants whose tool is not bit-reproducible (manifest column deterministic=False:
 GPTQ and AWQ through llm-compressor) are compared too but only reported, never failed, because a
 fresh cache remakes them with small differences; the headline numbers depend on them, so a
 difference there is reported with the non-deterministic quants named.
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..paths import DATA, REPO
+from ..paths import DATA, FIGURES, REPO
 
 TOLERANCES = {"fidelity_rel": 1e-4, "margin_abs": 1e-3, "kld_rel": 1e-4, "stats_abs": 1e-6}
 QUANT_COLS = ("status", "method", "requested_type", "bpw", "bytes")
@@ -46,14 +48,48 @@ def _csv(text: str | None) -> pd.DataFrame | None:
     return None if text is None else pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
 
 
-def compare_study(study: str, against: str, results: Path | None = None) -> list[tuple[str, str, str]]:
-    """Rows (level, what, message): level 'ok', 'differs' (fails) or 'note' (reported only)."""
+def _figure_bytes(against: str, study: str, name: str, figures_against: Path | None) -> bytes | None:
+    """Bytes of figures/<study>/<name> in `against` (a git revision), or in `figures_against`."""
+    if figures_against is not None:
+        f = Path(figures_against) / name
+        return f.read_bytes() if f.is_file() else None
+    if Path(against).is_dir():
+        return None
+    rel = (FIGURES / study / name).relative_to(REPO).as_posix()
+    r = subprocess.run(["git", "-C", str(REPO), "show", f"{against}:{rel}"], capture_output=True)
+    return r.stdout if r.returncode == 0 else None
+
+
+def compare_figures(study: str, against: str, figures: Path | None = None,
+                    figures_against: Path | None = None) -> list[tuple[str, str, str]]:
+    """'ok' when every regenerated figure (PNG, PDF) equals the other copy byte for byte, else one
+    'note' naming those that differ or have no counterpart (never a failure: see the module doc)."""
+    figures = Path(figures or FIGURES / study)
+    names = sorted(f.name for f in figures.glob("*") if f.suffix in (".png", ".pdf"))
+    if not names:
+        return []
+    same, other = [], []
+    for n in names:
+        old = _figure_bytes(against, study, n, figures_against)
+        (same if old is not None and old == (figures / n).read_bytes() else other).append(n)
+    rows = [("ok", f"figures/{study}/", f"{len(same)} of {len(names)} figures byte-identical")]
+    if other:
+        rows.append(("note", f"figures/{study}/", "differ or not in the other copy: " + ", ".join(other)))
+    return rows
+
+
+def compare_study(study: str, against: str, results: Path | None = None, figures: Path | None = None,
+                  figures_against: Path | None = None) -> list[tuple[str, str, str]]:
+    """Rows (level, what, message): level 'ok', 'differs' (fails) or 'note' (reported only).
+    figures: the regenerated figures/<study> (default the repository's); figures_against: the
+    other copy's, when `against` is a directory (a git revision holds its own)."""
     results = Path(results or DATA / study)
     old = _reader(against, study)
-    out = []
+    out = compare_figures(study, against, figures, figures_against) if (figures or FIGURES / study).exists() \
+        and (figures_against is not None or not Path(against).is_dir()) else []
     new_q, old_q = pd.read_csv(results / "quants.csv"), _csv(old("quants.csv"))
     if old_q is None:  # nothing shipped for this study yet: a first run, not a mismatch
-        return [("note", f"{study}/", f"no copy in {against} to compare with")]
+        return out + [("note", f"{study}/", f"no copy in {against} to compare with")]
     nondet = set(new_q.loc[~new_q["deterministic"].astype(bool), "quant_id"]) \
         if "deterministic" in new_q else set()
     if sorted(new_q["quant_id"]) != sorted(old_q["quant_id"]):

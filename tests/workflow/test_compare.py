@@ -103,3 +103,30 @@ def test_an_imatrix_quant_whose_file_bytes_differ_is_a_note(shipped):
     rows = [(lvl, m) for lvl, w, m in compare_study("toy", str(old), new) if w.endswith("quants.csv")]
     assert {m.split(":")[0] for lvl, m in rows if lvl == "note"} == {"q03.bytes", "q03.sha256"}
     assert [m.split(":")[0] for lvl, m in rows if lvl == "differs"] == ["q04.sha256"]
+
+
+def test_figures_are_compared_byte_for_byte_and_only_reported(shipped, tmp_path):
+    old, new = shipped
+    fo, fn = tmp_path / "fig-old", tmp_path / "fig-new"
+    for d in (fo, fn):
+        d.mkdir()
+        (d / "a.png").write_bytes(b"\x89PNG same")
+        (d / "b.pdf").write_bytes(b"%PDF same")
+        (d / "a.provenance.json").write_text("{}")   # not a figure: not compared
+    rows = compare_study("toy", str(old), new, figures=fn, figures_against=fo)
+    assert ("ok", "figures/toy/", "2 of 2 figures byte-identical") in rows
+    assert "differs" not in levels(rows)
+    (fn / "b.pdf").write_bytes(b"%PDF other")
+    (fn / "c.png").write_bytes(b"\x89PNG new")
+    rows = compare_study("toy", str(old), new, figures=fn, figures_against=fo)
+    assert ("ok", "figures/toy/", "1 of 3 figures byte-identical") in rows
+    assert ("note", "figures/toy/", "differ or not in the other copy: b.pdf, c.png") in rows
+    assert "differs" not in levels(rows)
+
+
+def test_shipped_figures_equal_themselves_at_head():
+    """Against git HEAD, the repository's own committed figures are byte-identical (the git path)."""
+    from silentzone.workflow.compare import compare_figures
+    rows = compare_figures("smollm2", "HEAD")
+    assert rows[0][0] == "ok" and rows[0][2].split(" of ")[0] == rows[0][2].split(" of ")[1].split()[0]
+    assert len(rows) == 1, rows
