@@ -36,19 +36,13 @@ def _variant(old_dir: Path | None, name: str):
     return importlib.import_module("silentzone.fidelity._old_score")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--old", type=Path, default=Path(".llcarry/old"))
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--tokens", type=int, default=TOKENS, help="corpus tokens (32 windows by default)")
-    a = ap.parse_args()
-    a.out.mkdir(parents=True, exist_ok=True)
+def dense_model_and_store(tokens: int, path: Path):
+    """The random dense Qwen3-shaped model (1.32B, vocabulary 151,936, bf16, on CUDA; logits widened
+    a little, as the pipeline test does) and a compact store of `tokens` random ids captured at
+    path (CTX-token windows, BATCH per call): (HFModel, Store)."""
     from transformers import AutoModelForCausalLM, Qwen3Config
     from silentzone.backends import HFModel
-    from silentzone.fidelity.capture import capture, window_logits
-    from silentzone.fidelity.store import Store
-
+    from silentzone.fidelity.capture import capture
     torch.manual_seed(0)
     cfg = Qwen3Config(vocab_size=VOCAB, hidden_size=2048, intermediate_size=6144, num_hidden_layers=20,
                       num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -61,10 +55,23 @@ def main():
                 p.mul_(2.0)
     m = HFModel(model, "dense", "cuda")
     m._tok = None  # no tokenizer: the probe-id check is skipped, as for a model without one
-    ids = np.random.default_rng(0).integers(0, 8192, a.tokens)
-    tmp = Path("/tmp/profile_store")
-    shutil.rmtree(tmp, ignore_errors=True)
-    st = capture(m, ids, CTX, tmp, batch=BATCH)
+    ids = np.random.default_rng(0).integers(0, 8192, tokens)
+    shutil.rmtree(path, ignore_errors=True)
+    return m, capture(m, ids, CTX, path, batch=BATCH)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--old", type=Path, default=Path(".llcarry/old"))
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=TOKENS, help="corpus tokens (32 windows by default)")
+    a = ap.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    from silentzone.fidelity.capture import window_logits
+    from silentzone.fidelity.store import Store
+    m, st = dense_model_and_store(a.tokens, Path("/tmp/profile_store"))
+    tmp = st.path
     windows = st.windows()
 
     def bare():

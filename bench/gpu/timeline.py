@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from profile_score import BATCH, CTX, TOKENS, VOCAB  # noqa: F401 - same shape as the profile
+from profile_score import BATCH, TOKENS, dense_model_and_store  # same model and store as the profile
 
 
 def _analyse(trace: dict) -> dict:
@@ -60,27 +58,11 @@ def main():
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     from torch.profiler import ProfilerActivity, profile
-    from transformers import AutoModelForCausalLM, Qwen3Config
-    from silentzone.backends import HFModel
-    from silentzone.fidelity.capture import capture, window_logits
+    from silentzone.fidelity.capture import window_logits
     from silentzone.fidelity.score import score_store
     from silentzone.fidelity.store import Store
-    torch.manual_seed(0)
-    cfg = Qwen3Config(vocab_size=VOCAB, hidden_size=2048, intermediate_size=6144, num_hidden_layers=20,
-                      num_attention_heads=16, num_key_value_heads=8, head_dim=128,
-                      max_position_embeddings=8192, tie_word_embeddings=True)
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).eval()
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if p.dim() >= 2 and "embed" not in n:
-                p.mul_(2.0)
-    m = HFModel(model, "dense", "cuda")
-    m._tok = None
-    ids = np.random.default_rng(0).integers(0, 8192, TOKENS)
-    tmp = Path("/tmp/timeline_store")
-    shutil.rmtree(tmp, ignore_errors=True)
-    st = capture(m, ids, CTX, tmp, batch=BATCH)
+    m, st = dense_model_and_store(TOKENS, Path("/tmp/timeline_store"))
+    tmp = st.path
     windows = st.windows()
 
     def bare():
