@@ -9,13 +9,15 @@ Same text file, context, batch and threads; the store and the base file are dele
 repetition; repetitions interleaved. Ratio = ours / theirs (median of neighbouring pairs).
 
 llama-perplexity turns flash attention on by default ("auto": on for the CPU); llama-cpp-python,
-which `ours` runs, leaves it off. The tool is also timed with `-fa off` (an info row): same
-attention kernels on both sides, so that ratio is the cost of our workflow itself.
+which `ours` runs, leaves it off. The tool is also timed with `-fa off` (an info row), and ours
+with SILENTZONE_FLASH_ATTN=1 against the tool's default (another info row): same attention kernels
+on both sides, so those ratios are the cost of our workflow itself.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -73,13 +75,17 @@ def main() -> None:
     store, base = work / "store", work / "base.kld"
     got = {}
 
-    def run_ours():
-        shutil.rmtree(store, ignore_errors=True)
-        p = subprocess.run([sys.executable, __file__, "--ours", str(ref.gguf), str(cand), str(tf),
-                            str(ctx), str(store), str(C.THREADS)], capture_output=True, text=True)
-        if p.returncode != 0:
-            raise RuntimeError(f"ours failed: {p.stderr[-2000:]}")
-        got["ours"] = json.loads(p.stdout.strip().splitlines()[-1])
+    def run_ours(fa=False):
+        def f():
+            shutil.rmtree(store, ignore_errors=True)
+            env = {**os.environ, "SILENTZONE_FLASH_ATTN": "1" if fa else "0"}
+            p = subprocess.run([sys.executable, __file__, "--ours", str(ref.gguf), str(cand), str(tf),
+                                str(ctx), str(store), str(C.THREADS)], capture_output=True, text=True,
+                               env=env)
+            if p.returncode != 0:
+                raise RuntimeError(f"ours failed: {p.stderr[-2000:]}")
+            got["ours_fa" if fa else "ours"] = json.loads(p.stdout.strip().splitlines()[-1])
+        return f
 
     def run_theirs(fa):
         def f():
@@ -88,8 +94,8 @@ def main() -> None:
         return f
 
     # no warm-up round: the GGUF files are in the page cache from making the quant and the text
-    t = C.interleave({"ours": run_ours, "theirs": run_theirs("auto"), "theirs_nofa": run_theirs("off")},
-                     reps=reps, warmup=0)
+    t = C.interleave({"ours": run_ours(), "theirs": run_theirs("auto"), "theirs_nofa": run_theirs("off"),
+                      "ours_fa": run_ours(fa=True)}, reps=reps, warmup=0)
     o, th = got["ours"], got["theirs-auto"]
     r = C.ratio(t, "ours", "theirs")
     r_nofa = C.ratio(t, "ours", "theirs_nofa")
@@ -100,9 +106,14 @@ def main() -> None:
                   f"{o['top1']:.4f} vs {th['top1']:.4f}"),
             C.row(f"ours / llama-perplexity -fa off, reference F32 + {a.gguf}", r_nofa, unit="x",
                   detail=f"theirs {C.med(t['theirs_nofa']):.1f} s; mean KLD "
-                         f"{got['theirs-off']['kld_mean']:.5f} (flash attention off on both sides)")]
+                         f"{got['theirs-off']['kld_mean']:.5f} (flash attention off on both sides)"),
+            C.row(f"ours with SILENTZONE_FLASH_ATTN=1 / llama-perplexity, reference F32 + {a.gguf}",
+                  C.ratio(t, "ours_fa", "theirs"), unit="x",
+                  detail=f"ours {C.med(t['ours_fa']):.1f} s; mean KLD {got['ours_fa']['kld_mean']:.5f} vs "
+                         f"theirs {th['kld_mean']:.5f} (flash attention on both sides)")]
     C.write("vs_llama_perplexity", "Against llama-perplexity (target 3)", rows, out_dir=a.out,
-            extra={"times": t, "ours": o, "theirs": th, "theirs_nofa": got["theirs-off"]})
+            extra={"times": t, "ours": o, "theirs": th, "theirs_nofa": got["theirs-off"],
+                   "ours_fa": got["ours_fa"]})
 
 
 if __name__ == "__main__":

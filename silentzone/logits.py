@@ -11,12 +11,17 @@ import numpy as np
 def load_llama(gguf: Path | str, n_ctx: int = 2048, threads: int | None = None, logits_all=True,
                n_gpu_layers: int = 0):
     """A llama_cpp.Llama for scoring: all positions' logits, fixed threads, quiet. n_gpu_layers -1
-    offloads every layer (a CUDA build of llama.cpp; a CPU build ignores it)."""
+    offloads every layer (a CUDA build of llama.cpp; a CPU build ignores it).
+
+    Flash attention stays off unless SILENTZONE_FLASH_ATTN=1: it is faster on a CPU (and
+    llama-perplexity's default) but moves logits (up to 0.036 on an F32 SmolLM2), so every shipped
+    number was computed without it, and a study must not mix the two."""
     import llama_cpp
     t = threads or int(os.environ.get("SILENTZONE_THREADS", os.cpu_count() or 1))
+    fa = os.environ.get("SILENTZONE_FLASH_ATTN", "0") == "1"
     return llama_cpp.Llama(str(gguf), n_ctx=n_ctx, n_batch=min(n_ctx, 512), n_ubatch=min(n_ctx, 512),
                            logits_all=logits_all, n_threads=t, n_threads_batch=t, verbose=False,
-                           seed=0, n_gpu_layers=n_gpu_layers)
+                           seed=0, n_gpu_layers=n_gpu_layers, flash_attn=fa)
 
 
 def llama_logits(gguf_or_llm, ids, threads: int | None = None, start: int = 0, out=None):
