@@ -66,5 +66,8 @@ def record(config_hash: str = "", seeds: dict | None = None, **extra) -> dict:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        # a setting that moves llama.cpp's logits (logits.load_llama); recorded only when on, so
+        # the default records keep their shape
+        **({"llama_flash_attn": True} if os.environ.get("SILENTZONE_FLASH_ATTN", "0") == "1" else {}),
         **extra,
     }

@@ -89,3 +89,12 @@ def test_float_column_of_whole_numbers_reads_back_as_float(tmp_path):
     f = samples_frame().assign(kld_mean=[0.0, 0.0], kld_max=[0.0, 0.0], margin=[1.0, 2.0])
     back = read_table(write_table(f, SAMPLES, tmp_path / "s.csv", {}), SAMPLES)
     assert back["kld_mean"].dtype == "float64" and back["kld_mean"].tolist() == [0.0, 0.0]
+
+
+def test_provenance_records_flash_attention_only_when_it_is_on(monkeypatch):
+    """SILENTZONE_FLASH_ATTN=1 moves llama.cpp's logits: an output made with it says so."""
+    from silentzone.provenance import record
+    monkeypatch.delenv("SILENTZONE_FLASH_ATTN", raising=False)
+    assert "llama_flash_attn" not in record(config_hash="x")
+    monkeypatch.setenv("SILENTZONE_FLASH_ATTN", "1")
+    assert record(config_hash="x")["llama_flash_attn"] is True
