@@ -12,6 +12,7 @@ same threshold through MALLOC_MMAP_THRESHOLD_ in the environment, as a cross-che
 from __future__ import annotations
 
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -56,7 +57,6 @@ def main() -> None:
     else:
         ref, cand = C.reference().gguf, C.gguf_quant(a.gguf, work)
         sizes, ctx = (a.tokens, 10 * a.tokens), a.ctx
-    import os
     res = {}
     pinned = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
     for n in sizes:

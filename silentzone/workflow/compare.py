@@ -31,6 +31,13 @@ TOLERANCES = {"fidelity_rel": 1e-4, "margin_abs": 1e-3, "kld_rel": 1e-4, "stats_
 QUANT_COLS = ("status", "method", "requested_type", "bpw", "bytes")
 
 
+def _git_show(rev: str, path: Path) -> bytes | None:
+    """The bytes of repository file `path` at git revision `rev`, or None if it has none."""
+    rel = path.relative_to(REPO).as_posix()
+    r = subprocess.run(["git", "-C", str(REPO), "show", f"{rev}:{rel}"], capture_output=True)
+    return r.stdout if r.returncode == 0 else None
+
+
 def _reader(against: str, study: str):
     """read(name) -> text of data/<study>/<name> in `against` (a directory or a git revision)."""
     root = Path(against)
@@ -38,9 +45,8 @@ def _reader(against: str, study: str):
         return lambda name: (root / study / name).read_text() if (root / study / name).is_file() else None
 
     def from_git(name: str):
-        rel = (DATA / study / name).relative_to(REPO).as_posix()
-        r = subprocess.run(["git", "-C", str(REPO), "show", f"{against}:{rel}"], capture_output=True, text=True)
-        return r.stdout if r.returncode == 0 else None
+        b = _git_show(against, DATA / study / name)
+        return None if b is None else b.decode()
     return from_git
 
 
@@ -48,29 +54,28 @@ def _csv(text: str | None) -> pd.DataFrame | None:
     return None if text is None else pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
 
 
-def _figure_bytes(against: str, study: str, name: str, figures_against: Path | None) -> bytes | None:
-    """Bytes of figures/<study>/<name> in `against` (a git revision), or in `figures_against`."""
-    if figures_against is not None:
-        f = Path(figures_against) / name
-        return f.read_bytes() if f.is_file() else None
-    if Path(against).is_dir():
-        return None
-    rel = (FIGURES / study / name).relative_to(REPO).as_posix()
-    r = subprocess.run(["git", "-C", str(REPO), "show", f"{against}:{rel}"], capture_output=True)
-    return r.stdout if r.returncode == 0 else None
-
-
 def compare_figures(study: str, against: str, figures: Path | None = None,
                     figures_against: Path | None = None) -> list[tuple[str, str, str]]:
-    """'ok' when every regenerated figure (PNG, PDF) equals the other copy byte for byte, else one
-    'note' naming those that differ or have no counterpart (never a failure: see the module doc)."""
+    """'ok' when every regenerated figure (PNG, PDF) in `figures` (default figures/<study>) equals
+    the other copy byte for byte, else also one 'note' naming those that differ or have no
+    counterpart (never a failure: see the module doc). The other copy: `figures_against`, or
+    figures/<study> at git revision `against`; nothing is compared when `against` is a directory
+    and no `figures_against` is given, or when there are no figures."""
     figures = Path(figures or FIGURES / study)
+    if figures_against is None and Path(against).is_dir():
+        return []
     names = sorted(f.name for f in figures.glob("*") if f.suffix in (".png", ".pdf"))
     if not names:
         return []
+
+    def old_bytes(name: str) -> bytes | None:
+        if figures_against is None:
+            return _git_show(against, FIGURES / study / name)
+        f = Path(figures_against) / name
+        return f.read_bytes() if f.is_file() else None
     same, other = [], []
     for n in names:
-        old = _figure_bytes(against, study, n, figures_against)
+        old = old_bytes(n)
         (same if old is not None and old == (figures / n).read_bytes() else other).append(n)
     rows = [("ok", f"figures/{study}/", f"{len(same)} of {len(names)} figures byte-identical")]
     if other:
@@ -85,8 +90,7 @@ def compare_study(study: str, against: str, results: Path | None = None, figures
     other copy's, when `against` is a directory (a git revision holds its own)."""
     results = Path(results or DATA / study)
     old = _reader(against, study)
-    out = compare_figures(study, against, figures, figures_against) if (figures or FIGURES / study).exists() \
-        and (figures_against is not None or not Path(against).is_dir()) else []
+    out = compare_figures(study, against, figures, figures_against)
     new_q, old_q = pd.read_csv(results / "quants.csv"), _csv(old("quants.csv"))
     if old_q is None:  # nothing shipped for this study yet: a first run, not a mismatch
         return out + [("note", f"{study}/", f"no copy in {against} to compare with")]
@@ -96,10 +100,11 @@ def compare_study(study: str, against: str, results: Path | None = None, figures
         out.append(("differs", f"{study}/quants.csv", "the cohorts list different quants"))
         return out
     a, b = new_q.set_index("quant_id"), old_q.set_index("quant_id").loc[new_q["quant_id"]]
-    # llama-imatrix and llama-quantize write the absolute paths of the calibration text and of the
-    # imatrix file into the GGUF's metadata (quantize.imatrix.file / .dataset), so an imatrix quant's
-    # bytes and sha256 change with $SILENTZONE_HOME; its tensors are compared through fidelity and
-    # samples below, which do fail.
+    # llama-imatrix and llama-quantize record the calibration text's and the imatrix file's paths in
+    # the GGUF's metadata (quantize.imatrix.file / .dataset). They get bare names since 1bdfc7e, but
+    # the shipped quants and older caches were made with absolute paths, whose bytes and sha256 move
+    # with $SILENTZONE_HOME: reported only; the tensors are compared through fidelity and samples
+    # below, which do fail.
     imat = {q for q in a.index if "imatrix" in str(a.at[q, "recipe"])} if "recipe" in a else set()
     for col in QUANT_COLS + ("sha256",):
         ne = [q for q in a.index if not _same(a.at[q, col], b.at[q, col])]
