@@ -1,9 +1,10 @@
 """Target 4: shared-context multiple-choice scoring gives >= 3x the items per second of scoring each
 choice with its own full forward pass, with identical per-item results.
 
-shared = `bench.mc.score_mc(..., shared=True)`: the context once, its KV cache reused by every
-choice (llama.cpp: truncate and continue; transformers: the cache repeated over one batch of
-continuations); full = `shared=False`: one forward pass of context + choice per choice. Both on the
+shared = `bench.mc.score_mc(..., shared=True)`: the context once, shared by every choice
+(llama.cpp: one KV stream per choice, the context's cells copied into each, all continuations in
+one decode call; transformers: one forward of context + all choices under a tree mask); full =
+`shared=False`: one forward pass of context + choice per choice. Both on the
 float reference, both backends, the same prepared items; rounds interleaved. Per item, pred,
 correct and correct_norm must be equal and the log-likelihoods equal to 1e-3 nats (float sums in
 another order), else the script fails. SciQ (4 choices after a support paragraph) carries the

@@ -6,8 +6,15 @@
 
 `model` is what `silentzone.backends.open_model` returns. The context is evaluated once and every
 continuation reuses its KV cache:
-  llama.cpp     eval(context); for each choice: truncate n_tokens back to the context length (the
-                binding drops the KV cells past it) and eval the continuation;
+  llama.cpp     a second llama.cpp context with one KV stream per choice (n_seq_max = k, a
+                non-unified cache): decode the context in stream 0, copy its cells to the other
+                streams (llama_memory_seq_cp), then decode every continuation in one batch, each in
+                its own stream, padded to the longest (pads come after the real tokens, ask for no
+                logits and are never attended to). One pass over the weights for all choices instead
+                of one per choice, and each stream's cells lie exactly as in a per-choice full pass,
+                so the logits are the same bits (a unified cache interleaves the choices' cells,
+                which moves llama.cpp's attention sums by up to 6e-3 nats: measured, not used).
+                A single continuation (LAMBADA, per-choice contexts) is one full pass;
   transformers  one forward of the context with use_cache, then the cache is repeated across the
                 choices and all continuations run as one right-padded batch (right padding needs
                 no mask: a real token never attends to a later pad).
@@ -40,7 +47,104 @@ def shared_logits(model, ctx_ids: list[int], conts: list[list[int]]):
     return _hf_shared(model, ctx_ids, conts)
 
 
+MAX_STREAMS = 16  # more choices than this fall back to one continuation call each
+
+
+class _Streams:
+    """A llama.cpp context of `n_seq` KV streams of `n_ctx_seq` cells each, beside the model's own
+    (which stays single-sequence: fidelity scoring and generation use it)."""
+
+    def __init__(self, llm, n_seq: int, n_ctx_seq: int):
+        import llama_cpp
+        from llama_cpp import _internals
+        p = llama_cpp.llama_context_default_params()
+        for f, _ in llama_cpp.llama_context_params._fields_:
+            setattr(p, f, getattr(llm.context_params, f))
+        p.n_seq_max, p.kv_unified, p.n_ctx = n_seq, False, n_seq * n_ctx_seq
+        self.ctx = _internals.LlamaContext(model=llm._model, params=p, verbose=False)
+        self.n_ctx_seq = int(llama_cpp.llama_n_ctx(self.ctx.ctx)) // n_seq
+        self.n_seq, self.n_batch = n_seq, int(p.n_batch)
+        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.vocab = int(llm.n_vocab())
+        self._llama_cpp = llama_cpp
+
+    def __del__(self):
+        try:
+            self._llama_cpp.llama_batch_free(self.batch)
+            self.ctx.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def decode(self, chunks) -> np.ndarray:
+        """Decode each chunk of (token, pos, seq, wants_logits), one llama_decode call per chunk (at
+        most n_batch tokens each); the logit rows asked for, in order."""
+        lc, b, out = self._llama_cpp, self.batch, []
+        for chunk in chunks:
+            b.n_tokens = len(chunk)
+            n_out = 0
+            for j, (t, pos, seq, want) in enumerate(chunk):
+                b.token[j], b.pos[j], b.n_seq_id[j], b.logits[j] = t, pos, 1, want
+                b.seq_id[j][0] = seq
+                n_out += bool(want)
+            rc = lc.llama_decode(self.ctx.ctx, b)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode returned {rc}")
+            if n_out:
+                out.append(np.ctypeslib.as_array(lc.llama_get_logits(self.ctx.ctx),
+                                                 shape=(n_out, self.vocab)).copy())
+        return np.concatenate(out, 0) if out else np.empty((0, self.vocab), np.float32)
+
+
+def _streams(model, k: int, need: int) -> _Streams:
+    """The model's stream context, rebuilt larger when an item needs more choices or cells. Streams
+    are sized to the items (a power of two from 512 cells, at most the model's n_ctx), not to n_ctx:
+    the context's cells are copied to each stream as whole buffers, so their size is paid per item."""
+    n_ctx = int(model.llm.n_ctx())
+    if need > n_ctx:
+        raise ValueError(f"{model.name}: {need} tokens exceed n_ctx {n_ctx}")
+    st = getattr(model, "_mc_streams", None)
+    if st is None or st.n_seq < k or st.n_ctx_seq < need:
+        size = max(512, 1 << (need - 1).bit_length(), st.n_ctx_seq if st else 0)
+        n_seq = max(k, 4, st.n_seq if st else 0)
+        model._mc_streams = None  # free the old one first
+        st = model._mc_streams = _Streams(model.llm, n_seq, min(size, n_ctx))
+    return st
+
+
 def _llama_shared(model, ctx_ids, conts):
+    n, k = len(ctx_ids), len(conts)
+    if k == 1:  # nothing to share: one full pass is one call over the weights instead of two
+        return full_logits(model, ctx_ids, conts)
+    if k > MAX_STREAMS:
+        return _llama_sequential(model, ctx_ids, conts)
+    L = max(len(c) for c in conts)
+    st = _streams(model, k, n + L)
+    st.ctx.kv_cache_clear()
+    nb = st.n_batch
+    ctx_toks = [(t, i, 0, True) for i, t in enumerate(ctx_ids)]
+    ctx_logits = st.decode([ctx_toks[i: i + nb] for i in range(0, n, nb)])
+    for s in range(1, k):
+        st.ctx.kv_cache_seq_cp(0, s, -1, -1)
+    # a ubatch of a multi-stream cache takes as many tokens from each stream: every continuation
+    # is padded to the longest, and a chunk spans whole positions of all streams
+    step = max(1, nb // k)
+    chunks = [[(c[j] if j < len(c) else c[-1], n + j, s, j < len(c))
+               for s, c in enumerate(conts) for j in range(j0, min(L, j0 + step))]
+              for j0 in range(0, L, step)]
+    rows = st.decode(chunks)
+    outs = [np.empty((len(c), st.vocab), np.float32) for c in conts]
+    r = 0
+    for j0 in range(0, L, step):
+        for s, c in enumerate(conts):
+            for j in range(j0, min(len(c), j0 + step)):
+                outs[s][j] = rows[r]
+                r += 1
+    st.ctx.kv_cache_clear()
+    return ctx_logits, outs
+
+
+def _llama_sequential(model, ctx_ids, conts):
+    """The context once, then one call per continuation (truncating the KV cache back to it)."""
     llm = model.llm
     n = len(ctx_ids)
     need = n + max(len(c) for c in conts)
@@ -57,8 +161,52 @@ def _llama_shared(model, ctx_ids, conts):
     return ctx_logits, outs
 
 
+def _packable(model, total: int) -> bool:
+    """Whether one forward over context + all continuations (a tree mask) equals per-choice passes:
+    every layer is attention (no recurrent state, which would run through the other choices) and
+    no sliding window is shorter than the packed length (a custom mask replaces it)."""
+    cfg = model.model.config.get_text_config()
+    kinds = set(getattr(cfg, "layer_types", None) or ["full_attention"])
+    if not kinds <= {"full_attention", "sliding_attention"}:
+        return False
+    win = getattr(cfg, "sliding_window", None)
+    return not ("sliding_attention" in kinds and win and total > win)
+
+
+def _hf_packed(model, ctx_ids, conts):
+    """One forward of [context, choice 1, ..., choice k]: each choice token attends to the context
+    and to its own earlier tokens (a 4D mask), at the positions it has in its own full pass."""
+    import torch
+    m, dev = model.model, model.device
+    n = len(ctx_ids)
+    ids = list(ctx_ids) + [t for c in conts for t in c]
+    pos = list(range(n)) + [n + j for c in conts for j in range(len(c))]
+    T = len(ids)
+    allow = torch.zeros((T, T), dtype=torch.bool)
+    allow[:n, :n] = torch.ones((n, n), dtype=torch.bool).tril()
+    allow[n:, :n] = True
+    o = n
+    for c in conts:
+        allow[o: o + len(c), o: o + len(c)] = torch.ones((len(c), len(c)), dtype=torch.bool).tril()
+        o += len(c)
+    dtype = m.dtype  # an additive float mask: what eager attention adds and sdpa accepts
+    mask = torch.zeros((1, 1, T, T), dtype=dtype)
+    mask.masked_fill_(~allow, torch.finfo(dtype).min)
+    with torch.no_grad():  # not inference_mode: optimum-quanto int4 fails under it
+        out = m(input_ids=torch.tensor([ids], device=dev), attention_mask=mask.to(dev),
+                position_ids=torch.tensor([pos], device=dev), use_cache=False)
+    lg = out.logits[0].float().cpu().numpy()
+    outs, o = [], n
+    for c in conts:
+        outs.append(lg[o: o + len(c)])
+        o += len(c)
+    return lg[:n], outs
+
+
 def _hf_shared(model, ctx_ids, conts):
     import torch
+    if len(conts) > 1 and _packable(model, len(ctx_ids) + max(len(c) for c in conts)):
+        return _hf_packed(model, ctx_ids, conts)
     m, dev = model.model, model.device
     lens = [len(c) for c in conts]
     batch = torch.zeros((len(conts), max(lens)), dtype=torch.long)

@@ -82,3 +82,73 @@ def test_shared_context_is_faster(gguf_model, enc):
         times[shared] = time.perf_counter() - t0
     print(f"shared {times[True]:.2f}s vs per-choice {times[False]:.2f}s: x{times[False] / times[True]:.2f}")
     assert times[True] < times[False] * 1.2
+
+
+def test_llama_streams_give_the_per_choice_passes_bits(gguf_model, prepared):
+    """llama.cpp shares the context through one KV stream per choice and decodes all continuations
+    in one batch; each stream's cells lie as in a per-choice full pass, so every logit row the
+    scores use (context rows, continuation rows but the last) is the same float, not merely close."""
+    for name, prep in prepared.items():
+        for p in prep:
+            ctx, conts = p["ctxs"][0], p["conts"]
+            c1, o1 = mc.shared_logits(gguf_model, ctx, conts)
+            c2, o2 = mc.full_logits(gguf_model, ctx, conts)
+            np.testing.assert_array_equal(c1, c2)
+            for a, b, c in zip(o1, o2, conts):
+                assert a.shape == b.shape == (len(c), gguf_model.vocab_size)
+                np.testing.assert_array_equal(a[: len(c) - 1], b[: len(c) - 1])
+    assert gguf_model._mc_streams is not None and gguf_model._mc_streams.n_seq >= 2
+
+
+def test_llama_streams_chunk_long_continuations_and_grow_for_more_choices(gguf_model, enc):
+    """Five choices (the stream context is rebuilt with five streams) whose padded batch exceeds
+    n_batch (512): decoded in chunks of whole positions, still the per-choice passes' bits."""
+    ctx = enc("Question: which of these is the longest sentence?\nAnswer:")
+    words = "the quick brown fox jumps over the lazy dog and keeps running through the field ".split()
+    conts = [enc(" " + " ".join(words * r)[: 6 * n], bos=False) for r, n in
+             ((10, 130), (1, 2), (12, 150), (3, 40), (14, 170))]
+    k, L = len(conts), max(map(len, conts))
+    assert k * L > 512 and len(set(map(len, conts))) == k
+    c1, o1 = mc.shared_logits(gguf_model, ctx, conts)
+    c2, o2 = mc.full_logits(gguf_model, ctx, conts)
+    assert gguf_model._mc_streams.n_seq == 5
+    np.testing.assert_array_equal(c1, c2)
+    for a, b, c in zip(o1, o2, conts):
+        np.testing.assert_array_equal(a[: len(c) - 1], b[: len(c) - 1])
+
+
+def test_llama_single_continuation_is_one_full_pass(gguf_model, enc):
+    ctx, cont = enc("The capital of France is"), enc(" Paris, a city", bos=False)
+    c1, (o1,) = mc.shared_logits(gguf_model, ctx, [cont])
+    c2, (o2,) = mc.full_logits(gguf_model, ctx, [cont])
+    np.testing.assert_array_equal(c1, c2)
+    np.testing.assert_array_equal(o1, o2)
+
+
+@pytest.mark.parametrize("which", ["smollm2", "gemma3"])
+def test_hf_packed_forward_equals_per_choice_passes(which, smollm2_ref, gemma3_ref, prepared):
+    """transformers: one forward of context + every choice under a tree mask (positions restart at
+    the end of the context for each choice). Gemma 3 has sliding-window layers (window 512): the
+    mask stands in for them while the packed positions fit the window, and beyond it the cache path
+    is used."""
+    from silentzone.backends import open_model
+    from silentzone.bench.run import Encoder
+    ref = smollm2_ref if which == "smollm2" else gemma3_ref
+    model = open_model(ref.hf_dir, threads=2, name=which)
+    e = Encoder(ref.tokenizer())
+    t = tasks.get("sciq")
+    for p in prepare(t, t.items(3), e):
+        ctx, conts = p["ctxs"][0], p["conts"]
+        assert mc._packable(model, len(ctx) + max(map(len, conts)))
+        c1, o1 = mc.shared_logits(model, ctx, conts)
+        c2, o2 = mc.full_logits(model, ctx, conts)
+        np.testing.assert_allclose(c1, c2, atol=2e-4)
+        for a, b in zip(o1, o2):
+            np.testing.assert_allclose(a, b, atol=2e-4)
+        a = mc.score_mc(model, ctx, conts, p["item"].gold, p["n_chars"])
+        b = mc.score_mc(model, ctx, conts, p["item"].gold, p["n_chars"], shared=False)
+        np.testing.assert_allclose(a["ll"], b["ll"], atol=1e-4)
+        assert (a["pred"], a["correct"], a["correct_norm"]) == (b["pred"], b["correct"], b["correct_norm"])
+    win = model.model.config.get_text_config().sliding_window if which == "gemma3" else None
+    if win:
+        assert not mc._packable(model, win + 1)
