@@ -2,7 +2,10 @@
 
 ours   = one fresh process: open the reference, tokenize the text, capture the compact reference
          store (fidelity.capture), open the candidate, score it against the store (score_store)
-         and summarise: Python start-up and imports included;
+         and summarise: Python start-up and imports included (the study's path: a store that
+         every quant of a cohort is scored against);
+cli    = `silentzone kld --reference R --candidate C --text F --ctx N --json` (an info row): the
+         ad hoc pair command, both models window by window, no store;
 theirs = `llama-perplexity --kl-divergence-base BASE` on the reference, then
          `llama-perplexity --kl-divergence-base BASE --kl-divergence` on the candidate.
 Same text file, context, batch and threads; the store and the base file are deleted before every
@@ -87,6 +90,15 @@ def main() -> None:
             got["ours_fa" if fa else "ours"] = json.loads(p.stdout.strip().splitlines()[-1])
         return f
 
+    def run_cli():
+        p = subprocess.run([sys.executable, "-m", "silentzone.cli", "kld", "--reference", str(ref.gguf),
+                            "--candidate", str(cand), "--text", str(tf), "--ctx", str(ctx),
+                            "--threads", str(C.THREADS), "--json"], capture_output=True, text=True,
+                           env={**os.environ, "SILENTZONE_FLASH_ATTN": "0"})
+        if p.returncode != 0:
+            raise RuntimeError(f"silentzone kld failed: {p.stderr[-2000:]}")
+        got["cli"] = json.loads(p.stdout.strip().splitlines()[-1])
+
     def run_theirs(fa):
         def f():
             base.unlink(missing_ok=True)
@@ -95,7 +107,7 @@ def main() -> None:
 
     # no warm-up round: the GGUF files are in the page cache from making the quant and the text
     t = C.interleave({"ours": run_ours(), "theirs": run_theirs("auto"), "theirs_nofa": run_theirs("off"),
-                      "ours_fa": run_ours(fa=True)}, reps=reps, warmup=0)
+                      "ours_fa": run_ours(fa=True), "cli": run_cli}, reps=reps, warmup=0)
     o, th = got["ours"], got["theirs-auto"]
     r = C.ratio(t, "ours", "theirs")
     r_nofa = C.ratio(t, "ours", "theirs_nofa")
@@ -110,10 +122,14 @@ def main() -> None:
             C.row(f"ours with SILENTZONE_FLASH_ATTN=1 / llama-perplexity, reference F32 + {a.gguf}",
                   C.ratio(t, "ours_fa", "theirs"), unit="x",
                   detail=f"ours {C.med(t['ours_fa']):.1f} s; mean KLD {got['ours_fa']['kld_mean']:.5f} vs "
-                         f"theirs {th['kld_mean']:.5f} (flash attention on both sides)")]
+                         f"theirs {th['kld_mean']:.5f} (flash attention on both sides)"),
+            C.row(f"`silentzone kld` (no store) / llama-perplexity -fa off, reference F32 + {a.gguf}",
+                  C.ratio(t, "cli", "theirs_nofa"), unit="x",
+                  detail=f"cli {C.med(t['cli']):.1f} s; mean KLD {got['cli']['kld_mean']:.5f} (float32 "
+                         f"reference logits, flash attention off on both sides)")]
     C.write("vs_llama_perplexity", "Against llama-perplexity (target 3)", rows, out_dir=a.out,
             extra={"times": t, "ours": o, "theirs": th, "theirs_nofa": got["theirs-off"],
-                   "ours_fa": got["ours_fa"]})
+                   "ours_fa": got["ours_fa"], "cli": got["cli"]})
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -77,22 +79,20 @@ def open_model(path: str | Path, device: str = "cpu", n_ctx: int = 2048, threads
     default float32 on the CPU and bfloat16 on a GPU."""
     path = Path(path)
     name = name or path.name
-    if threads:
-        import torch
-        torch.set_num_threads(threads)
     if path.suffix == ".gguf":
         if not path.is_file():
             raise BackendError(f"{path}: GGUF file not found")
-        return LlamaCppModel(path, n_ctx=n_ctx, threads=threads, name=name, device=device)
+        return _llama(path, n_ctx, threads, name, device)
     if not path.is_dir():
         raise BackendError(f"{path}: not a GGUF file or a model directory")
     art = path / "artifact.json"
-    if art.is_file():
-        meta = json.loads(art.read_text())
+    meta = json.loads(art.read_text()) if art.is_file() else None
+    if meta and meta.get("format") == "gguf":
+        return _llama(path / meta["file"], n_ctx, threads, name, device)
+    if threads:
+        torch_threads(threads)
+    if meta:
         fmt = meta.get("format")
-        if fmt == "gguf":
-            return LlamaCppModel(path / meta["file"], n_ctx=n_ctx, threads=threads, name=name,
-                                 device=device)
         if fmt == "hf":
             return _hf(path / meta["dir"], device, name, dtype)
         if fmt == "loadtime":
@@ -103,6 +103,26 @@ def open_model(path: str | Path, device: str = "cpu", n_ctx: int = 2048, threads
     if (path / "config.json").is_file():
         return _hf(path, device, name, dtype)
     raise BackendError(f"{path}: no artifact.json or config.json")
+
+
+def _llama(gguf: Path, n_ctx: int, threads: int | None, name: str, device: str) -> LlamaCppModel:
+    m = LlamaCppModel(gguf, n_ctx=n_ctx, threads=threads, name=name, device=device)
+    if threads:  # after the load, so that the import does not hold the GIL during it
+        torch_threads(threads, background=True)
+    return m
+
+
+def torch_threads(threads: int, background: bool = False) -> None:
+    """torch's intra-op threads (for the metrics beside a model). `background`: import torch in a
+    helper thread (1.3 s here) while the caller goes on, for llama.cpp models, which do not need it
+    to open or decode; a later `import torch` elsewhere waits for that import to finish."""
+    def f():
+        import torch
+        torch.set_num_threads(threads)
+    if not background or "torch" in sys.modules:
+        f()
+    else:
+        threading.Thread(target=f, name="silentzone-import-torch").start()
 
 
 def torch_dtype(device: str, dtype: str | None = None):

@@ -10,8 +10,11 @@ Also the small model helpers both capture and scoring use: `open_scorer`, `model
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -141,16 +144,48 @@ def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("com
     todo = [i for i in range(st.n_windows) if not st.done(i)]
     buf = llama_gpu_buffer(model, batch, ctx - first)
     t0 = time.perf_counter()
-    for j in range(0, len(todo), batch):
-        idx = todo[j:j + batch]
-        z = window_logits(model, windows[idx], first, out=None if buf is None else buf[:len(idx)])
+
+    def encode(z, idx):
         for r, i in enumerate(idx):
             st.write(i, encode_window(z[r], windows[i, first + 1:], kinds=st.kinds, k=k, m=m,
                                       rng=st.rng(i)))
         if log:
             log(f"capture {out}: window {idx[-1] + 1}/{st.n_windows} "
                 f"({time.perf_counter() - t0:.1f} s)")
+
+    # llama.cpp on the CPU with a core to spare: window j is encoded and written in a helper thread
+    # while llama.cpp decodes window j+1 (its decode releases the GIL), as llama-perplexity
+    # processes logits on threads beside -t. At most one window waits, so memory stays bounded.
+    with ThreadPoolExecutor(1) if buf is None and overlaps(model) else contextlib.nullcontext() as pool:
+        pending = None
+        for j in range(0, len(todo), batch):
+            idx = todo[j:j + batch]
+            z = window_logits(model, windows[idx], first, out=None if buf is None else buf[:len(idx)])
+            if pool is None:
+                encode(z, idx)
+                continue
+            if pending is not None:
+                pending.result()  # raises the helper's error (e.g. non-finite logits) here
+            pending = pool.submit(encode, z, idx)
+        if pending is not None:
+            pending.result()
     return st
+
+
+def overlaps(model) -> bool:
+    """Whether to run the metrics beside llama.cpp's decode: a llama.cpp model on the CPU whose
+    threads leave at least one core of this process's free (else the two would contend, and
+    llama.cpp's threads spin at barriers while one of them waits for a core).
+    SILENTZONE_OVERLAP=0 turns it off."""
+    if model.kind != "llama.cpp" or str(getattr(model, "device", "cpu")) != "cpu":
+        return False
+    if os.environ.get("SILENTZONE_OVERLAP", "1") == "0":  # off: for benchmarks and debugging
+        return False
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return int(getattr(model.llm, "n_threads", cores)) < cores
 
 
 def store_dir(study, corpus: str, ctx: int, scoring: str = "half") -> Path:

@@ -15,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from .capture import (llama_gpu_buffer, model_bos, model_tokenize, open_scorer, probe_text,
+from .capture import (llama_gpu_buffer, model_bos, model_tokenize, open_scorer, overlaps, probe_text,
                       reference_of, store_dir, window_batch, window_logits)
 from .kernels import PER_TOKEN, compact_token_metrics, summarize, token_metrics
 from .store import KINDS, Store, StoreError, first_scored, make_windows
@@ -172,7 +173,6 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
     timings: forward_s and metrics_s are then launch times, not device times (they need a sync).
     """
     import torch
-    from concurrent.futures import ThreadPoolExecutor
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}")
     if not store.complete():
@@ -193,6 +193,9 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
     # through the next forward meanwhile instead of idling while the eager metric ops are launched.
     # Not for llama.cpp: its logits land in one reused buffer (and its decode blocks the host).
     side = torch.cuda.Stream(device=dev) if gpu and buf is None else None
+    # llama.cpp on the CPU with a core to spare: the next window decodes in a helper thread while
+    # this one is scored (capture.overlaps; window_logits returns a fresh array per call there)
+    ahead_fwd = ThreadPoolExecutor(1) if not gpu and buf is None and overlaps(m) else None
 
     def forward(b):
         nonlocal t_fwd
@@ -202,11 +205,14 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
         t_fwd += time.perf_counter() - t0
         return z
 
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(1) as pool, ahead_fwd or contextlib.nullcontext():
         ahead = pool.submit(_read_batch, store, batches[0], kind, gpu)
         z_next = forward(0)
         for b, idx in enumerate(batches):
             z, last = z_next, b + 1 == len(batches)
+            if ahead_fwd is not None:
+                z = z.result() if b else z
+                z_next = None if last else ahead_fwd.submit(forward, b + 1)
             if side is not None:
                 ready = torch.cuda.current_stream(dev).record_event()  # z is complete here
                 z_next = None if last else forward(b + 1)
@@ -225,7 +231,7 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
             parts.append((pt, rows))
             del z
             t_met += time.perf_counter() - t1
-            if side is None and not last:
+            if side is None and ahead_fwd is None and not last:
                 z_next = forward(b + 1)
     if side is not None:
         torch.cuda.current_stream(dev).wait_stream(side)
@@ -262,16 +268,32 @@ def score_text(reference, candidate, text: str, ctx: int, *, scoring: str = "hal
     first = first_scored(ctx, scoring)
     parts = []
     t_fwd = t_met = 0.0
-    for i, w in enumerate(windows):
-        zr = window_logits(R, w[None], first)[0]
-        check_finite(zr, f"reference window {i}")
-        t0 = time.perf_counter()
-        zc = window_logits(C, w[None], first)[0]
+
+    def metrics(i, w, zr, zc):
+        nonlocal t_met
         t1 = time.perf_counter()
+        check_finite(zr, f"reference window {i}")
         check_finite(zc, f"candidate window {i}")
         parts.append(token_metrics(zr, zc, w[first + 1:]))
-        t_fwd += t1 - t0
         t_met += time.perf_counter() - t1
+
+    # both llama.cpp on the CPU with a core to spare: window i's metrics run in a helper thread
+    # while both models decode window i+1 (capture.overlaps); at most one window waits
+    with ThreadPoolExecutor(1) if overlaps(R) and overlaps(C) else contextlib.nullcontext() as pool:
+        pending = None
+        for i, w in enumerate(windows):
+            zr = window_logits(R, w[None], first)[0]
+            t0 = time.perf_counter()
+            zc = window_logits(C, w[None], first)[0]
+            t_fwd += time.perf_counter() - t0
+            if pool is None:
+                metrics(i, w, zr, zc)
+                continue
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(metrics, i, w, zr, zc)
+        if pending is not None:
+            pending.result()
     per_token = _stack(parts)
     summary = summarize(per_token)
     summary.update(n_windows=int(len(windows)), ctx=int(ctx), scoring=scoring,
