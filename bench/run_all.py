@@ -56,10 +56,12 @@ NOTES = {
                         "out of the backend); score = `score_store` against the compact store. The "
                         "time inside score_store spent outside the forward is shown beside it: the "
                         "rest of a ratio's distance from 1 is the forward's own run-to-run noise.",
-    "store_size": "Sizes are whole store folders. The exact store keeps float16 log-probs (2 B per "
-                  "vocabulary entry, llama.cpp keeps 2 B + 8 B per token) plus targets, top-1 and the "
-                  "float32 target log-prob (12 B per token) in a per-window .npz with its zip headers: "
-                  "that is the few bytes per token by which it can exceed llama.cpp's file.",
+    "store_size": "Sizes are whole store folders (per-window files, tokens.npy, meta.json). The "
+                  "exact store keeps one record per scored token, float16 log-probs and the float32 "
+                  "target log-prob (2 V + 4 bytes; llama.cpp keeps 2 V + 8); targets come from "
+                  "tokens.npy and top-1 from the row's first maximum (store.py says how that stays "
+                  "the float32 argmax). The 4 bytes per token pay for a 192-byte .npy header per "
+                  "window and meta.json.",
     "vs_llama_perplexity": "llama-perplexity enables flash attention by default on the CPU; "
                            "llama-cpp-python (ours) does not, and turning it on changes logits, so "
                            "the tool is also timed with `-fa off` (info row).",

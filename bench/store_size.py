@@ -69,8 +69,9 @@ def main() -> None:
               f"{b_llama / 2**20:.1f} MiB vs {b_compact / 2**20:.2f} MiB for {n_scored} scored tokens "
               f"({st.n_windows} windows of {ctx}); {b_compact / n_scored:.0f} B/token"),
         C.row("exact store / llama.cpp base file", b_exact / b_llama, 1.0, "<=", "x",
-              f"{b_exact / 2**20:.1f} MiB vs {b_llama / 2**20:.1f} MiB "
-              f"(store.llama_base_bytes predicts {formula} B, file has {b_llama} B)"),
+              f"{b_exact} B vs {b_llama} B ({b_exact - b_llama:+d} B: per scored token 2 V + 4 B "
+              f"vs 2 V + 8 B, less our headers and meta.json; store.llama_base_bytes predicts "
+              f"{formula} B)"),
     ]
     per_quant = {}
     for q in cohort:

@@ -12,20 +12,33 @@ adds one). Scoring modes:
 A store directory holds:
     meta.json          ctx, scoring, first, n_vocab, n_windows, kinds, k, tokens_hash, probe ids...
     tokens.npy         int32 [n_windows, ctx]: the ids fed (after the BOS substitution)
-    w00000.npz         per window, n = scored tokens: targets int32 [n], top1 int32 [n] (argmax of
-                       the float32 logits), target_logp float32 [n] (exact log-prob of the target);
-                       compact store: top_idx int32 [n, k], top_logp float16 [n, k] (descending),
-                       tail_logmass float32 [n] (log of the mass outside the top k)
-    w00000.exact.npy   exact store: float16 log-probs [n, n_vocab]
-A window counts as done when its .npz exists (written last, by rename), so an interrupted capture
-resumes where it stopped and a finished one is skipped.
+    w00000.npz         compact store, per window, n = scored tokens: targets int32 [n], top1 int32
+                       [n] (argmax of the float32 logits), target_logp float32 [n] (exact log-prob
+                       of the target), top_idx int32 [n, k], top_logp float16 [n, k] (descending),
+                       tail_logmass float32 [n] (log of the mass outside the top k), tail sample
+    w00000.exact.npy   exact store: one record per scored token, 2 V + 4 bytes: float16 log-probs
+                       [n_vocab] and the float32 target log-prob (meta exact_layout "record").
+                       Targets are tokens.npy's; top-1 is the row's argmax (see below). Stores
+                       written before this layout (no exact_layout: "plain") hold float16 [n, V]
+                       here and targets, top1, target_logp in the .npz; they are read as before.
+A window counts as done when its last file exists (the .npz, or the exact .npy of an exact-only
+store; written by rename), so an interrupted capture resumes where it stopped and a finished one
+is skipped.
 
 Encodings and their cost (n_vocab V, per scored token):
-    exact     float16 log-probs: 2 V bytes, the same as llama.cpp's base file (2 V + 8 bytes with
-              its uint16 linear code over [max-16, max]). float16 has a relative step of 2^-11, so
-              the log-prob of a likely token (|log p| < 1) is off by < 2.5e-4 nats and of a
-              log p = -16 tail token by < 0.008; log-probs are renormalised when read. The KLD
-              error this leaves is measured against float32 in tests/fidelity (< 1e-3 relative).
+    exact     float16 log-probs and the float32 target log-prob: 2 V + 4 bytes, 4 fewer than
+              llama.cpp's base file (2 V + 8 bytes with its uint16 linear code over [max-16, max]
+              and two floats), which covers the record file's .npy header (192 bytes) once a
+              window scores 48 tokens (ctx 98 or more); tokens.npy holds what llama.cpp's file
+              holds (4 bytes per window token).
+              float16 has a relative step of 2^-11, so the log-prob of a likely token (|log p| <
+              1) is off by < 2.5e-4 nats and of a log p = -16 tail token by < 0.008; log-probs
+              are renormalised when read. The KLD error this leaves is measured against float32
+              in tests/fidelity (< 1e-3 relative). Top-1 is not stored: float16 rounding is
+              monotone, so the float32 argmax is a maximum of the float16 row; where an earlier
+              entry ties with it there, the argmax entry is raised by one float16 step (so that
+              the row's first maximum is the float32 argmax: every ulp of difference stays within
+              the float16 error above) and top-1 is read back exactly.
     compact   the top-k log-probs (float16, ids int32), the log of the remaining "tail" mass, and
               a sample of m tail tokens (ids int32, float16 log-probs) drawn in proportion to the
               reference's probability: two independent systematic samples of m/2 (cumulative tail
@@ -112,6 +125,23 @@ def _tail_sample(lp, top_idx, m: int, rng: np.random.Generator, block: int = 32)
     return out
 
 
+def _exact_rows(lp, top1: np.ndarray) -> np.ndarray:
+    """float16 log-probs [n, V] whose first maximum in each row is top1 (the float32 argmax): where
+    an earlier entry ties with it in float16, the top1 entry goes up one float16 step."""
+    e = lp.clamp_min(-65000.0).half().cpu().numpy()
+    rows = np.nonzero(e.argmax(-1) != top1)[0]
+    if len(rows):
+        e[rows, top1[rows]] = np.nextafter(e[rows, top1[rows]], np.float16(np.inf))
+    if (e.argmax(-1) != top1).any():  # float16 rounding is monotone: cannot happen
+        raise StoreError("float16 log-probs lost the argmax")
+    return e
+
+
+def exact_dtype(n_vocab: int) -> np.dtype:
+    """One exact-store record: float16 log-probs [n_vocab] and the float32 target log-prob."""
+    return np.dtype([("logp", "<f2", (int(n_vocab),)), ("target_logp", "<f4")])
+
+
 def encode_window(logits, targets, kinds=KINDS, k: int = DEFAULT_K, m: int = DEFAULT_M,
                   rng: np.random.Generator | None = None) -> dict:
     """Store arrays (numpy) of one window from float logits [n, V] (numpy, or a torch tensor on any
@@ -130,7 +160,7 @@ def encode_window(logits, targets, kinds=KINDS, k: int = DEFAULT_K, m: int = DEF
     out = {"targets": np.asarray(targets, dtype=np.int32), "top1": np_(z.argmax(-1), np.int32),
            "target_logp": np_(lp.gather(-1, t[:, None])[:, 0], np.float32)}
     if "exact" in kinds:
-        out["exact"] = np_(lp.clamp_min(-65000.0), np.float16)
+        out["exact"] = _exact_rows(lp, out["top1"])
     if "compact" in kinds:
         if m % 2:
             raise ValueError(f"m (tail sample size) must be even, got {m}")
@@ -159,6 +189,8 @@ class Store:
         self.ctx, self.scoring, self.first = m["ctx"], m["scoring"], m["first"]
         self.n_vocab, self.n_windows, self.kinds = m["n_vocab"], m["n_windows"], m["kinds"]
         self.k, self.m, self.tokens_hash = m["k"], m["m"], m["tokens_hash"]
+        self.exact_layout = m.get("exact_layout", "plain")
+        self._windows = None
 
     @classmethod
     def create(cls, path: str | Path, windows: np.ndarray, *, n_vocab: int, scoring: str,
@@ -176,6 +208,8 @@ class Store:
                 "n_windows": int(n_windows), "kinds": kinds, "k": int(k) if "compact" in kinds else 0,
                 "m": int(m) if "compact" in kinds else 0,
                 "tokens_hash": tokens_hash(windows), **(extra or {})}
+        if "exact" in kinds:
+            meta["exact_layout"] = "record"
         mf = path / "meta.json"
         if mf.is_file():
             old = json.loads(mf.read_text())
@@ -198,12 +232,23 @@ class Store:
         return np.random.default_rng([int(self.tokens_hash, 16) % 2**63, i])
 
     def windows(self) -> np.ndarray:
-        return np.load(self.path / "tokens.npy")
+        if self._windows is None:
+            self._windows = np.load(self.path / "tokens.npy")
+        return self._windows
 
     def _npz(self, i: int) -> Path:
         return self.path / f"w{i:05d}.npz"
 
+    def _exact(self, i: int) -> Path:
+        return self.path / f"w{i:05d}.exact.npy"
+
+    def _records(self) -> bool:
+        """Exact windows as records (logp + target_logp) with nothing of theirs in an .npz."""
+        return "exact" in self.kinds and self.exact_layout == "record"
+
     def done(self, i: int) -> bool:
+        if self._records() and "compact" not in self.kinds:
+            return self._exact(i).is_file()
         return self._npz(i).is_file()
 
     def complete(self) -> bool:
@@ -216,7 +261,13 @@ class Store:
         if "exact" in self.kinds:
             if exact is None:
                 raise StoreError(f"{self.path}: window {i} lacks the exact log-probs")
-            _save_npy(self.path / f"w{i:05d}.exact.npy", exact)
+            if self._records():
+                rec = np.empty(len(exact), dtype=exact_dtype(self.n_vocab))
+                rec["logp"], rec["target_logp"] = exact, arrays["target_logp"]
+                exact = rec
+            _save_npy(self._exact(i), exact)
+            if "compact" not in self.kinds and self._records():
+                return  # the record file is the window's last file
         tmp = self.path / f"w{i:05d}.tmp.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, self._npz(i))
@@ -229,14 +280,32 @@ class Store:
             raise StoreError(f"{self.path}: has no {kind} store (kinds {self.kinds})")
         if not self.done(i):
             raise StoreError(f"{self.path}: window {i} not captured (capture is incomplete)")
-        with np.load(self._npz(i)) as z:
-            out = {name: z[name] for name in z.files}
+        out = {}
+        if self._npz(i).is_file():
+            with np.load(self._npz(i)) as z:
+                out = {name: z[name] for name in z.files}
         if kind == "exact":
-            out["logp"] = np.load(self.path / f"w{i:05d}.exact.npy", mmap_mode="r")
+            a = np.load(self._exact(i), mmap_mode="r")
+            if not self._records():
+                return {**out, "logp": a}
+            out["logp"] = a["logp"]  # a strided view of the records
+            if "top1" not in out:  # exact-only: top-1 and targets are not stored separately
+                out["target_logp"] = np.array(a["target_logp"], dtype=np.float32)
+                out["targets"] = self.windows()[i, self.first + 1:].copy()
+                out["top1"] = self._argmax(out["logp"])
         return out
 
+    @staticmethod
+    def _argmax(logp, block: int = 64) -> np.ndarray:
+        """First maximum of each float16 row (the float32 argmax: _exact_rows), in row blocks."""
+        import torch
+        return np.concatenate([torch.from_numpy(np.asarray(logp[r:r + block], dtype=np.float32))
+                               .argmax(-1).numpy().astype(np.int32)
+                               for r in range(0, len(logp), block)])
+
     def nbytes(self, kind: str) -> int:
-        """Bytes on disk: exact = the float16 log-prob files; compact = the per-window .npz files
-        (top-k arrays plus the 12 bytes/token of targets, top1 and target_logp that both use)."""
+        """Bytes on disk: exact = the exact record files (float16 log-probs + target log-prob);
+        compact = the per-window .npz files (top-k arrays plus the 12 bytes/token of targets, top1
+        and target_logp)."""
         pattern = "w*.exact.npy" if kind == "exact" else "w?????.npz"
         return sum(f.stat().st_size for f in self.path.glob(pattern))

@@ -81,3 +81,72 @@ def test_capture_resumes_and_refuses_other_params(tiny_llama_dir, tmp_path):
         capture(m, ids, 64, tmp_path / "s", kinds=("exact", "compact"), k=32)
     with pytest.raises(StoreError, match="tokens_hash"):
         capture(m, ids[5:], 64, tmp_path / "s", kinds=("exact", "compact"), k=16)
+
+
+def test_exact_rows_keep_the_float32_argmax_as_their_first_maximum():
+    """float16 rounding can tie the argmax with an earlier entry; that entry's row is written with
+    the argmax one float16 step up, so top-1 is read back exactly from the log-probs alone."""
+    # logits 0 and 1e-4 apart: equal once rounded to float16 log-probs, the later one is the max
+    z = np.array([[3.0, 3.0001, -2.0, 1.0], [1.0, 0.5, 2.0, 2.0]], dtype=np.float32)
+    e = encode_window(z, [0, 1], kinds=("exact",))
+    np.testing.assert_array_equal(e["top1"], [1, 2])
+    lp16 = (z - np.log(np.exp(z.astype(np.float64)).sum(-1, keepdims=True))).astype(np.float16)
+    assert lp16[0, 0] == lp16[0, 1]                                  # the tie the nudge breaks
+    np.testing.assert_array_equal(e["exact"].argmax(-1), [1, 2])
+    assert e["exact"][0, 1] == np.nextafter(lp16[0, 1], np.float16(np.inf))
+    np.testing.assert_array_equal(e["exact"][0, [0, 2, 3]], lp16[0, [0, 2, 3]])  # nothing else moves
+    np.testing.assert_array_equal(e["exact"][1], lp16[1])            # a real tie: first index wins
+
+
+@pytest.mark.parametrize("kinds", [("exact",), ("exact", "compact")])
+def test_exact_records_read_back_what_was_encoded(kinds, tmp_path):
+    """The exact store keeps one record per token (float16 log-probs + float32 target log-prob);
+    targets come from tokens.npy and top-1 from the row: read() returns what encode_window made."""
+    rng = np.random.default_rng(3)
+    V, ctx = 301, 16
+    windows = make_windows(rng.integers(0, V, 3 * ctx), ctx, bos_id=1)
+    st = Store.create(tmp_path / "s", windows, n_vocab=V, scoring="half", kinds=kinds, k=8, m=4)
+    assert st.meta["exact_layout"] == "record"
+    enc = []
+    for i in range(st.n_windows):
+        z = rng.normal(size=(ctx - 1 - st.first, V)).astype(np.float32) * 3
+        z[0, 7] = z[0, 9] = z[0].max() + 1                   # an exact float32 tie: index 7 wins
+        enc.append(encode_window(z, windows[i, st.first + 1:], kinds=kinds, k=8, m=4, rng=st.rng(i)))
+        assert not st.done(i)
+        st.write(i, enc[-1])
+        assert st.done(i)
+    assert st.complete()
+    n = ctx - 1 - st.first
+    rec = tmp_path / "s" / "w00000.exact.npy"
+    header = np.load(rec, mmap_mode="r").offset           # the .npy header of a record dtype
+    assert header <= 192 and rec.stat().st_size == header + n * (2 * V + 4)
+    assert sorted(p.name for p in (tmp_path / "s").glob("w00000*")) == (
+        ["w00000.exact.npy"] + (["w00000.npz"] if "compact" in kinds else []))
+    for i, e in enumerate(enc):
+        r = Store(tmp_path / "s").read(i, "exact")
+        np.testing.assert_array_equal(r["logp"], e["exact"])
+        for key in ("targets", "top1", "target_logp"):
+            np.testing.assert_array_equal(r[key], e[key], err_msg=key)
+        assert r["top1"][0] == 7
+    assert st.nbytes("exact") == st.n_windows * (header + n * (2 * V + 4))
+
+
+def test_exact_store_of_the_plain_layout_is_still_read(tmp_path):
+    """Stores written before the record layout (float16 [n, V] + targets/top1/target_logp in the
+    .npz, no exact_layout in meta.json) read as before."""
+    import json
+    rng = np.random.default_rng(4)
+    V, ctx = 50, 8
+    windows = make_windows(rng.integers(0, V, 2 * ctx), ctx, bos_id=None)
+    st = Store.create(tmp_path / "s", windows, n_vocab=V, scoring="half", kinds=("exact",))
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    del meta["exact_layout"]
+    (tmp_path / "s" / "meta.json").write_text(json.dumps(meta))
+    st = Store(tmp_path / "s")
+    e = encode_window(rng.normal(size=(3, V)).astype(np.float32), windows[0, 5:], kinds=("exact",))
+    st.write(0, e)
+    assert (tmp_path / "s" / "w00000.npz").is_file() and st.done(0)
+    r = st.read(0, "exact")
+    assert r["logp"].shape == (3, V)
+    np.testing.assert_array_equal(r["logp"], e["exact"])
+    np.testing.assert_array_equal(r["top1"], e["top1"])
