@@ -1,7 +1,8 @@
 """Target 4: shared-context multiple-choice scoring gives >= 3x the items per second of scoring each
 choice with its own full forward pass, with identical per-item results.
 
-shared = `bench.mc.score_mc(..., shared=True)`: the context once, shared by every choice
+shared = `bench.mc.score_mc(..., shared=True, batched=True)` (the opt-in batched mode, see
+bench/mc.py for why it is not the default): the context once, shared by every choice
 (llama.cpp: one KV stream per choice, the context's cells copied into each, all continuations in
 one decode call; transformers: one forward of context + all choices under a tree mask); full =
 `shared=False`: one forward pass of context + choice per choice. Both on the
@@ -45,7 +46,7 @@ def measure(model, task, prep, reps: int) -> dict:
     def run(shared):
         def f():
             res[shared] = [mc.score_mc(model, p["ctxs"][0], p["conts"], p["item"].gold, p["n_chars"],
-                                       shared=shared) for p in prep]
+                                       shared=shared, batched=True) for p in prep]
         return f
 
     t = C.interleave({"shared": run(True), "full": run(False)}, reps=reps)

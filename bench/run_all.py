@@ -67,6 +67,8 @@ NOTES = {
                            "the tool is also timed with `-fa off` (info row).",
     "mc_scoring": "The first items of each task (no support paragraph: short contexts). With k "
                   "choices the ideal speed-up is k (context + choice) / (context + k choices). "
+                  "Shared = the opt-in batched mode (SILENTZONE_MC_BATCHED=1; why it is not the "
+                  "default: bench/RESULTS.md, targets 2-4 again). "
                   "llama.cpp: the context in one KV stream, copied to one stream per choice, then "
                   "all continuations in one decode call (padded to the longest): two passes over the "
                   "weights per item instead of k + 1, and the same logit bits as the per-choice "

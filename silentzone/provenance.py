@@ -69,5 +69,6 @@ def record(config_hash: str = "", seeds: dict | None = None, **extra) -> dict:
         # a setting that moves llama.cpp's logits (logits.load_llama); recorded only when on, so
         # the default records keep their shape
         **({"llama_flash_attn": True} if os.environ.get("SILENTZONE_FLASH_ATTN", "0") == "1" else {}),
+        **({"mc_batched": True} if os.environ.get("SILENTZONE_MC_BATCHED", "0") == "1" else {}),
         **extra,
     }

@@ -5,24 +5,37 @@
     res = score_lastword(model, ctx_ids, target_ids)           # greedy exact match (LAMBADA)
 
 `model` is what `silentzone.backends.open_model` returns. The context is evaluated once and every
-continuation reuses its KV cache:
-  llama.cpp     a second llama.cpp context with one KV stream per choice (n_seq_max = k, a
-                non-unified cache): decode the context in stream 0, copy its cells to the other
-                streams (llama_memory_seq_cp), then decode every continuation in one batch, each in
-                its own stream, padded to the longest (pads come after the real tokens, ask for no
-                logits and are never attended to). One pass over the weights for all choices instead
-                of one per choice, and each stream's cells lie exactly as in a per-choice full pass,
-                so the logits are the same bits (a unified cache interleaves the choices' cells,
-                which moves llama.cpp's attention sums by up to 6e-3 nats: measured, not used).
-                A single continuation (LAMBADA, per-choice contexts) is one full pass;
-  transformers  one forward of the context with use_cache, then the cache is repeated across the
-                choices and all continuations run as one right-padded batch (right padding needs
-                no mask: a real token never attends to a later pad).
+continuation reuses its KV cache. Two ways, the first the default:
+  sequential    llama.cpp: eval(context); for each choice: truncate n_tokens back to the context
+                length (the binding drops the KV cells past it) and eval the continuation.
+                transformers: one forward of the context with use_cache, then the cache repeated
+                across the choices and all continuations run as one right-padded batch (right
+                padding needs no mask: a real token never attends to a later pad).
+  batched       (batched=True, or SILENTZONE_MC_BATCHED=1; provenance records mc_batched)
+                llama.cpp: a second context with one KV stream per choice (n_seq_max = k, a
+                non-unified cache): the context decoded in stream 0, its cells copied to the other
+                streams (llama_memory_seq_cp), then every continuation decoded in one call, padded
+                to the longest (pads come after the real tokens, ask for no logits and are never
+                attended to). One pass over the weights for all choices instead of one per choice,
+                and each stream's cells lie exactly as in a per-choice full pass (a unified cache
+                interleaves the choices' cells, which moved the F32 reference's log-likelihoods by
+                up to 6e-3 nats: measured, not used). A single continuation is one full pass.
+                transformers: one forward of context + all choices under a tree-shaped 4D mask.
+                3.1x / 3.7x a full pass per choice (bench/mc_scoring.py), and on the F32 reference
+                the per-choice passes' bits (llama.cpp) or within 3e-5 nats (transformers).
+                Not the default: on quantized models the logits of a token depend on where it sits
+                in the batch (llama.cpp's repacked K-quant and IQ kernels tile rows by four;
+                bitsandbytes int8 picks its outlier columns over the whole batch), so margins move
+                by ~1e-3 nats against the sequential path that made the shipped samples (a
+                smollm2 default DAG measured 0-2 answers and 23-120 margins per quant moving), and
+                the per-prompt benchmark stage was only 8% faster there (its contexts dominate).
 `shared=False` scores each choice with its own full forward pass instead (the slow reference that
 tests compare against). All logits are float32 numpy arrays [tokens, vocab].
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 
@@ -38,12 +51,21 @@ def full_logits(model, ctx_ids: list[int], conts: list[list[int]]):
     return ctx_logits, outs
 
 
-def shared_logits(model, ctx_ids: list[int], conts: list[list[int]]):
-    """(context logits [Lc, V], [continuation logits [Li, V] per choice]) with one context pass."""
+def batched_default() -> bool:
+    """Whether shared-context scoring is batched when not said (SILENTZONE_MC_BATCHED=1)."""
+    return os.environ.get("SILENTZONE_MC_BATCHED", "0") == "1"
+
+
+def shared_logits(model, ctx_ids: list[int], conts: list[list[int]], batched: bool | None = None):
+    """(context logits [Lc, V], [continuation logits [Li, V] per choice]) with one context pass;
+    `batched`: see the module doc (None: batched_default())."""
     if not ctx_ids or any(len(c) == 0 for c in conts):
         raise ValueError("empty context or continuation")
+    batched = batched_default() if batched is None else batched
     if model.kind == "llama.cpp":
-        return _llama_shared(model, ctx_ids, conts)
+        return (_llama_batched if batched else _llama_sequential)(model, ctx_ids, conts)
+    if batched and len(conts) > 1 and _packable(model, len(ctx_ids) + max(len(c) for c in conts)):
+        return _hf_packed(model, ctx_ids, conts)
     return _hf_shared(model, ctx_ids, conts)
 
 
@@ -111,7 +133,7 @@ def _streams(model, k: int, need: int) -> _Streams:
     return st
 
 
-def _llama_shared(model, ctx_ids, conts):
+def _llama_batched(model, ctx_ids, conts):
     n, k = len(ctx_ids), len(conts)
     if k == 1:  # nothing to share: one full pass is one call over the weights instead of two
         return full_logits(model, ctx_ids, conts)
@@ -205,8 +227,6 @@ def _hf_packed(model, ctx_ids, conts):
 
 def _hf_shared(model, ctx_ids, conts):
     import torch
-    if len(conts) > 1 and _packable(model, len(ctx_ids) + max(len(c) for c in conts)):
-        return _hf_packed(model, ctx_ids, conts)
     m, dev = model.model, model.device
     lens = [len(c) for c in conts]
     batch = torch.zeros((len(conts), max(lens)), dtype=torch.long)
@@ -250,14 +270,19 @@ def continuation_logprobs(ctx_logits: np.ndarray, cont_logits: np.ndarray, cont:
     return tok, tok - other.max(-1)
 
 
-def score_mc(model, ctx_ids, conts, gold: int, n_chars, shared: bool = True) -> dict:
+def _logits(model, ctx_ids, conts, shared: bool, batched: bool | None):
+    return shared_logits(model, ctx_ids, conts, batched) if shared else full_logits(model, ctx_ids, conts)
+
+
+def score_mc(model, ctx_ids, conts, gold: int, n_chars, shared: bool = True,
+             batched: bool | None = None) -> dict:
     """Multiple choice by log-likelihood.
 
     Returns ll (per choice, nats), pred, correct (argmax ll == gold), correct_norm (argmax of ll
     per character == gold), margin (ll[gold] - max wrong ll), kld_logits (logits over context +
     gold continuation, the rows that predict its tokens 1..T-1) and ids (context + gold).
     """
-    ctx_logits, outs = (shared_logits if shared else full_logits)(model, ctx_ids, conts)
+    ctx_logits, outs = _logits(model, ctx_ids, conts, shared, batched)
     ll = np.array([continuation_logprobs(ctx_logits, o, c)[0].sum() for o, c in zip(outs, conts)])
     norm = ll / np.maximum(np.asarray(n_chars, dtype=np.float64), 1)
     wrong = np.delete(ll, gold)
@@ -272,13 +297,14 @@ def score_mc(model, ctx_ids, conts, gold: int, n_chars, shared: bool = True) -> 
     }
 
 
-def score_lastword(model, ctx_ids, target: list[int], shared: bool = True) -> dict:
+def score_lastword(model, ctx_ids, target: list[int], shared: bool = True,
+                   batched: bool | None = None) -> dict:
     """LAMBADA: correct when every target token is the greedy (argmax) choice given the context.
 
     margin = the smallest log-prob gap between the target token and the best other token over the
     target's positions (> 0 exactly when the greedy continuation is the target word).
     """
-    ctx_logits, (out,) = (shared_logits if shared else full_logits)(model, ctx_ids, [target])
+    ctx_logits, (out,) = _logits(model, ctx_ids, [target], shared, batched)
     tok, gap = continuation_logprobs(ctx_logits, out, target)
     return {"correct": bool((gap > 0).all()), "margin": float(gap.min()), "ll_gold": float(tok.sum()),
             "pred": int(0), "correct_norm": bool((gap > 0).all()),

@@ -91,7 +91,7 @@ def test_llama_streams_give_the_per_choice_passes_bits(gguf_model, prepared):
     for name, prep in prepared.items():
         for p in prep:
             ctx, conts = p["ctxs"][0], p["conts"]
-            c1, o1 = mc.shared_logits(gguf_model, ctx, conts)
+            c1, o1 = mc.shared_logits(gguf_model, ctx, conts, batched=True)
             c2, o2 = mc.full_logits(gguf_model, ctx, conts)
             np.testing.assert_array_equal(c1, c2)
             for a, b, c in zip(o1, o2, conts):
@@ -109,7 +109,7 @@ def test_llama_streams_chunk_long_continuations_and_grow_for_more_choices(gguf_m
              ((10, 130), (1, 2), (12, 150), (3, 40), (14, 170))]
     k, L = len(conts), max(map(len, conts))
     assert k * L > 512 and len(set(map(len, conts))) == k
-    c1, o1 = mc.shared_logits(gguf_model, ctx, conts)
+    c1, o1 = mc.shared_logits(gguf_model, ctx, conts, batched=True)
     c2, o2 = mc.full_logits(gguf_model, ctx, conts)
     assert gguf_model._mc_streams.n_seq == 5
     np.testing.assert_array_equal(c1, c2)
@@ -119,7 +119,7 @@ def test_llama_streams_chunk_long_continuations_and_grow_for_more_choices(gguf_m
 
 def test_llama_single_continuation_is_one_full_pass(gguf_model, enc):
     ctx, cont = enc("The capital of France is"), enc(" Paris, a city", bos=False)
-    c1, (o1,) = mc.shared_logits(gguf_model, ctx, [cont])
+    c1, (o1,) = mc.shared_logits(gguf_model, ctx, [cont], batched=True)
     c2, (o2,) = mc.full_logits(gguf_model, ctx, [cont])
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_array_equal(o1, o2)
@@ -140,15 +140,32 @@ def test_hf_packed_forward_equals_per_choice_passes(which, smollm2_ref, gemma3_r
     for p in prepare(t, t.items(3), e):
         ctx, conts = p["ctxs"][0], p["conts"]
         assert mc._packable(model, len(ctx) + max(map(len, conts)))
-        c1, o1 = mc.shared_logits(model, ctx, conts)
+        c1, o1 = mc.shared_logits(model, ctx, conts, batched=True)
         c2, o2 = mc.full_logits(model, ctx, conts)
         np.testing.assert_allclose(c1, c2, atol=2e-4)
         for a, b in zip(o1, o2):
             np.testing.assert_allclose(a, b, atol=2e-4)
-        a = mc.score_mc(model, ctx, conts, p["item"].gold, p["n_chars"])
+        a = mc.score_mc(model, ctx, conts, p["item"].gold, p["n_chars"], batched=True)
         b = mc.score_mc(model, ctx, conts, p["item"].gold, p["n_chars"], shared=False)
         np.testing.assert_allclose(a["ll"], b["ll"], atol=1e-4)
         assert (a["pred"], a["correct"], a["correct_norm"]) == (b["pred"], b["correct"], b["correct_norm"])
     win = model.model.config.get_text_config().sliding_window if which == "gemma3" else None
     if win:
         assert not mc._packable(model, win + 1)
+
+
+def test_batched_is_opt_in_and_the_default_path_is_the_sequential_one(gguf_model, prepared, monkeypatch):
+    """The default shared path is the sequential one that made the shipped samples: llama.cpp's
+    model context, no stream context built; SILENTZONE_MC_BATCHED=1 switches to the batched one and
+    provenance records it."""
+    from silentzone.provenance import record
+    fresh = type(gguf_model).__new__(type(gguf_model))
+    fresh.__dict__.update({k: v for k, v in gguf_model.__dict__.items() if k != "_mc_streams"})
+    p = prepared["sciq"][0]
+    monkeypatch.delenv("SILENTZONE_MC_BATCHED", raising=False)
+    a = mc.score_mc(fresh, p["ctxs"][0], p["conts"], p["item"].gold, p["n_chars"])
+    assert getattr(fresh, "_mc_streams", None) is None and "mc_batched" not in record(config_hash="x")
+    monkeypatch.setenv("SILENTZONE_MC_BATCHED", "1")
+    b = mc.score_mc(fresh, p["ctxs"][0], p["conts"], p["item"].gold, p["n_chars"])
+    assert fresh._mc_streams is not None and record(config_hash="x")["mc_batched"] is True
+    np.testing.assert_array_equal(a["ll"], b["ll"])  # the F32 reference: the same bits either way
