@@ -23,9 +23,10 @@ continuation reuses its KV cache. Two ways, the first the default:
                 transformers: one forward of context + all choices under a tree-shaped 4D mask.
                 3.1x / 3.7x a full pass per choice (bench/mc_scoring.py), and on the F32 reference
                 the per-choice passes' bits (llama.cpp) or within 3e-5 nats (transformers).
-                Not the default: on quantized models the logits of a token depend on where it sits
-                in the batch (llama.cpp's repacked K-quant and IQ kernels tile rows by four;
-                bitsandbytes int8 picks its outlier columns over the whole batch), so margins move
+                Not the default: on quantized models the logits of a token depend on the batch it
+                is in (measured: the K-quant and IQ GGUFs moved, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 did not,
+                which points at the kernels llama.cpp picks per type and batch shape; bitsandbytes
+                int8 picks its outlier columns over the whole batch), so margins move
                 by ~1e-3 nats against the sequential path that made the shipped samples (a
                 smollm2 default DAG measured 0-2 answers and 23-120 margins per quant moving), and
                 the per-prompt benchmark stage was only 8% faster there (its contexts dominate).
