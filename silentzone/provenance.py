@@ -54,6 +54,10 @@ def hash_obj(obj, n: int = 16) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
 
 
+# environment switches (off by default) under which outputs are not comparable to the shipped ones
+NUMERIC_SETTINGS = {"SILENTZONE_FLASH_ATTN": "llama_flash_attn", "SILENTZONE_MC_BATCHED": "mc_batched"}
+
+
 def record(config_hash: str = "", seeds: dict | None = None, **extra) -> dict:
     """A provenance record to store beside (or inside) an output."""
     return {
@@ -66,9 +70,8 @@ def record(config_hash: str = "", seeds: dict | None = None, **extra) -> dict:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        # a setting that moves llama.cpp's logits (logits.load_llama); recorded only when on, so
-        # the default records keep their shape
-        **({"llama_flash_attn": True} if os.environ.get("SILENTZONE_FLASH_ATTN", "0") == "1" else {}),
-        **({"mc_batched": True} if os.environ.get("SILENTZONE_MC_BATCHED", "0") == "1" else {}),
+        # settings that move logits (logits.load_llama, bench.mc); recorded only when on, so the
+        # default records keep their shape
+        **{key: True for env, key in NUMERIC_SETTINGS.items() if os.environ.get(env, "0") == "1"},
         **extra,
     }

@@ -154,14 +154,10 @@ def _llama_batched(model, ctx_ids, conts):
     chunks = [[(c[j] if j < len(c) else c[-1], n + j, s, j < len(c))
                for s, c in enumerate(conts) for j in range(j0, min(L, j0 + step))]
               for j0 in range(0, L, step)]
-    rows = st.decode(chunks)
+    rows = st.decode(chunks)  # the real tokens' rows, in chunk order
     outs = [np.empty((len(c), st.vocab), np.float32) for c in conts]
-    r = 0
-    for j0 in range(0, L, step):
-        for s, c in enumerate(conts):
-            for j in range(j0, min(len(c), j0 + step)):
-                outs[s][j] = rows[r]
-                r += 1
+    for r, (_, j, s, _) in enumerate(t for ch in chunks for t in ch if t[3]):
+        outs[s][j - n] = rows[r]
     st.ctx.kv_cache_clear()
     return ctx_logits, outs
 

@@ -156,20 +156,31 @@ def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("com
     # llama.cpp on the CPU with a core to spare: window j is encoded and written in a helper thread
     # while llama.cpp decodes window j+1 (its decode releases the GIL), as llama-perplexity
     # processes logits on threads beside -t. At most one window waits, so memory stays bounded.
-    with ThreadPoolExecutor(1) if buf is None and overlaps(model) else contextlib.nullcontext() as pool:
-        pending = None
+    with one_behind(buf is None and overlaps(model)) as run:
         for j in range(0, len(todo), batch):
             idx = todo[j:j + batch]
             z = window_logits(model, windows[idx], first, out=None if buf is None else buf[:len(idx)])
-            if pool is None:
-                encode(z, idx)
-                continue
-            if pending is not None:
-                pending.result()  # raises the helper's error (e.g. non-finite logits) here
-            pending = pool.submit(encode, z, idx)
-        if pending is not None:
-            pending.result()
+            run(encode, z, idx)
     return st
+
+
+@contextlib.contextmanager
+def one_behind(overlap: bool):
+    """run(fn, *args): with `overlap`, fn runs in a helper thread while the caller goes on, after
+    waiting for the previous call (so at most one waits, and its error is raised here, in order);
+    the last call is waited for on leaving. Without, fn runs at once."""
+    if not overlap:
+        yield lambda fn, *args: fn(*args)
+        return
+    pending = []
+    with ThreadPoolExecutor(1) as pool:
+        def run(fn, *args):
+            if pending:
+                pending.pop().result()
+            pending.append(pool.submit(fn, *args))
+        yield run
+        if pending:
+            pending.pop().result()
 
 
 def overlaps(model) -> bool:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .capture import (llama_gpu_buffer, model_bos, model_tokenize, open_scorer, overlaps, probe_text,
-                      reference_of, store_dir, window_batch, window_logits)
+from .capture import (llama_gpu_buffer, model_bos, model_tokenize, one_behind, open_scorer, overlaps,
+                      probe_text, reference_of, store_dir, window_batch, window_logits)
 from .kernels import PER_TOKEN, compact_token_metrics, summarize, token_metrics
 from .store import KINDS, Store, StoreError, first_scored, make_windows
 
@@ -279,21 +279,13 @@ def score_text(reference, candidate, text: str, ctx: int, *, scoring: str = "hal
 
     # both llama.cpp on the CPU with a core to spare: window i's metrics run in a helper thread
     # while both models decode window i+1 (capture.overlaps); at most one window waits
-    with ThreadPoolExecutor(1) if overlaps(R) and overlaps(C) else contextlib.nullcontext() as pool:
-        pending = None
+    with one_behind(overlaps(R) and overlaps(C)) as run:
         for i, w in enumerate(windows):
             zr = window_logits(R, w[None], first)[0]
             t0 = time.perf_counter()
             zc = window_logits(C, w[None], first)[0]
             t_fwd += time.perf_counter() - t0
-            if pool is None:
-                metrics(i, w, zr, zc)
-                continue
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(metrics, i, w, zr, zc)
-        if pending is not None:
-            pending.result()
+            run(metrics, i, w, zr, zc)
     per_token = _stack(parts)
     summary = summarize(per_token)
     summary.update(n_windows=int(len(windows)), ctx=int(ctx), scoring=scoring,

@@ -246,10 +246,13 @@ class Store:
         """Exact windows as records (logp + target_logp) with nothing of theirs in an .npz."""
         return "exact" in self.kinds and self.exact_layout == "record"
 
+    def _last(self, i: int) -> Path:
+        """Window i's last file, written by rename: its completion marker (the .npz, or the exact
+        records of an exact-only store, which has no .npz)."""
+        return self._exact(i) if self._records() and "compact" not in self.kinds else self._npz(i)
+
     def done(self, i: int) -> bool:
-        if self._records() and "compact" not in self.kinds:
-            return self._exact(i).is_file()
-        return self._npz(i).is_file()
+        return self._last(i).is_file()
 
     def complete(self) -> bool:
         return all(self.done(i) for i in range(self.n_windows))
@@ -266,8 +269,8 @@ class Store:
                 rec["logp"], rec["target_logp"] = exact, arrays["target_logp"]
                 exact = rec
             _save_npy(self._exact(i), exact)
-            if "compact" not in self.kinds and self._records():
-                return  # the record file is the window's last file
+            if self._last(i) == self._exact(i):
+                return
         tmp = self.path / f"w{i:05d}.tmp.npz"
         np.savez(tmp, **arrays)
         os.replace(tmp, self._npz(i))
