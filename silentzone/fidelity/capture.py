@@ -123,6 +123,18 @@ def llama_gpu_buffer(m, batch: int, rows: int):
     return torch.empty((batch, rows, m.vocab_size), dtype=torch.float32, device=str(m.device))
 
 
+def llama_cpu_buffers(m, batch: int, rows: int, n: int) -> list | None:
+    """For a llama.cpp model on the CPU, `n` float32 buffers [batch, rows, V] for window_logits(out=),
+    used in turn: one window's logits land in a buffer whose pages are already mapped. A fresh array
+    per window (tens to hundreds of MiB, each its own mmap: pin_mmap_threshold) cost a page fault
+    per 4 KiB on the decoding thread, about 0.1 s a window of SmolLM2 at ctx 512. Two are enough
+    beside a helper thread: one is decoded into while the other's window is encoded or scored.
+    None for other models (transformers returns its own tensors; a GPU has llama_gpu_buffer)."""
+    if m.kind != "llama.cpp" or str(getattr(m, "device", "cpu")) != "cpu":
+        return None
+    return [np.empty((batch, rows, m.vocab_size), dtype=np.float32) for _ in range(n)]
+
+
 def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("compact",),
             k: int = DEFAULT_K, m: int = DEFAULT_M, device: str = "cpu", threads: int | None = None,
             batch: int = 1, extra: dict | None = None, log=None) -> Store:
@@ -143,6 +155,8 @@ def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("com
                       extra=meta)
     todo = [i for i in range(st.n_windows) if not st.done(i)]
     buf = llama_gpu_buffer(model, batch, ctx - first)
+    overlap = buf is None and overlaps(model)
+    ring = None if buf is not None else llama_cpu_buffers(model, batch, ctx - first, 2 if overlap else 1)
     t0 = time.perf_counter()
 
     def encode(z, idx):
@@ -156,10 +170,13 @@ def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("com
     # llama.cpp on the CPU with a core to spare: window j is encoded and written in a helper thread
     # while llama.cpp decodes window j+1 (its decode releases the GIL), as llama-perplexity
     # processes logits on threads beside -t. At most one window waits, so memory stays bounded.
-    with one_behind(buf is None and overlaps(model)) as run:
-        for j in range(0, len(todo), batch):
+    # (one_behind waits for window j-1's encode before j's is submitted, so the buffer that window
+    # j+1 decodes into is free again)
+    with one_behind(overlap) as run:
+        for n, j in enumerate(range(0, len(todo), batch)):
             idx = todo[j:j + batch]
-            z = window_logits(model, windows[idx], first, out=None if buf is None else buf[:len(idx)])
+            dest = buf if buf is not None else ring[n % len(ring)] if ring else None
+            z = window_logits(model, windows[idx], first, out=None if dest is None else dest[:len(idx)])
             run(encode, z, idx)
     return st
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .capture import (llama_gpu_buffer, model_bos, model_tokenize, one_behind, open_scorer, overlaps,
+from .capture import (llama_cpu_buffers, llama_gpu_buffer, model_bos, model_tokenize, one_behind, open_scorer, overlaps,
                       probe_text, reference_of, store_dir, window_batch, window_logits)
 from .kernels import PER_TOKEN, compact_token_metrics, summarize, token_metrics
 from .store import KINDS, Store, StoreError, first_scored, make_windows
@@ -194,14 +194,18 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
     # Not for llama.cpp: its logits land in one reused buffer (and its decode blocks the host).
     side = torch.cuda.Stream(device=dev) if gpu and buf is None else None
     # llama.cpp on the CPU with a core to spare: the next window decodes in a helper thread while
-    # this one is scored (capture.overlaps; window_logits returns a fresh array per call there)
+    # this one is scored (capture.overlaps)
     ahead_fwd = ThreadPoolExecutor(1) if not gpu and buf is None and overlaps(m) else None
+    # llama.cpp on the CPU: logits land in reused buffers, taken in turn (batch b+1 decodes into
+    # one while batch b, in the other, is scored)
+    ring = None if buf is not None else llama_cpu_buffers(m, batch, n + 1, 2 if ahead_fwd else 1)
 
     def forward(b):
         nonlocal t_fwd
         t0 = time.perf_counter()
+        dest = buf if buf is not None else ring[b % len(ring)] if ring else None
         z = window_logits(m, windows[batches[b]], store.first,
-                          out=None if buf is None else buf[:len(batches[b])])
+                          out=None if dest is None else dest[:len(batches[b])])
         t_fwd += time.perf_counter() - t0
         return z
 
@@ -279,11 +283,19 @@ def score_text(reference, candidate, text: str, ctx: int, *, scoring: str = "hal
 
     # both llama.cpp on the CPU with a core to spare: window i's metrics run in a helper thread
     # while both models decode window i+1 (capture.overlaps); at most one window waits
-    with one_behind(overlaps(R) and overlaps(C)) as run:
+    overlap = overlaps(R) and overlaps(C)
+    # llama.cpp: each model's logits land in reused buffers, taken in turn (window i's metrics read
+    # one pair while window i+1 decodes into the other; one_behind waits for i-1's first)
+    rings = [llama_cpu_buffers(x, 1, ctx - first, 2 if overlap else 1) for x in (R, C)]
+
+    def dest(r, i):
+        return None if rings[r] is None else rings[r][i % len(rings[r])]
+
+    with one_behind(overlap) as run:
         for i, w in enumerate(windows):
-            zr = window_logits(R, w[None], first)[0]
+            zr = window_logits(R, w[None], first, out=dest(0, i))[0]
             t0 = time.perf_counter()
-            zc = window_logits(C, w[None], first)[0]
+            zc = window_logits(C, w[None], first, out=dest(1, i))[0]
             t_fwd += time.perf_counter() - t0
             run(metrics, i, w, zr, zc)
     per_token = _stack(parts)
