@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-SCRIPTS = ("scoring_overhead", "store_size", "vs_llama_perplexity", "mc_scoring", "memory")
+SCRIPTS = ("scoring_overhead", "store_size", "vs_llama_perplexity", "mc_scoring", "memory", "quant_job")
 BEGIN, END = "<!-- cpu-bench:begin -->", "<!-- cpu-bench:end -->"
 HEADING = ("## CPU\n\nWritten by `make bench` (`bench/run_all.py`): ratios measured side by side in one "
            "run, repetitions interleaved, median of neighbouring pairs. Numbers: "
@@ -74,6 +74,11 @@ NOTES = {
                   "weights per item instead of k + 1, and the same logit bits as the per-choice "
                   "passes (max |dll| 0). transformers: one forward of context + all choices under a "
                   "tree-shaped 4D mask (1e-5 nats from the full passes: another matmul shape).",
+    "quant_job": "Each DAG quant job is its own process. The float reference's logits on "
+                 "models.CHECK_TEXT (the artifact check) are now computed once per reference and "
+                 "device kind and kept beside the reference (quantize._reference_logits); before, "
+                 "every job loaded the HF reference for them, which on a 24-35B reference means tens "
+                 "of GB read per quant.",
     "memory": "Each (stage, size) in a fresh process; ru_maxrss includes the model's mapped weights. "
               "Nothing per window is kept (the stores stream to disk); what grew (1.24x before "
               "capture pinned it) is glibc's heap: its dynamic mmap threshold moves large freed "

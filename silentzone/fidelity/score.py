@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .capture import (llama_cpu_buffers, llama_gpu_buffer, model_bos, model_tokenize, one_behind, open_scorer, overlaps,
-                      probe_text, reference_of, store_dir, window_batch, window_logits)
+from .capture import (llama_cpu_buffers, llama_gpu_buffer, model_bos, model_tokenize, one_behind,
+                      open_scorer, overlaps, probe_text, reference_of, store_dir, window_batch,
+                      window_logits)
 from .kernels import PER_TOKEN, compact_token_metrics, summarize, token_metrics
 from .store import KINDS, Store, StoreError, first_scored, make_windows
 

@@ -86,10 +86,34 @@ def _finished(final: Path) -> dict | None:
 _REF_LOGITS: dict[str, tuple] = {}
 
 
+def _reference_key(reference, device: str) -> str:
+    """What the reference's check logits depend on: CHECK_TEXT, the device kind, the dtype and the
+    weight files (name, size, mtime), so a re-exported reference is never read from an old cache."""
+    import hashlib
+    from ..models import CHECK_TEXT
+    files = sorted(p for p in Path(reference.hf_dir).iterdir() if p.is_file())
+    stat = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    kind = "cuda" if str(device).startswith("cuda") else str(device)
+    blob = json.dumps([CHECK_TEXT, kind, reference.dtype, stat])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def _reference_logits(reference, device: str = "cpu"):
-    """(token ids of CHECK_TEXT, float reference logits), cached per reference."""
-    key = str(reference.hf_dir)
-    if key not in _REF_LOGITS:
+    """(token ids of CHECK_TEXT, float reference logits): computed once per reference and device
+    kind, then read from <reference root>/check-logits-<key>.npz (key: _reference_key).
+
+    Every quant job of the DAG is its own process: without the file each one loaded the whole HF
+    reference for ~100 tokens of logits (on a 24-35B reference, tens of GB read and put on the GPU
+    beside the quant, per quant). An unreadable cache file is computed again and replaced."""
+    import numpy as np
+    key = f"{reference.hf_dir}:{_reference_key(reference, device)}"
+    if key in _REF_LOGITS:
+        return _REF_LOGITS[key]
+    f = Path(reference.root) / f"check-logits-{key.rsplit(':', 1)[1]}.npz"
+    try:
+        with np.load(f) as z:
+            ids, logits = [int(i) for i in z["ids"]], z["logits"]
+    except (OSError, ValueError, KeyError, EOFError):  # absent or unreadable: compute it
         import torch
         from ..models import CHECK_TEXT
         ids = reference.tokenizer()(CHECK_TEXT)["input_ids"]
@@ -97,8 +121,11 @@ def _reference_logits(reference, device: str = "cpu"):
         with torch.no_grad():
             logits = model(torch.tensor([ids], device=device)).logits[0].float().cpu().numpy()
         del model
-        _REF_LOGITS[key] = (ids, logits)
-    return _REF_LOGITS[key]
+        tmp = f.with_name(f"{f.stem}.tmp-{os.getpid()}.npz")
+        np.savez(tmp, ids=np.asarray(ids, dtype=np.int64), logits=logits)
+        os.replace(tmp, f)  # atomic: a concurrent job reads the old file or the whole new one
+    _REF_LOGITS[key] = (ids, logits)
+    return ids, logits
 
 
 def _check(art_dir: Path, reference, method: str, recipe: dict, device: str = "cpu") -> dict:
