@@ -123,13 +123,16 @@ def llama_gpu_buffer(m, batch: int, rows: int):
     return torch.empty((batch, rows, m.vocab_size), dtype=torch.float32, device=str(m.device))
 
 
-def llama_cpu_buffers(m, batch: int, rows: int, n: int) -> list | None:
-    """For a llama.cpp model on the CPU, `n` float32 buffers [batch, rows, V] for window_logits(out=),
-    used in turn: one window's logits land in a buffer whose pages are already mapped. A fresh array
-    per window (tens to hundreds of MiB, each its own mmap: pin_mmap_threshold) cost a page fault
-    per 4 KiB on the decoding thread, about 0.1 s a window of SmolLM2 at ctx 512. Two are enough
+def llama_buffers(m, batch: int, rows: int, n: int, gpu_buf=None) -> list | None:
+    """Buffers [batch, rows, V] for window_logits(out=), call j using buffers[j % len(buffers)].
+    A llama.cpp model on a GPU: [gpu_buf] (llama_gpu_buffer; one, as its decode is synchronous). On
+    the CPU: `n` float32 numpy buffers, so that logits land where pages are already mapped. A fresh
+    array per window (tens to hundreds of MiB, each its own mmap: pin_mmap_threshold) was faulted in
+    page by page on the decoding thread (the bench's store workflow: 0.3 s of 23 s). Two are enough
     beside a helper thread: one is decoded into while the other's window is encoded or scored.
-    None for other models (transformers returns its own tensors; a GPU has llama_gpu_buffer)."""
+    None for transformers, which returns its own tensors."""
+    if gpu_buf is not None:
+        return [gpu_buf]
     if m.kind != "llama.cpp" or str(getattr(m, "device", "cpu")) != "cpu":
         return None
     return [np.empty((batch, rows, m.vocab_size), dtype=np.float32) for _ in range(n)]
@@ -156,7 +159,7 @@ def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("com
     todo = [i for i in range(st.n_windows) if not st.done(i)]
     buf = llama_gpu_buffer(model, batch, ctx - first)
     overlap = buf is None and overlaps(model)
-    ring = None if buf is not None else llama_cpu_buffers(model, batch, ctx - first, 2 if overlap else 1)
+    ring = llama_buffers(model, batch, ctx - first, 2 if overlap else 1, buf)
     t0 = time.perf_counter()
 
     def encode(z, idx):
@@ -175,8 +178,8 @@ def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("com
     with one_behind(overlap) as run:
         for n, j in enumerate(range(0, len(todo), batch)):
             idx = todo[j:j + batch]
-            dest = buf if buf is not None else ring[n % len(ring)] if ring else None
-            z = window_logits(model, windows[idx], first, out=None if dest is None else dest[:len(idx)])
+            z = window_logits(model, windows[idx], first,
+                              out=ring[n % len(ring)][:len(idx)] if ring else None)
             run(encode, z, idx)
     return st
 

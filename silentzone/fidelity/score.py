@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .capture import (llama_cpu_buffers, llama_gpu_buffer, model_bos, model_tokenize, one_behind,
+from .capture import (llama_buffers, llama_gpu_buffer, model_bos, model_tokenize, one_behind,
                       open_scorer, overlaps, probe_text, reference_of, store_dir, window_batch,
                       window_logits)
 from .kernels import PER_TOKEN, compact_token_metrics, summarize, token_metrics
@@ -199,14 +199,13 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
     ahead_fwd = ThreadPoolExecutor(1) if not gpu and buf is None and overlaps(m) else None
     # llama.cpp on the CPU: logits land in reused buffers, taken in turn (batch b+1 decodes into
     # one while batch b, in the other, is scored)
-    ring = None if buf is not None else llama_cpu_buffers(m, batch, n + 1, 2 if ahead_fwd else 1)
+    ring = llama_buffers(m, batch, n + 1, 2 if ahead_fwd else 1, buf)
 
     def forward(b):
         nonlocal t_fwd
         t0 = time.perf_counter()
-        dest = buf if buf is not None else ring[b % len(ring)] if ring else None
         z = window_logits(m, windows[batches[b]], store.first,
-                          out=None if dest is None else dest[:len(batches[b])])
+                          out=ring[b % len(ring)][:len(batches[b])] if ring else None)
         t_fwd += time.perf_counter() - t0
         return z
 
@@ -287,16 +286,13 @@ def score_text(reference, candidate, text: str, ctx: int, *, scoring: str = "hal
     overlap = overlaps(R) and overlaps(C)
     # llama.cpp: each model's logits land in reused buffers, taken in turn (window i's metrics read
     # one pair while window i+1 decodes into the other; one_behind waits for i-1's first)
-    rings = [llama_cpu_buffers(x, 1, ctx - first, 2 if overlap else 1) for x in (R, C)]
-
-    def dest(r, i):
-        return None if rings[r] is None else rings[r][i % len(rings[r])]
+    rr, rc = (llama_buffers(x, 1, ctx - first, 2 if overlap else 1) for x in (R, C))
 
     with one_behind(overlap) as run:
         for i, w in enumerate(windows):
-            zr = window_logits(R, w[None], first, out=dest(0, i))[0]
+            zr = window_logits(R, w[None], first, out=rr[i % len(rr)] if rr else None)[0]
             t0 = time.perf_counter()
-            zc = window_logits(C, w[None], first, out=dest(1, i))[0]
+            zc = window_logits(C, w[None], first, out=rc[i % len(rc)] if rc else None)[0]
             t_fwd += time.perf_counter() - t0
             run(metrics, i, w, zr, zc)
     per_token = _stack(parts)

@@ -83,7 +83,7 @@ def _finished(final: Path) -> dict | None:
     return m
 
 
-_REF_LOGITS: dict[str, tuple] = {}
+_REF_LOGITS: dict[tuple, tuple] = {}
 
 
 def _reference_key(reference, device: str) -> str:
@@ -91,8 +91,11 @@ def _reference_key(reference, device: str) -> str:
     weight files (name, size, mtime), so a re-exported reference is never read from an old cache."""
     import hashlib
     from ..models import CHECK_TEXT
-    files = sorted(p for p in Path(reference.hf_dir).iterdir() if p.is_file())
-    stat = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    stat = []
+    for p in sorted(Path(reference.hf_dir).iterdir()):
+        if p.is_file():
+            st = p.stat()
+            stat.append((p.name, st.st_size, st.st_mtime_ns))
     kind = "cuda" if str(device).startswith("cuda") else str(device)
     blob = json.dumps([CHECK_TEXT, kind, reference.dtype, stat])
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -106,10 +109,11 @@ def _reference_logits(reference, device: str = "cpu"):
     reference for ~100 tokens of logits (on a 24-35B reference, tens of GB read and put on the GPU
     beside the quant, per quant). An unreadable cache file is computed again and replaced."""
     import numpy as np
-    key = f"{reference.hf_dir}:{_reference_key(reference, device)}"
+    h = _reference_key(reference, device)
+    key = (str(reference.hf_dir), h)
     if key in _REF_LOGITS:
         return _REF_LOGITS[key]
-    f = Path(reference.root) / f"check-logits-{key.rsplit(':', 1)[1]}.npz"
+    f = Path(reference.root) / f"check-logits-{h}.npz"
     try:
         with np.load(f) as z:
             ids, logits = [int(i) for i in z["ids"]], z["logits"]
