@@ -11,6 +11,17 @@ Methods (all run on CPU; recipe keys are config.METHODS[method]):
     quanto   optimum-quanto quantize + freeze (int8/int4/int2 weights); scored under no_grad,
              never inference_mode (quanto int4 fails there)
     hqq      HQQ's own API (AutoHQQHFModel.quantize_model; transformers 5 has no HqqConfig path)
+bitsandbytes 4-bit on the CPU has two kernels. On a CPU with AVX512-BF16 (`bitsandbytes.functional.
+has_avx512bf16`) its Linear4bit repacks a layer's weight at the first forward for a fused kernel that
+computes in bfloat16, and asserts that the output features are a multiple of 32; elsewhere it
+dequantizes and multiplies in the compute dtype. Left to itself, the same quant therefore gives
+different logits on different CPUs (measured: up to 9e-3 absolute per output on a 576x576 nf4 layer
+with float32 compute, against exactly 0 for the plain kernel) and fails on layers of other widths.
+`bnb_cpu_kernels` picks per layer: the plain kernel by default on every CPU (results independent of
+the processor), the packed one only when asked (SILENTZONE_BNB_CPU_PACKED=1) and only where both the
+CPU and the layer's shape allow it. The choice is recorded (`read_back`'s cpu_kernel, the quants.csv
+column of the same name).
+
 The lm_head (tied to the token embedding in SmolLM2 and Gemma3) stays in float for every method
 here, as it does for GPTQ and AWQ; GGUF quantizes token_embd (see gguf.py).
 
@@ -22,9 +33,12 @@ width because some CPU kernels keep int4 values unpacked in int8 storage.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 METHODS = ("bnb", "torchao", "quanto", "hqq")
+PACKED_BLOCK_N = 32  # bitsandbytes' packed CPU layout needs out_features % 32 == 0 (and even in_features)
+PACKED_ENV = "SILENTZONE_BNB_CPU_PACKED"  # "1": use the packed AVX512-BF16 kernel where it can run
 
 
 class LoadtimeError(ValueError):
@@ -101,6 +115,8 @@ def load(method: str, recipe: dict, reference_hf, device: str = "cpu", dtype: st
                                      bnb_4bit_compute_dtype=cdt)
         model = AutoModelForCausalLM.from_pretrained(reference_hf, quantization_config=cfg, dtype=dtype,
                                                      device_map=device)
+        if r["type"] != "int8" and str(device) == "cpu":
+            bnb_cpu_kernels(model)
         return model.eval()
     model = AutoModelForCausalLM.from_pretrained(reference_hf, dtype=dtype).to(device).eval()
     if method == "torchao":
@@ -125,6 +141,45 @@ def load(method: str, recipe: dict, reference_hf, device: str = "cpu", dtype: st
                                  axis=int(r.get("axis", 1)))
         AutoHQQHFModel.quantize_model(model, quant_config=cfg, compute_dtype=dtype, device=device)
     return model.eval()
+
+
+def packed_possible(out_features: int, in_features: int) -> bool:
+    """Whether bitsandbytes' packed CPU layout can hold a [out, in] 4-bit weight."""
+    return out_features % PACKED_BLOCK_N == 0 and in_features % 2 == 0
+
+
+def bnb_cpu_kernels(model, packed: bool | None = None, fused_cpu: bool | None = None) -> str:
+    """Choose the CPU kernel of every bitsandbytes 4-bit layer of `model`; return the record.
+
+    packed: None reads SILENTZONE_BNB_CPU_PACKED ("1" = prefer the packed kernel; default the plain
+    one). fused_cpu: whether this CPU has the packed kernel (None: ask bitsandbytes). A layer gets the
+    packed kernel only when packed is asked, the CPU has it and `packed_possible` holds for its shape.
+    Sets each layer's `support_avx512bf16_for_cpu` (what bitsandbytes' Linear4bit.forward reads) and
+    model.silentzone_cpu_kernel to the record, e.g. "plain 210" or "packed 208, plain 2 (avx512_bf16)"
+    (the CPU feature is named when present, since it decides what "packed" means).
+    """
+    from bitsandbytes.functional import has_avx512bf16
+    from bitsandbytes.nn import Linear4bit
+    if packed is None:
+        packed = os.environ.get(PACKED_ENV, "0") == "1"
+    if fused_cpu is None:
+        fused_cpu = bool(has_avx512bf16())
+    counts = Counter()
+    for mod in model.modules():
+        if not isinstance(mod, Linear4bit):
+            continue
+        qs = mod.weight.quant_state
+        if getattr(qs, "packing_format_for_cpu", False):
+            raise LoadtimeError("bnb_cpu_kernels must run before the first forward (weights already packed)")
+        n, k = (int(v) for v in qs.shape)
+        use = bool(packed and fused_cpu and packed_possible(n, k))
+        mod.support_avx512bf16_for_cpu = use
+        counts["packed" if use else "plain"] += 1
+    record = ", ".join(f"{k} {counts[k]}" for k in ("packed", "plain") if counts[k])
+    if fused_cpu and record:
+        record += " (avx512_bf16)"
+    model.silentzone_cpu_kernel = record
+    return record
 
 
 def _flat(t) -> list:
@@ -207,4 +262,5 @@ def read_back(model, method: str, recipe: dict) -> dict:
         "bpw_all": (stored_bits + 8 * float_bytes) / total if total else None,
         "main_type": max(elems, key=elems.get) if elems else "",
         "fallback_frac": None,
+        "cpu_kernel": getattr(model, "silentzone_cpu_kernel", ""),
     }

@@ -32,7 +32,7 @@ TOOLS = {
 DETERMINISTIC = {"gguf": True, "gptq": False, "awq": False, "bnb": True, "torchao": True,
                  "quanto": True, "hqq": True, "gguf_file": True}
 EXTRA_COLUMNS = ("reference", "artifact", "bpw_all", "main_type", "fallback_frac", "fallback_tensors",
-                 "check_kld", "check_tokens", "check_s", "deterministic", "reused")
+                 "check_kld", "check_tokens", "check_s", "deterministic", "reused", "cpu_kernel")
 
 
 def effective_recipe(method: str, params: dict, profile) -> dict:
@@ -132,6 +132,8 @@ def row(study: str, quant_id: str, recipe: dict, rhash: str, reference, *, statu
         "main_type": info.get("main_type", ""), "fallback_frac": _num(info.get("fallback_frac")),
         "fallback_tensors": extra.pop("fallback_tensors", None), "check_kld": math.nan,
         "check_tokens": 0, "check_s": math.nan, "deterministic": DETERMINISTIC[method], "reused": False,
+        # bitsandbytes 4-bit on the CPU: which kernel its layers ran in the check (loadtime.bnb_cpu_kernels)
+        "cpu_kernel": info.get("cpu_kernel", ""),
     }
     out.update(extra)
     return out
