@@ -15,8 +15,8 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 
-from .cohort import (DEFAULT_DEFINITION, DEFAULT_THRESHOLD, REFERENCE, Weights, cohort_table, item_matrix,
-                     metric_columns, task_weights, zone_mask)
+from .cohort import (DEFAULT_DEFINITION, DEFAULT_THRESHOLD, REFERENCE, Weights, cohort_table, exact_task_weights,
+                     item_matrix, metric_columns, zone_mask)
 from .stats import DEFAULT_RESAMPLES, correlate
 
 COMPOSITE = "composite"  # task label of the rows that pool all tasks
@@ -52,6 +52,8 @@ def decomposition(samples: pd.DataFrame, weights: Weights = None) -> pd.DataFram
       f = gains / vol (NaN when vol == 0); delta = score change as a fraction (task rows: (gains -
       losses) / n; composite rows: weighted sum of task deltas = change of the composite score);
       vol_rate = vol / n (composite: weighted sum of task rates); mcnemar_p, mcnemar_exact (`mcnemar`).
+    delta and vol_rate are summed as exact Fractions (weights from `exact_task_weights`) and rounded
+    once, so quants with equal counts tie exactly and composite delta ranks like the composite score.
     The identity is checked on every row (`check_identity`) before returning.
     """
     m = item_matrix(samples)
@@ -59,7 +61,7 @@ def decomposition(samples: pd.DataFrame, weights: Weights = None) -> pd.DataFram
         raise ValueError(f"a task is named {COMPOSITE!r}, which labels the pooled rows")
     ref = m.correct[m.row(REFERENCE)]
     n_t = np.bincount(m.task_code, minlength=len(m.tasks))
-    w = task_weights(m.tasks, n_t, weights)
+    w = exact_task_weights(m.tasks, n_t, weights)
     rows = []
     for i, model in enumerate(m.models):
         if model == REFERENCE:
@@ -74,8 +76,8 @@ def decomposition(samples: pd.DataFrame, weights: Weights = None) -> pd.DataFram
         for task, n, rc, qc, g, l in per:
             rows.append(_row(model, task, n, rc, qc, g, l, (g - l) / n, (g + l) / n))
         tot = [sum(p[k] for p in per) for k in range(1, 6)]
-        delta = float(sum(wt * (p[4] - p[5]) / p[1] for wt, p in zip(w, per)))
-        rate = float(sum(wt * (p[4] + p[5]) / p[1] for wt, p in zip(w, per)))
+        delta = float(sum((wt * Fraction(p[4] - p[5], p[1]) for wt, p in zip(w, per)), Fraction(0)))
+        rate = float(sum((wt * Fraction(p[4] + p[5], p[1]) for wt, p in zip(w, per)), Fraction(0)))
         rows.append(_row(model, COMPOSITE, *tot, delta, rate))
     out = pd.DataFrame(rows, columns=list(DECOMP_COLUMNS))
     check_identity(out)

@@ -8,6 +8,7 @@ outcome), `holdout` decides membership on one half of the items and correlates o
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -15,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from .cohort import (DEFAULT_DEFINITION, DEFAULT_THRESHOLD, REFERENCE, ItemMatrix, Weights, cohort_quants,
-                     cohort_table, cohorts, degradation, describe_zone, item_matrix, metric_columns,
-                     one_study, scores_from, zone_mask, zone_rule)
+                     cohort_table, cohorts, describe_zone, exact_scores, item_matrix, metric_columns,
+                     one_study, zone_mask, zone_rule_int)
 from .decompose import COMPOSITE, decomposition
 from .stats import DEFAULT_RESAMPLES, LEVEL, correlate, holm, min_detectable_rho, spearman, tost_rho
 
@@ -40,6 +41,12 @@ def full_vs_zone(cohort: pd.DataFrame, metric: str = "kld_mean", target: str = "
     return pd.DataFrame(rows)
 
 
+def zone_id(members: Sequence[str]) -> str:
+    """Identifier of a set of quant ids: sha256[:12] of the sorted ids joined by newlines ('' for none
+    would collide with nothing: the empty set gets the hash of the empty string)."""
+    return hashlib.sha256("\n".join(sorted(map(str, members))).encode()).hexdigest()[:12]
+
+
 def sweep(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame, thresholds: Sequence[float],
           definition: str = DEFAULT_DEFINITION, metrics: Sequence[str] | None = None,
           rng: np.random.Generator | None = None, n_resamples: int = DEFAULT_RESAMPLES,
@@ -47,19 +54,48 @@ def sweep(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame, t
     """Zone correlation over a grid of thresholds, for every fidelity variant, as one tidy frame.
 
     For each corpus and ctx of FIDELITY (sorted), each metric (sorted; or `metrics`) and each
-    threshold (in the given order): the zone under `definition` and rho(metric, composite score)
-    inside it. Returns columns corpus, ctx, metric, definition, threshold, n_cohort, then
-    CORR_COLUMNS (n = quants in the zone with a finite metric).
+    threshold (in the given order): the zone under `definition` (exact, `zone_mask`) and
+    rho(metric, composite score) inside it. Returns columns corpus, ctx, metric, definition,
+    threshold, n_cohort, n_members (quants in the zone, with or without the metric), zone_id
+    (`zone_id` of the members), same_as_threshold (the smallest threshold of this variant's grid that
+    selects the same members; equals threshold for the first of a distinct zone), then CORR_COLUMNS
+    (n = quants in the zone with a finite metric). See `distinct_zones`.
     """
     rows = []
     for (corpus, ctx), cohort in cohorts(samples, fidelity, quants, weights):
         for metric in metrics or metric_columns(cohort):
             x, y = cohort[metric].to_numpy(float), cohort["score"].to_numpy(float)
+            first: dict[str, float] = {}
+            for t in sorted(thresholds):
+                members = cohort.loc[zone_mask(cohort, definition, t, metric).to_numpy(), "quant_id"]
+                first.setdefault(zone_id(members), t)
             for t in thresholds:
                 sel = zone_mask(cohort, definition, t, metric).to_numpy()
+                zid = zone_id(cohort.loc[sel, "quant_id"])
                 rows.append(dict(corpus=corpus, ctx=ctx, metric=metric, definition=definition, threshold=t,
-                                 n_cohort=len(cohort), **correlate(x[sel], y[sel], rng, n_resamples)))
+                                 n_cohort=len(cohort), n_members=int(sel.sum()), zone_id=zid,
+                                 same_as_threshold=first[zid], **correlate(x[sel], y[sel], rng, n_resamples)))
     return pd.DataFrame(rows)
+
+
+def distinct_zones(sweep_frame: pd.DataFrame) -> pd.DataFrame:
+    """The distinct zones of a `sweep` frame: one row per (corpus, ctx, metric, zone_id), in the order
+    of their smallest threshold, with thresholds (comma-joined, ascending, as given), threshold_min,
+    threshold_max, n_thresholds, and the sweep's columns from the row of the smallest threshold
+    (n_members, n, rho, p, ...)."""
+    keys = ["corpus", "ctx", "metric", "zone_id"]
+    rows = []
+    for _, g in sweep_frame.groupby(keys, sort=False):
+        g = g.sort_values("threshold", kind="stable")
+        rec = g.iloc[0].to_dict()
+        ts = sorted(dict.fromkeys(g["threshold"].astype(float)))
+        rec.update(thresholds=",".join(f"{t:g}" for t in ts), threshold_min=ts[0], threshold_max=ts[-1],
+                   n_thresholds=len(ts))
+        rows.append(rec)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    return out.sort_values(["corpus", "ctx", "metric", "threshold_min"], kind="stable").reset_index(drop=True)
 
 
 def robustness_table(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame,
@@ -128,11 +164,11 @@ def holdout(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame,
             weights: Weights = None) -> pd.DataFrame:
     """Held-out zone boundaries: per split, zone decided on item half A, correlation on half B.
 
-    For each of n_splits splits (`split_mask`, stratified by task): composite scores on A and on B;
-    zone membership from A's degradation; rho(metric, B score) inside that zone (held out), inside
-    the zone B itself would pick (in sample: selection on the outcome) and over all quants.
-    Returns one row per split: split, n_heldout, rho_heldout, p_heldout, n_insample, rho_insample,
-    p_insample, n_full, rho_full, p_full.
+    For each of n_splits splits (`split_mask`, stratified by task): exact composite scores on A and on
+    B (integers over a common denominator); zone membership from A's degradation (`zone_rule_int`);
+    rho(metric, B score) inside that zone (held out), inside the zone B itself would pick (in sample:
+    selection on the outcome) and over all quants. Returns one row per split: split, n_heldout,
+    rho_heldout, p_heldout, n_insample, rho_insample, p_insample, n_full, rho_full, p_full.
     """
     m = item_matrix(samples)
     cohort = cohort_table(samples, fidelity, quants, corpus, ctx, weights)
@@ -141,10 +177,10 @@ def holdout(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame,
     ref = m.row(REFERENCE)
 
     def scores_and_zone(half: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Cohort composite scores (n,) on the items of `half` and the zone they imply (bool (n,))."""
-        _, score = scores_from(m, weights, half)
-        deg_pts, deg_rel = degradation(score[rows], score[ref])
-        return score[rows], zone_rule(deg_rel, deg_pts, x, bpw, definition, threshold)
+        """Cohort composite scores (n,) on the items of `half` (exact ratios rounded once) and the
+        zone they imply (bool (n,))."""
+        num, den = exact_scores(m, weights, half)
+        return num[rows] / den, zone_rule_int(num[rows], num[ref], den, x, bpw, definition, threshold)
 
     out = []
     for s in range(n_splits):
@@ -176,27 +212,51 @@ def holdout_summary(table: pd.DataFrame, level: float = LEVEL, alpha: float = 0.
     return pd.DataFrame(rows)
 
 
+def holdout_headline(summary: pd.DataFrame) -> dict:
+    """The hold-out numbers for stats.json from a `holdout_summary` frame: the primary zone estimate.
+
+    Returns a flat dict: rho_zone_heldout (median over splits), rho_zone_heldout_lo/_hi (central
+    interval of the split distribution), frac_significant_heldout, n_zone_heldout (median zone size),
+    n_splits_heldout, and the same median/interval for the in-sample zone on the same halves
+    (rho_zone_insample, rho_zone_insample_lo/_hi). Undefined numbers are None.
+    """
+    s = summary.set_index("scope")
+    out = dict(rho_zone_heldout=s.loc["heldout", "rho_median"], rho_zone_heldout_lo=s.loc["heldout", "rho_lo"],
+               rho_zone_heldout_hi=s.loc["heldout", "rho_hi"],
+               frac_significant_heldout=s.loc["heldout", "frac_significant"],
+               n_zone_heldout=s.loc["heldout", "n_median"], n_splits_heldout=int(s.loc["heldout", "n_splits_valid"]),
+               rho_zone_insample=s.loc["insample", "rho_median"], rho_zone_insample_lo=s.loc["insample", "rho_lo"],
+               rho_zone_insample_hi=s.loc["insample", "rho_hi"])
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else
+                (float(v) if isinstance(v, (float, np.floating)) else v)) for k, v in out.items()}
+
+
 def headline_stats(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame, corpus: str, ctx: int,
                    metric: str = "kld_mean", definition: str = DEFAULT_DEFINITION,
                    threshold: float = DEFAULT_THRESHOLD, weights: Weights = None) -> dict:
     """The numeric keys of stats.json (contracts.STATS_KEYS; the pipeline adds label and provenance).
 
     Returns a flat dict: study, n_quants, zone_definition, n_zone, rho_full, p_full, rho_zone, p_zone,
-    rho_vol_zone (rho(metric, composite vol_rate) in the zone), p_vol_zone, mdr_zone (minimum
-    detectable |rho| at n_zone), corpus, ctx, metric. Undefined numbers are None (valid JSON).
+    rho_vol_zone (rho(metric, composite vol_rate) in the zone), p_vol_zone, rho_delta_zone, p_delta_zone
+    (rho(metric, composite delta) in the zone; equals rho_zone, delta being score minus a constant),
+    mdr_zone (minimum detectable |rho| at n_zone, Bonett-Wright), ref_score, corpus, ctx, metric.
+    Scores, vol_rate, delta and the zone are exact (see `cohort`). Undefined numbers are None.
     """
     cohort = cohort_table(samples, fidelity, quants, corpus, ctx, weights)
     zone = zone_mask(cohort, definition, threshold, metric).to_numpy()
     x, y = cohort[metric].to_numpy(float), cohort["score"].to_numpy(float)
     dec = decomposition(samples, weights)
-    vol = (dec[dec["task"] == COMPOSITE].set_index("model")["vol_rate"]
-           .reindex(cohort["quant_id"]).to_numpy(float))
+    comp = dec[dec["task"] == COMPOSITE].set_index("model").reindex(cohort["quant_id"])
+    vol, delta = comp["vol_rate"].to_numpy(float), comp["delta"].to_numpy(float)
     _, rho_full, p_full = _rho(x, y)
     n_zone, rho_zone, p_zone = _rho(x[zone], y[zone])
     _, rho_vol, p_vol = _rho(x[zone], vol[zone])
+    _, rho_delta, p_delta = _rho(x[zone], delta[zone])
     out = dict(study=one_study(samples, "samples"), n_quants=len(cohort_quants(quants)),
                zone_definition=describe_zone(definition, threshold, metric), n_zone=int(zone.sum()),
                rho_full=rho_full, p_full=p_full, rho_zone=rho_zone, p_zone=p_zone, rho_vol_zone=rho_vol,
-               p_vol_zone=p_vol, mdr_zone=min_detectable_rho(n_zone), corpus=corpus, ctx=int(ctx),
-               metric=metric)
+               p_vol_zone=p_vol, rho_delta_zone=rho_delta, p_delta_zone=p_delta,
+               mdr_zone=min_detectable_rho(n_zone),
+               ref_score=float(cohort["ref_score"].iloc[0]) if len(cohort) else math.nan,
+               corpus=corpus, ctx=int(ctx), metric=metric)
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}

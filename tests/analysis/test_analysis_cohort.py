@@ -1,5 +1,7 @@
 """analysis.cohort: composite scores, degradation, fidelity tables, zone rules."""
 
+from fractions import Fraction as Fr
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,22 +22,28 @@ def test_composite_scores_worked_example(samples_from):
     s = samples_from(SPEC)
     validate(s, SAMPLES)
     got = C.composite_scores(s).set_index("model")
-    # equal task weights: ref (2/4 + 6/8)/2 = 0.625; qa (1/4 + 8/8)/2 = 0.625; qb (2/4 + 4/8)/2 = 0.5
-    assert got["score"].to_dict() == pytest.approx({"qa": 0.625, "qb": 0.5, "reference": 0.625})
-    # qb: 100 * (0.625 - 0.5) = 12.5 points; 0.125 / 0.625 = 0.2 relative; qa: no degradation
-    assert got.loc["qb", "deg_pts"] == pytest.approx(12.5) and got.loc["qb", "deg_rel"] == pytest.approx(0.2)
+    # equal task weights: ref (2/4 + 6/8)/2 = 5/8; qa (1/4 + 8/8)/2 = 5/8 (an exact tie); qb (2/4 + 4/8)/2 = 1/2
+    assert C.exact_values(got.reset_index()) == [Fr(5, 8), Fr(1, 2), Fr(5, 8)]
+    assert got["score"].to_dict() == {"qa": 0.625, "qb": 0.5, "reference": 0.625}
+    # qb: 100 * (5/8 - 1/2) = 12.5 points; (1/8) / (5/8) = 1/5 relative; qa: no degradation
+    assert C.exact_values(got.reset_index(), "deg_rel") == [0, Fr(1, 5), 0]
+    assert got.loc["qb", "deg_pts"] == 12.5 and got.loc["qb", "deg_rel"] == 0.2
     assert got.loc["qa", "deg_rel"] == 0 and got.loc["reference", "deg_pts"] == 0
     assert list(got.index) == ["qa", "qb", "reference"]
 
 
 def test_composite_weights(samples_from):
     s = samples_from(SPEC)
-    # items weighting pools items: ref 8/12, qa 9/12 = 0.75, qb 6/12 = 0.5
-    items = C.composite_scores(s, "items").set_index("model")["score"]
-    assert items.to_dict() == pytest.approx({"qa": 0.75, "qb": 0.5, "reference": 8 / 12})
-    # piqa 3 : sciq 1 -> ref 0.75 * 0.5 + 0.25 * 0.75 = 0.5625
-    w = C.composite_scores(s, {"piqa": 3, "sciq": 1}).set_index("model")["score"]
-    assert w["reference"] == pytest.approx(0.5625)
+    # items weighting pools items: ref 8/12, qa 9/12, qb 6/12
+    items = C.composite_scores(s, "items")
+    assert C.exact_values(items) == [Fr(3, 4), Fr(1, 2), Fr(2, 3)]
+    assert items["score"].tolist() == [0.75, 0.5, 2 / 3]
+    # piqa 3 : sciq 1 -> ref 3/4 * 1/2 + 1/4 * 3/4 = 9/16; the same weights as decimal strings or floats
+    for weights in ({"piqa": 3, "sciq": 1}, {"piqa": "0.75", "sciq": "0.25"}, {"piqa": 0.75, "sciq": 0.25}):
+        w = C.composite_scores(s, weights)
+        assert C.exact_values(w)[2] == Fr(9, 16)
+    # 0.1 : 0.2 is read as 1/10 : 2/10 = 1/3 : 2/3 exactly (not the binary floats)
+    assert C.exact_task_weights(("a", "b"), np.array([1, 1]), {"a": 0.1, "b": 0.2}) == (Fr(1, 3), Fr(2, 3))
     with pytest.raises(ValueError, match="lack task"):
         C.composite_scores(s, {"piqa": 1})
     with pytest.raises(ValueError, match="weights must be"):
@@ -66,12 +74,96 @@ def test_refuses_mismatched_items(samples_from):
         C.composite_scores(s[s["model"] != "reference"])
 
 
-def test_zone_rule_boundary_is_inclusive():
-    # ref 0.5, quant 0.49: relative degradation 0.01 / 0.5 = 2% exactly (float gives 0.0200000000000000018)
-    deg_pts, deg_rel = C.degradation(np.array([0.49, 0.4899]), 0.5)
+def test_zone_rule_boundary_is_inclusive_and_exact():
+    # ref 1/2, quants 49/100 and 4899/10000: relative degradation (1/100)/(1/2) = 1/50 = 2% exactly, and
+    # 101/5000 = 2.02%; in floats 0.5 - 0.49 = 0.010000000000000009, so a float rule needs a tolerance
+    deg_pts, deg_rel = C.degradation([Fr(49, 100), Fr(4899, 10000)], Fr(1, 2))
+    assert list(deg_rel) == [Fr(1, 50), Fr(101, 5000)] and list(deg_pts) == [1, Fr(101, 100)]
     assert list(C.zone_rule(deg_rel, deg_pts, None, None, "relative", 0.02)) == [True, False]
-    # 100 * (0.5 - 0.49) = 1 point exactly on the threshold
     assert list(C.zone_rule(deg_rel, deg_pts, None, None, "absolute", 1.0)) == [True, False]
+    # the same in integers over the denominator 10000: ref 5000, quants 4900 and 4899
+    num = np.array([4900, 4899, 5100])
+    assert list(C.zone_rule_int(num, 5000, 10000, None, None, "relative", 0.02)) == [True, False, True]
+    # absolute: 100 * (5000 - 4900) / 10000 = 1 point
+    assert list(C.zone_rule_int(num, 5000, 10000, None, None, "absolute", "1")) == [True, False, True]
+    # a reference scoring 0 has no relative degradation: empty zone
+    assert not C.zone_rule_int(np.array([0, 0]), 0, 10, None, None, "relative", 0.02).any()
+
+
+def test_cohort_zone_on_exact_boundary(samples_from):
+    # one task of 100 items: reference 50 right, qa 49 (2% relative exactly), qb 48 (4%)
+    spec = {"reference": {"t": "1" * 50 + "0" * 50}, "qa": {"t": "1" * 49 + "0" * 51},
+            "qb": {"t": "1" * 48 + "0" * 52}}
+    c = _cohort(samples_from(spec), {"qa": 0.1, "qb": 0.2})
+    assert list(C.zone_mask(c, "relative", 0.02)) == [True, False]
+    assert list(C.zone_mask(c, "relative", 0.04)) == [True, True]
+    assert list(C.zone_mask(c, "absolute", 1)) == [True, False]
+
+
+def _cohort(samples, kld: dict, study: str = "toy"):
+    """cohort_table of `samples` with one fidelity metric kld_mean = kld[quant] (wiki, ctx 512)."""
+    fid = pd.DataFrame([dict(study=study, quant_id=q, corpus="wiki", ctx=512, metric="kld_mean", value=v,
+                             n_tokens=10, tokens_hash="t") for q, v in kld.items()])
+    man = pd.DataFrame([dict(study=study, quant_id=q, method="gguf", recipe="{}", recipe_hash="r",
+                             requested_type="x", tensor_types="{}", bpw=4.0, bytes=1, sha256="s",
+                             tool_versions="{}", wall_s=1.0, status="ok", reason="") for q in kld])
+    return C.cohort_table(samples, fid, man, "wiki", 512)
+
+
+# Exact ties through different task mixes: tasks a (3 items), b (7), c (10), equal task weights.
+#   reference a 3/3, b 7/7, c 7/10 -> (1 + 1 + 7/10)/3 = 9/10
+#   q1 a 0/3, b 6/7, c 10/10 -> (0 + 6/7 + 1)/3 = 13/21
+#   q2 a 3/3, b 6/7, c 0/10  -> (1 + 6/7 + 0)/3 = 13/21   (the same score by another mix)
+#   q3 a 2/3, b 5/7, c 7/10  -> (140 + 150 + 147)/630 = 437/630
+#   q4 a 1/3, b 3/7, c 5/10  -> (70 + 90 + 105)/630 = 265/630
+# The float path acc @ (ones / 3) gives q1 0.6190476190476191 and q2 0.619047619047619.
+TIES = {"reference": {"a": "111", "b": "1111111", "c": "1111111000"},
+        "q1": {"a": "000", "b": "1111110", "c": "1111111111"},
+        "q2": {"a": "111", "b": "1111110", "c": "0000000000"},
+        "q3": {"a": "110", "b": "1111100", "c": "1111111000"},
+        "q4": {"a": "100", "b": "1110000", "c": "1111100000"}}
+TIES_KLD = {"q1": 0.1, "q2": 0.3, "q3": 0.2, "q4": 0.4}
+
+
+def test_exact_ties_through_different_task_mixes(samples_from):
+    from scipy import stats as st
+
+    c = _cohort(samples_from(TIES), TIES_KLD)
+    assert C.exact_values(c) == [Fr(13, 21), Fr(13, 21), Fr(437, 630), Fr(265, 630)]
+    assert C.exact_values(c, "ref_score") == [Fr(9, 10)] * 4
+    assert c["score"].iloc[0] == c["score"].iloc[1]  # bit-identical floats
+    # score ranks (ascending): q4 1, q1 2.5, q2 2.5, q3 4
+    assert list(st.rankdata(c["score"])) == [2.5, 2.5, 4, 1]
+    # KLD ranks q1 1, q2 3, q3 2, q4 4; centred x (-1.5, .5, -.5, 1.5), y (0, 0, 1.5, -1.5):
+    # sum xy = -0.75 - 2.25 = -3, sum x^2 = 5, sum y^2 = 4.5 -> rho = -3 / sqrt(22.5) = -sqrt(2/5)
+    from analysis import zone as Z
+    fz = Z.full_vs_zone(c, threshold=1.0).set_index("scope")
+    assert abs(fz.loc["full", "rho"] + (2 / 5) ** 0.5) < 1e-12
+    # relative degradation of q1 and q2: 1 - (13/21)/(9/10) = 1 - 130/189 = 59/189 = 0.312169...; of q3
+    # 1 - 437/567 = 130/567 = 0.2293: a 25% zone holds q3 only; thresholds 0.3121 and 0.3122 bracket
+    # 59/189, and the tied quants enter together
+    assert list(C.zone_mask(c, "relative", 0.25)) == [False, False, True, False]
+    assert list(C.zone_mask(c, "relative", 0.3121)) == [False, False, True, False]
+    assert list(C.zone_mask(c, "relative", 0.3122)) == [True, True, True, False]
+
+
+def test_exact_ties_with_decimal_weights(samples_from):
+    # weights a 0.1, b 0.2, c 0.7 (exactly 1/10, 2/10, 7/10):
+    #   q1 0 + 2/10 * 6/7 + 7/10 = 12/70 + 49/70 = 61/70
+    #   q5 a 3/3, b 0/7, c 9/10 -> 1/10 + 0 + 63/100 = 73/100; q6 a 0/3, b 7/7, c 3/10 ... see below
+    # q1's score 61/70 is reached again by q7: a 0/3, b 6/7, c 10/10 (same counts as q1, listed twice
+    # under another name), and q8: a 3/3, b 1/7, c 9/10 -> 1/10 + 2/70 + 63/100 = (70 + 20 + 441)/700
+    # = 531/700 (not a tie); the ties here are between q1 and q7.
+    spec = dict(TIES)
+    spec["q7"] = dict(TIES["q1"])
+    spec["q8"] = {"a": "111", "b": "1000000", "c": "1111111110"}
+    w = {"a": 0.1, "b": 0.2, "c": 0.7}
+    comp = C.composite_scores(samples_from(spec), w).set_index("model")
+    exact = dict(zip(comp.index, C.exact_values(comp.reset_index())))
+    assert exact["q1"] == exact["q7"] == Fr(61, 70) and exact["q8"] == Fr(531, 700)
+    # reference: 1/10 + 2/10 + 7/10 * 7/10 = 3/10 + 49/100 = 79/100
+    assert exact["reference"] == Fr(79, 100)
+    assert comp.loc["q1", "score"] == comp.loc["q7", "score"] == float(Fr(61, 70))
 
 
 def test_zone_rule_quantile_and_bpw():

@@ -151,12 +151,34 @@ def test_permutation_pvalue_agrees_with_scipy_exact():
 
 
 def test_fisher_ci_worked_example():
-    # rho = 0.5, n = 28: z = atanh(0.5) = 0.549306, half width = 1.959964 / sqrt(25) = 0.391993
+    # Pearson se: rho = 0.5, n = 28: z = atanh(0.5) = 0.549306, half width = 1.959964 / sqrt(25) = 0.391993
     # -> (tanh(0.157313), tanh(0.941299)) = (0.156028, 0.735819)
-    lo, hi = S.fisher_ci(0.5, 28)
+    lo, hi = S.fisher_ci(0.5, 28, method="fisher")
     assert lo == pytest.approx(0.156028, abs=1e-6)
     assert hi == pytest.approx(0.735819, abs=1e-6)
     assert all(math.isnan(v) for v in S.fisher_ci(0.5, 3))
+
+
+def test_bonett_wright_ci_worked_example():
+    # Bonett-Wright: se = sqrt((1 + 0.5^2 / 2) / 25) = sqrt(0.045) = 0.212132; half = 1.959964 * 0.212132
+    # = 0.415771 -> (tanh(0.133535), tanh(0.965077)) = (0.132747, 0.746533)
+    assert S.z_se(0.5, 28) == pytest.approx(math.sqrt(0.045), abs=1e-15)
+    lo, hi = S.fisher_ci(0.5, 28)
+    assert (lo, hi) == (pytest.approx(0.132747, abs=1e-6), pytest.approx(0.746533, abs=1e-6))
+    # at rho = 0 the two variances agree: 1 / (n - 3)
+    assert S.fisher_ci(0.0, 28) == S.fisher_ci(0.0, 28, method="fisher")
+    with pytest.raises(ValueError, match="method"):
+        S.z_se(0.1, 10, "kendall")
+
+
+def test_power_rho_bonett_wright_closed_form():
+    # rho = 0.5, n = 28: null se0 = 1/5, alternative se1 = 0.212132; zc = 1.959964
+    # power = Phi((0.549306 - 0.391993) / 0.212132) + Phi((-0.549306 - 0.391993) / 0.212132)
+    #       = Phi(0.741582) + Phi(-4.437326) = 0.770834
+    assert S.power_rho(0.5, 28) == pytest.approx(0.770834, abs=1e-6)
+    # Pearson: shift = 0.549306 * 5 = 2.746531 -> Phi(0.786567) + Phi(-4.706495) = 0.784228
+    assert S.power_rho(0.5, 28, method="fisher") == pytest.approx(
+        st.norm.cdf(0.549306 * 5 - 1.959964) + st.norm.cdf(-0.549306 * 5 - 1.959964), abs=1e-5)
 
 
 def test_correlate_drops_nonfinite_pairs_and_reports_n():
@@ -169,34 +191,38 @@ def test_correlate_drops_nonfinite_pairs_and_reports_n():
 
 
 def test_min_detectable_rho_worked_example():
-    # n = 28: (z_0.975 + z_0.8) / sqrt(25) = (1.959964 + 0.841621) / 5 = 0.560317 -> tanh = 0.508213
-    assert S.min_detectable_rho(28) == pytest.approx(0.508213, abs=1e-6)
+    # Pearson, n = 28: (z_0.975 + z_0.8) / sqrt(25) = (1.959964 + 0.841621) / 5 = 0.560317 -> tanh = 0.508213
+    assert S.min_detectable_rho(28, method="fisher") == pytest.approx(0.508213, abs=1e-6)
+    # Bonett-Wright solves atanh(r) = 1.959964 / 5 + 0.841621 sqrt(1 + r^2 / 2) / 5: check the equation
+    r = S.min_detectable_rho(28)
+    assert math.atanh(r) == pytest.approx(1.959964 / 5 + 0.841621 * math.sqrt(1 + r * r / 2) / 5, abs=1e-6)
+    assert r > S.min_detectable_rho(28, method="fisher")  # the Spearman variance is larger
     assert math.isnan(S.min_detectable_rho(3))
 
 
 @FAST
-@given(hst.integers(6, 500))
-def test_power_at_min_detectable_rho_is_80_percent(n):
+@given(hst.integers(6, 500), hst.sampled_from(S.METHODS))
+def test_power_at_min_detectable_rho_is_80_percent(n, method):
     # the opposite tail adds < 1e-3 of power, so the round trip is 0.8 to that precision
-    assert S.power_rho(S.min_detectable_rho(n), n) == pytest.approx(0.8, abs=1e-3)
-    assert S.min_detectable_rho(n + 1) < S.min_detectable_rho(n)
+    assert S.power_rho(S.min_detectable_rho(n, method=method), n, method=method) == pytest.approx(0.8, abs=1e-3)
+    assert S.min_detectable_rho(n + 1, method=method) < S.min_detectable_rho(n, method=method)
 
 
 def test_tost_worked_example():
     # rho = 0, n = 28, margin 0.5: z = 0, zm = atanh(0.5) = 0.549306, se = 0.2
     # p_upper = Phi((0 - 0.549306) / 0.2) = Phi(-2.746531) = 0.003011 = p_lower by symmetry
-    r = S.tost_rho(0.0, 28, 0.5)
+    r = S.tost_rho(0.0, 28, 0.5)  # at rho = 0 Bonett-Wright's se is the Pearson one
     assert r["p"] == pytest.approx(0.003011, abs=1e-6)
     assert r["p_lower"] == pytest.approx(r["p_upper"], abs=1e-15) and r["equivalent"]
     assert not S.tost_rho(0.45, 28, 0.5)["equivalent"]
 
 
 @FAST
-@given(hst.floats(-0.95, 0.95), hst.integers(5, 300), hst.floats(0.05, 0.9))
-def test_tost_equivalent_iff_90_percent_ci_inside_margin(rho, n, margin):
-    lo, hi = S.fisher_ci(rho, n, level=0.90)
+@given(hst.floats(-0.95, 0.95), hst.integers(5, 300), hst.floats(0.05, 0.9), hst.sampled_from(S.METHODS))
+def test_tost_equivalent_iff_90_percent_ci_inside_margin(rho, n, margin, method):
+    lo, hi = S.fisher_ci(rho, n, level=0.90, method=method)
     inside = -margin < lo and hi < margin
-    r = S.tost_rho(rho, n, margin, alpha=0.05)
+    r = S.tost_rho(rho, n, margin, alpha=0.05, method=method)
     if abs(r["p"] - 0.05) > 1e-9:  # away from the exact boundary
         assert r["equivalent"] == inside
 
