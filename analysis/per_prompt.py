@@ -95,8 +95,10 @@ def failure_prediction(samples: pd.DataFrame, rng: np.random.Generator | None = 
     rng: generator for the bootstrap over prompts (ratio first, then AUROC); None skips CIs.
     Returns one row per group (sorted): the `by` columns, n, n_failed, gm_failed, gm_passed (nats),
     gm_ratio = gm_failed / gm_passed, ratio_lo, ratio_hi, auroc (failure predicted by higher KLD),
-    auroc_lo, auroc_hi, p_mw (two-sided Mann-Whitney p, scipy), n_floored. Prompts with NaN metric
-    are left out.
+    auroc_lo, auroc_hi, p_mw (two-sided Mann-Whitney p, scipy), n_floored, subset, and the counts
+    n_drops (= n_failed) and n_kept (= n - n_failed): with subset "ref_correct" these are the prompts
+    the quantization dropped and kept. Prompts with NaN metric are left out. The CIs resample prompts
+    (items) within the group.
     """
     if subset not in ("all", "ref_correct"):
         raise ValueError(f"subset must be 'all' or 'ref_correct', got {subset!r}")
@@ -116,7 +118,7 @@ def failure_prediction(samples: pd.DataFrame, rng: np.random.Generator | None = 
                    gm_passed=float(np.exp(logk[~failed].mean())) if nf < len(kld) else math.nan,
                    gm_ratio=float(np.exp(log_ratio)), ratio_lo=math.nan, ratio_hi=math.nan,
                    auroc=auroc(kld, failed), auroc_lo=math.nan, auroc_hi=math.nan, p_mw=math.nan,
-                   n_floored=int((kld < floor).sum()))
+                   n_floored=int((kld < floor).sum()), subset=subset, n_drops=nf, n_kept=len(kld) - nf)
         if 0 < nf < len(kld):
             rec["p_mw"] = float(st.mannwhitneyu(kld[failed], kld[~failed], alternative="two-sided").pvalue)
         if rng is not None:
@@ -128,6 +130,31 @@ def failure_prediction(samples: pd.DataFrame, rng: np.random.Generator | None = 
             rec.update(auroc_lo=ci.lo, auroc_hi=ci.hi)
         rows.append(rec)
     return pd.DataFrame(rows)
+
+
+DROP_COLUMNS = ("model", "task", "n_kept", "n_drops", "gm_ratio", "ratio_lo", "ratio_hi", "auroc", "auroc_lo",
+                "auroc_hi", "p_mw", "gm_failed", "gm_passed", "n_floored")
+
+
+def drop_prediction(samples: pd.DataFrame, rng: np.random.Generator | None = None,
+                    n_resamples: int = DEFAULT_RESAMPLES, metric: str = "kld_mean", floor: float = FLOOR,
+                    level: float = LEVEL) -> pd.DataFrame:
+    """Does per-prompt KLD predict which of the reference's correct answers a quant drops?
+
+    `failure_prediction` with subset "ref_correct" (a prompt the reference fails says nothing about
+    quantization), for every quant pooled over tasks (task "all", drawn first from `rng`) and per task
+    (every task family of the study). Returns DROP_COLUMNS: model, task, n_kept, n_drops, gm_ratio
+    (geometric-mean KLD of drops over kept), ratio_lo/_hi and auroc (drops predicted by higher KLD)
+    with auroc_lo/_hi (percentile bootstrap over items; NaN without rng or without both drops and
+    kept prompts), p_mw, gm_failed, gm_passed (nats), n_floored. Rows: pooled first, then per task.
+    """
+    kw = dict(n_resamples=n_resamples, metric=metric, subset="ref_correct", floor=floor, level=level)
+    pooled = failure_prediction(samples, rng, by=("model",), **kw).assign(task="all")
+    per_task = failure_prediction(samples, rng, by=("model", "task"), **kw)
+    frames = [f.reindex(columns=list(DROP_COLUMNS)) for f in (pooled, per_task) if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=list(DROP_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
 
 
 def poisson_binomial_pvalue(k: int, probs: Sequence[float]) -> float:

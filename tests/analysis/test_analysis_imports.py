@@ -6,7 +6,7 @@ import sys
 
 import analysis
 
-SUBMODULES = ["contracts", "stats", "cohort", "zone", "decompose", "per_prompt", "plots"]
+SUBMODULES = ["contracts", "stats", "cohort", "zone", "decompose", "per_prompt", "uncertainty", "plots"]
 
 
 def test_import_never_pulls_torch_or_silentzone():
