@@ -21,6 +21,22 @@ import numpy as np
 LN2 = math.log(2.0)
 TOPK_KLD_K = 10  # k of the top-k KLD (candidate shows only its top-k log-probs)
 PER_TOKEN = ("kld", "rkld", "js", "nll_q", "nll_p", "top1", "topk_kld")
+FLOOR_PREFIX = "kld_top"  # per-token key of the paper's Eq. 5 variant: kld_top{k}_floor{floor}
+
+
+def floor_kld_name(k: int, floor: float) -> str:
+    """Per-token key (and metric stem) of the top-k KLD with a fixed log-probability floor,
+    e.g. (20, -20.0) -> 'kld_top20_floor-20'; the summary metrics add _mean and _p99."""
+    if int(k) < 1 or not (math.isfinite(floor) and floor < 0):
+        raise ValueError(f"top-k floor KLD needs k >= 1 and a finite negative floor, got {k}, {floor}")
+    return f"{FLOOR_PREFIX}{int(k)}_floor{float(floor):g}"
+
+
+def parse_floor_kld_name(name: str) -> tuple[int, float] | None:
+    """(k, floor) of a floor_kld_name key or of its _mean/_p99 metric; None for other names."""
+    import re
+    m = re.fullmatch(rf"{FLOOR_PREFIX}(\d+)_floor(-[0-9.e+-]+?)(?:_mean|_p99)?", name)
+    return (int(m.group(1)), float(m.group(2))) if m else None
 
 
 def _torch(x, device=None):
@@ -98,6 +114,36 @@ def _topk_kld(lp_top, lq_top, floor):
     a = lp_top.double().log_softmax(-1)
     b = torch.maximum(lq_top.double(), floor.double()[:, None]).log_softmax(-1)
     return (a.exp() * (a - b)).sum(-1)
+
+
+def _floor_kld(lp_top, lq_top, kth_q, floor: float):
+    """The paper's Eq. 5 as read here (PAPER.md: "a top-k KLD with a fixed log-probability floor
+    for reference tokens outside the candidate's top-k"; the formula itself is not public):
+
+        D_k,floor = sum over v in TopK(P) of p_v (log p_v - l_v),
+        l_v = max(log q_v, floor) if v is in TopK(Q), else floor,
+
+    with p and q the full-vocabulary probabilities (no renormalisation on the top-k set). A
+    candidate that reveals only its top-k log-probs is scored with what it reveals; the floor is
+    the fixed log-prob charged for a reference token it does not list. With k = V and a floor
+    below every log q_v this is the exact KLD; for k < V it leaves out the reference tail's terms.
+    lp_top [t, k]: reference log-probs of its top-k tokens; lq_top [t, k]: the candidate's
+    log-probs of the same tokens; kth_q [t]: the candidate's k-th largest log-prob (membership of
+    its top-k: log q_v >= kth_q; a tie at the k-th value counts as inside)."""
+    import torch
+    lp, lq = lp_top.double(), lq_top.double()
+    fl = torch.full_like(lq, float(floor))
+    ell = torch.where(lq >= kth_q.double()[:, None], torch.maximum(lq, fl), fl)
+    return (lp.exp() * (lp - ell)).sum(-1)
+
+
+def _floor_klds(out: dict, sl, floors, lp_top_idx, c):
+    """Fill out[floor_kld_name(k, f)][sl] for (k, f) in floors. lp_top_idx(k) -> (reference
+    log-probs [t, k] of its top-k tokens, their ids [t, k]); c: the candidate's _Cand."""
+    for k, f in floors:
+        lp_k, idx = lp_top_idx(k)
+        kth = _topk(c.z, min(k, c.z.shape[-1]))[0][:, -1].double() - c.lse
+        out[floor_kld_name(k, f)][sl] = _floor_kld(lp_k, c.logp(idx), kth, f)
 
 
 def _empty(n: int, what, device) -> dict:
@@ -186,7 +232,7 @@ class _Cand:
 
 def token_metrics(ref, cand_logits, targets=None, ref_top1=None, ref_target_logp=None,
                   what=PER_TOKEN, k_topk: int = TOPK_KLD_K, block_elems: int | None = None,
-                  numpy: bool = True) -> dict:
+                  numpy: bool = True, floors=()) -> dict:
     """Per-token metrics of a candidate against a full-vocabulary reference.
 
     ref: [T, V] reference logits or log-probs (any float dtype; renormalised here, so a float16
@@ -196,6 +242,8 @@ def token_metrics(ref, cand_logits, targets=None, ref_top1=None, ref_target_logp
     Returns {metric: float64 [T]} for metric in `what` (subset of PER_TOKEN); top1 is 1.0 when the
     candidate's argmax equals the reference's. numpy=False returns float64 tensors on the
     candidate's device instead (no device-to-host copy, no sync).
+    floors: ((k, floor), ...) adds the top-k KLD with a fixed log-probability floor (_floor_kld,
+    the paper's Eq. 5) under the key floor_kld_name(k, floor); opt-in, none by default.
     """
     import torch
     cand_logits = _torch(cand_logits)
@@ -211,7 +259,8 @@ def token_metrics(ref, cand_logits, targets=None, ref_top1=None, ref_target_logp
     if ref_target_logp is not None:
         ref_target_logp = _torch(ref_target_logp, dev).double()
     T, V = ref.shape
-    out = _empty(T, what, dev)
+    floors = tuple((int(k), float(f)) for k, f in floors)
+    out = _empty(T, (*what, *(floor_kld_name(k, f) for k, f in floors)), dev)
     divs = _compiled(_exact_divergences, dev)
     with torch.no_grad():
         for sl in _blocks(T, V, block_elems, dev):
@@ -231,6 +280,8 @@ def token_metrics(ref, cand_logits, targets=None, ref_top1=None, ref_target_logp
             if "topk_kld" in what:
                 v, i = _topk(lp, min(k_topk, V))
                 out["topk_kld"][sl] = _topk_kld(v, c.logp(i), c.floor)
+            if floors:
+                _floor_klds(out, sl, floors, lambda k, lp=lp: _topk(lp, min(k, V)), c)
     return _finish(out, numpy)
 
 
@@ -254,7 +305,7 @@ def _crossfit(f, g, mean_g, clip: float = 2.0):
 
 
 def compact_token_metrics(ref: dict, cand_logits, what=PER_TOKEN, k_topk: int = TOPK_KLD_K,
-                          block_elems: int | None = None, numpy: bool = True) -> dict:
+                          block_elems: int | None = None, numpy: bool = True, floors=()) -> dict:
     """Per-token metrics against a compact reference window (store.encode_window / Store.read):
     top_idx [T, k] sorted by descending log-prob, top_logp [T, k], tail_logmass [T] (log of the
     remaining mass), targets, top1, target_logp [T], and optionally a tail sample tail_idx,
@@ -267,7 +318,8 @@ def compact_token_metrics(ref: dict, cand_logits, what=PER_TOKEN, k_topk: int = 
     second-order remainder for near-identical models (Q8_0) and of f itself for distant ones.
     Without a tail sample the divergences are those of the (k+1)-bucket coarsening (lower bounds).
     nll_p and top1 use the stored exact target log-prob and argmax. numpy=False: float64 tensors
-    on the candidate's device (see token_metrics).
+    on the candidate's device (see token_metrics). floors: as in token_metrics; each k must be at
+    most the store's k (the reference's top-k must be known).
     """
     import torch
     cand_logits = _torch(cand_logits)
@@ -281,7 +333,12 @@ def compact_token_metrics(ref: dict, cand_logits, what=PER_TOKEN, k_topk: int = 
         tail_idx, tail_logp = _torch(ref["tail_idx"], dev).long(), _torch(ref["tail_logp"], dev)
     T, V = cand_logits.shape
     k_topk = min(k_topk, top_idx.shape[1])
-    out = _empty(T, what, dev)
+    floors = tuple((int(k), float(f)) for k, f in floors)
+    for k, _ in floors:
+        if k > top_idx.shape[1]:
+            raise ValueError(f"top-k floor KLD with k={k} needs a store of k >= {k} "
+                             f"(this one keeps {top_idx.shape[1]})")
+    out = _empty(T, (*what, *(floor_kld_name(k, f) for k, f in floors)), dev)
     with torch.no_grad():
         for sl in _blocks(T, V, block_elems, dev):
             c = _Cand(cand_logits[sl], k_topk if "topk_kld" in what else 0)
@@ -320,6 +377,8 @@ def compact_token_metrics(ref: dict, cand_logits, what=PER_TOKEN, k_topk: int = 
                 out["top1"][sl] = (c.top1 == ref_top1[sl]).double()
             if "topk_kld" in what:
                 out["topk_kld"][sl] = _topk_kld(lp_h[:, :k_topk], lq_h[:, :k_topk], c.floor)
+            if floors:
+                _floor_klds(out, sl, floors, lambda k, lp_h=lp_h, idx=idx: (lp_h[:, :k], idx[:, :k]), c)
     return _finish(out, numpy)
 
 
@@ -362,6 +421,10 @@ def summarize(per_token: dict) -> dict:
             x = np.ravel(per_token[m])
             out[f"{m}_mean"] = x.mean()
             out[f"{m}_p99"] = np.percentile(x, 99)
+    for m in sorted(k for k in per_token if parse_floor_kld_name(k)):  # opt-in Eq. 5 variants
+        x = np.ravel(per_token[m])
+        out[f"{m}_mean"] = x.mean()
+        out[f"{m}_p99"] = np.percentile(x, 99)
     if "top1" in per_token:
         out["top1_agreement"] = np.ravel(per_token["top1"]).mean()
     if "nll_q" in per_token and "nll_p" in per_token:

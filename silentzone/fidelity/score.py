@@ -23,7 +23,7 @@ import numpy as np
 from .capture import (llama_buffers, llama_gpu_buffer, model_bos, model_tokenize, one_behind,
                       open_scorer, overlaps, probe_text, reference_of, store_dir, window_batch,
                       window_logits)
-from .kernels import PER_TOKEN, compact_token_metrics, summarize, token_metrics
+from .kernels import PER_TOKEN, compact_token_metrics, floor_kld_name, summarize, token_metrics
 from .store import KINDS, Store, StoreError, first_scored, make_windows
 
 
@@ -36,6 +36,13 @@ class NonFiniteLogits(RuntimeError):
 
 
 METRICS = tuple(k for k in summarize({m: np.zeros(4) for m in PER_TOKEN}) if k != "n_tokens")
+
+
+def floor_metrics(floors) -> tuple[str, ...]:
+    """FIDELITY metric names of the opt-in top-k floor KLD variants (paper Eq. 5), e.g.
+    ((20, -20.0),) -> ('kld_top20_floor-20_mean', 'kld_top20_floor-20_p99'). Not in METRICS: the
+    default metric set (and so the shipped fidelity tables) stays as it was."""
+    return tuple(f"{floor_kld_name(k, f)}_{s}" for k, f in floors for s in ("mean", "p99"))
 
 
 def check_compatible(m, n_vocab: int, probe_ids, label: str = "") -> None:
@@ -134,7 +141,7 @@ def _pad_rows(ref: dict, B: int, n: int, dev) -> dict:
     return out
 
 
-def _score_batch(z, ref, kind: str, n: int, dev, gpu: bool, bad: list, where: str):
+def _score_batch(z, ref, kind: str, n: int, dev, gpu: bool, bad: list, where: str, floors=()):
     """Per-token metrics of one batch of windows' logits z [B, n, V] against its store arrays
     (tensors left on the device), and the number of rows per window they cover (n, or n + 1 when
     every row of the windows was scored without a copy). On a GPU the non-finite counts are
@@ -155,14 +162,14 @@ def _score_batch(z, ref, kind: str, n: int, dev, gpu: bool, bad: list, where: st
         check_finite(z, where)
     if kind == "exact":
         pt = token_metrics(ref["logp"], zz, ref["targets"], ref["top1"], ref["target_logp"],
-                           numpy=False)
+                           numpy=False, floors=floors)
     else:
-        pt = compact_token_metrics(ref, zz, numpy=False)
+        pt = compact_token_metrics(ref, zz, numpy=False, floors=floors)
     return pt, rows
 
 
 def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: str = "",
-                timings: dict | None = None) -> dict:
+                timings: dict | None = None, floors=()) -> dict:
     """Per-token metrics {metric: float64 [n_windows, n_scored]} of model `m` against a store.
 
     On a GPU the device does not idle inside the loop: the store is read one batch ahead in a
@@ -172,6 +179,7 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
     stay on the device until the end; the finiteness check is counted there and raised
     (NonFiniteLogits) after the loop.
     timings: forward_s and metrics_s are then launch times, not device times (they need a sync).
+    floors: ((k, floor), ...) adds the opt-in top-k floor KLD variants (kernels._floor_kld).
     """
     import torch
     if kind not in KINDS:
@@ -231,7 +239,8 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
                 if side is not None:
                     side.wait_event(ready)
                     z.record_stream(side)  # its memory is not reused before the side stream is done
-                pt, rows = _score_batch(z, ref, kind, n, dev, gpu, bad, f"{where} window {idx[0]}")
+                pt, rows = _score_batch(z, ref, kind, n, dev, gpu, bad, f"{where} window {idx[0]}",
+                                        floors)
             parts.append((pt, rows))
             del z
             t_met += time.perf_counter() - t1
@@ -253,13 +262,14 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
 
 
 def score_text(reference, candidate, text: str, ctx: int, *, scoring: str = "half",
-               device: str = "cpu", threads: int | None = None) -> tuple[dict, dict]:
+               device: str = "cpu", threads: int | None = None, floors=()) -> tuple[dict, dict]:
     """Score `candidate` against `reference` (each a GGUF file or HF directory) on `text`.
 
     The text is tokenized by the reference's tokenizer (llama.cpp for a GGUF, as llama-perplexity
     does; pass the file content minus one trailing newline to match its -f), cut into windows of
     `ctx`, and both models run every window; the reference's float32 logits are used directly.
     Returns (summary with flat keys, per-token arrays [n_windows, n_scored]).
+    floors: ((k, floor), ...) adds the opt-in top-k floor KLD variants (kernels._floor_kld).
     """
     from .corpora import tokens_hash
     R = open_scorer(reference, n_ctx=ctx, device=device, threads=threads, name="reference")
@@ -278,7 +288,7 @@ def score_text(reference, candidate, text: str, ctx: int, *, scoring: str = "hal
         t1 = time.perf_counter()
         check_finite(zr, f"reference window {i}")
         check_finite(zc, f"candidate window {i}")
-        parts.append(token_metrics(zr, zc, w[first + 1:]))
+        parts.append(token_metrics(zr, zc, w[first + 1:], floors=floors))
         t_met += time.perf_counter() - t1
 
     # both llama.cpp on the CPU with a core to spare: window i's metrics run in a helper thread
@@ -369,17 +379,18 @@ def artifact_paths(quants, reference=None, artifacts=None) -> dict:
     return out
 
 
-def _rows(study, qid, corpus, ctx, summary, tokens_hash, kind, scoring, status="ok", reason=""):
+def _rows(study, qid, corpus, ctx, summary, tokens_hash, kind, scoring, status="ok", reason="",
+          metrics=METRICS):
     n = int(summary.get("n_tokens", 0)) if summary else 0
     return [{"study": study.study, "quant_id": qid, "corpus": corpus, "ctx": int(ctx), "metric": m,
              "value": float(summary[m]) if summary else float("nan"), "n_tokens": n,
              "tokens_hash": tokens_hash, "store": kind, "scoring": scoring, "status": status,
-             "reason": reason} for m in METRICS]
+             "reason": reason} for m in metrics]
 
 
 def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str = "half",
                  device: str = "cpu", threads: int | None = None, retry_failed: bool = False,
-                 log=None, quants=None, out: Path | None = None):
+                 log=None, quants=None, out: Path | None = None, floors=()):
     """Score every ok quant of study_dir/quants.csv on every (corpus, ctx) of the study's profile.
 
     Writes study_dir/fidelity.csv (FIDELITY long format, plus columns store, scoring, status,
@@ -388,6 +399,10 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
     table for the same store tokens_hash are skipped (failed ones too unless retry_failed).
     `quants` (a QUANTS frame) replaces quants.csv and `out` the table path: the workflow scores
     one quant per job into its own table, in parallel, and gathers them.
+    floors: ((k, floor), ...) adds the top-k KLD with a fixed log-probability floor (paper Eq. 5)
+    as metrics floor_metrics(floors), recorded in the provenance (`topk_floor`). Opt-in: the
+    default () writes exactly the METRICS rows, so existing tables are reproduced unchanged;
+    a triple scored without a requested variant is scored again.
     """
     import pandas as pd
     from ..backends import BackendError
@@ -403,8 +418,12 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
               for ctx in study.contexts}
     out = Path(out) if out is not None else fidelity_path(study)
     table = read_table(out, FIDELITY) if out.is_file() else pd.DataFrame(columns=[*FIDELITY.names])
+    floors = tuple((int(k), float(f)) for k, f in floors)
+    metrics = METRICS + floor_metrics(floors)
+    extra = {"topk_floor": [{"k": k, "floor": f, "metrics": list(floor_metrics([(k, f)]))}
+                            for k, f in floors]} if floors else {}
     prov = record(config_hash=study.config_hash, seeds=vars(study.seeds), stage="fidelity",
-                  store=kind, scoring=scoring)
+                  store=kind, scoring=scoring, **extra)
 
     def done(qid, c, ctx, h):
         rows = table[(table["quant_id"] == qid) & (table["corpus"] == c) & (table["ctx"] == ctx)]
@@ -413,6 +432,8 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
         if any(col in rows and (rows[col] != val).any() for col, val in (("store", kind), ("scoring", scoring))):
             return False  # scored against another store or scoring mode: score again, replacing it
         failed = "status" in rows and (rows["status"] == "failed").any()
+        if not failed and not set(metrics) <= set(rows["metric"]):
+            return False  # a requested top-k floor variant is missing: score again
         return not (failed and retry_failed)
 
     def save(new_rows, qid, c, ctx):
@@ -435,15 +456,15 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
             reason = f"cannot open: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             for c, ctx in todo:
                 save(_rows(study, qid, c, ctx, None, stores[c, ctx].tokens_hash, kind, scoring,
-                           "failed", reason), qid, c, ctx)
+                           "failed", reason, metrics), qid, c, ctx)
             continue
         for c, ctx in todo:
             st = stores[c, ctx]
             try:
-                per_token = score_store(m, st, kind, batch=window_batch(m), label=qid)
+                per_token = score_store(m, st, kind, batch=window_batch(m), label=qid, floors=floors)
             except (NonFiniteLogits, ScoreRefused) as e:
-                save(_rows(study, qid, c, ctx, None, st.tokens_hash, kind, scoring, "failed", str(e)),
-                     qid, c, ctx)
+                save(_rows(study, qid, c, ctx, None, st.tokens_hash, kind, scoring, "failed", str(e),
+                           metrics), qid, c, ctx)
                 if log:
                     log(f"score {qid} {c} ctx={ctx}: failed: {e}")
                 continue
@@ -453,7 +474,8 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
                 np.save(d / f"{name}.npy", arr.astype(np.float32))
             summary = summarize(per_token)
             (d / "summary.json").write_text(json.dumps(summary, indent=2))
-            save(_rows(study, qid, c, ctx, summary, st.tokens_hash, kind, scoring), qid, c, ctx)
+            save(_rows(study, qid, c, ctx, summary, st.tokens_hash, kind, scoring, metrics=metrics),
+                 qid, c, ctx)
             if log:
                 log(f"score {qid} {c} ctx={ctx}: kld_mean {summary['kld_mean']:.5f} "
                     f"top1 {summary['top1_agreement']:.4f} n={summary['n_tokens']}")
