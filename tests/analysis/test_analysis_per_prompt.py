@@ -59,6 +59,20 @@ def test_failure_prediction_worked_example(samples_from):
         P.failure_prediction(s, subset="drops")
 
 
+def test_drop_prediction_counts_drops_and_kept(samples_from):
+    # reference 1101 on t: items 0, 1, 3 are the reference's correct answers; q 0011 drops 0 and 1, keeps 3
+    # (item 2 is a gain, not considered); drops gm(0.2, 0.8) = 0.4 vs kept 0.4 -> ratio 1, AUROC 0.5 + ...
+    # drops {0.2, 0.8} vs kept {0.4}: 0.2 < 0.4, 0.8 > 0.4 -> 1/2
+    s = samples_from(SPEC, KLD)
+    d = P.drop_prediction(s)
+    assert list(d["task"]) == ["all", "t"] and list(d.columns) == list(P.DROP_COLUMNS)
+    r = d.iloc[0]
+    assert (r["n_drops"], r["n_kept"], r["auroc"]) == (2, 1, 0.5)
+    assert r["gm_ratio"] == pytest.approx(1.0)
+    boot = P.drop_prediction(s, np.random.default_rng(0), 200)
+    assert boot["auroc_lo"].notna().all()
+
+
 def test_failure_prediction_floor_and_bootstrap(samples_from):
     # a zero KLD counts as the floor 1e-10 in the geometric mean
     s = samples_from(SPEC, {"q": {"t": [0.0, 1e-6, 0.1, 0.4]}})

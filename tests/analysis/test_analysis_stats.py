@@ -150,6 +150,15 @@ def test_permutation_pvalue_agrees_with_scipy_exact():
     assert S.permutation_pvalue(x, y, np.random.default_rng(2), 20_000) == pytest.approx(exact, abs=0.01)
 
 
+def test_permutation_pvalue_exact_on_ties():
+    # x = 1,2,3,4, y ranks (1.5, 1.5, 3.5, 3.5): |rho| is maximal exactly when the two 3.5s sit at
+    # positions {3, 4} or {1, 2}: 2 x (2! 2!) = 8 of the 4! = 24 pairings -> exact p 1/3; the comparison
+    # is in integers, so none of the 8 tied extremes is lost to float noise
+    x, y = np.array([1.0, 2, 3, 4]), np.array([0.3, 0.3, 0.7, 0.7])
+    p = S.permutation_pvalue(x, y, np.random.default_rng(0), 30_000)
+    assert p == pytest.approx(1 / 3, abs=0.01)
+
+
 def test_fisher_ci_worked_example():
     # Pearson se: rho = 0.5, n = 28: z = atanh(0.5) = 0.549306, half width = 1.959964 / sqrt(25) = 0.391993
     # -> (tanh(0.157313), tanh(0.941299)) = (0.156028, 0.735819)

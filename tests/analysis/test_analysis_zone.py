@@ -1,6 +1,7 @@
 """analysis.zone: full vs zone, sweeps, robustness, hold-out zone boundaries, headline numbers."""
 
 import json
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -16,16 +17,47 @@ from analysis.contracts import STATS_KEYS
 THRESHOLDS = [0.005, 0.01, 0.02, 0.05, 0.1]
 
 
-def test_full_vs_zone_matches_scipy(study):
+def _exact_scores(samples):
+    """{model: exact composite (mean of task accuracies)} computed here from the counts."""
+    out = {}
+    for model, g in samples.groupby("model"):
+        per = g.groupby("task")["correct"].agg(["sum", "size"])
+        out[model] = sum(Fraction(int(k), int(n)) for k, n in per.itertuples(index=False)) / len(per)
+    return out
+
+
+def test_full_vs_zone_against_independent_exact_scores(study):
     samples, fidelity, quants = study
     c = C.cohort_table(samples, fidelity, quants, "wiki", 256)
+    exact = _exact_scores(samples)
+    ref = exact["reference"]
+    y = np.array([float(exact[q]) for q in c["quant_id"]])
+    z = np.array([(ref - exact[q]) / ref <= Fraction(1, 50) for q in c["quant_id"]])
     out = Z.full_vs_zone(c).set_index("scope")
-    assert out.loc["full", "rho"] == pytest.approx(st.spearmanr(c["kld_mean"], c["score"]).statistic)
-    z = C.zone_mask(c)
-    ref = st.spearmanr(c.loc[z, "kld_mean"], c.loc[z, "score"])
-    assert (out.loc["zone", "rho"], out.loc["zone", "p"]) == pytest.approx((ref.statistic, ref.pvalue))
+    assert abs(out.loc["full", "rho"] - st.spearmanr(c["kld_mean"], y).statistic) < 1e-12
+    want = st.spearmanr(c["kld_mean"][z], y[z])
+    assert abs(out.loc["zone", "rho"] - want.statistic) < 1e-12 and abs(out.loc["zone", "p"] - want.pvalue) < 1e-12
     assert out.loc["zone", "n"] == z.sum() < out.loc["full", "n"] == len(c)
     assert out["ci_lo"].isna().all()  # no generator, no bootstrap
+
+
+def test_sweep_reports_distinct_zones(study):
+    samples, fidelity, quants = study
+    thresholds = [0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 0.6]
+    sw = Z.sweep(samples, fidelity, quants, thresholds, metrics=["kld_mean"])
+    g = sw.query("corpus == 'wiki' and ctx == 256").set_index("threshold")
+    c = C.cohort_table(samples, fidelity, quants, "wiki", 256)
+    for t in thresholds:
+        members = c.loc[C.zone_mask(c, "relative", t).to_numpy(), "quant_id"]
+        assert g.loc[t, "zone_id"] == Z.zone_id(members) and g.loc[t, "n_members"] == len(members)
+    # same_as_threshold: the smallest threshold with the same members
+    for t in thresholds:
+        first = min(u for u in thresholds if g.loc[u, "zone_id"] == g.loc[t, "zone_id"])
+        assert g.loc[t, "same_as_threshold"] == first
+    d = Z.distinct_zones(sw).query("corpus == 'wiki' and ctx == 256")
+    assert len(d) == g["zone_id"].nunique() and d["n_thresholds"].sum() == len(thresholds)
+    assert list(d["threshold_min"]) == sorted(d["threshold_min"])
+    assert Z.zone_id(["b", "a"]) == Z.zone_id(["a", "b"]) != Z.zone_id(["a"])
 
 
 def test_sweep_is_tidy_and_zone_grows_with_threshold(study):
@@ -100,7 +132,9 @@ def test_holdout_first_split_recomputed_by_hand(study):
     comp_a = C.composite_scores(halves[halves["half"] == "A"]).set_index("model")
     comp_b = C.composite_scores(halves[halves["half"] == "B"]).set_index("model")
     c = C.cohort_table(samples, fidelity, quants, "wiki", 256).set_index("quant_id")
-    zone_a = comp_a.loc[c.index, "deg_rel"] <= 0.02 + 1e-12
+    exact_a = _exact_scores(halves[halves["half"] == "A"])
+    zone_a = pd.Series([(exact_a["reference"] - exact_a[q]) / exact_a["reference"] <= Fraction(1, 50)
+                        for q in c.index], index=c.index)
     ref = st.spearmanr(c.loc[zone_a, "kld_mean"], comp_b.loc[c.index[zone_a], "score"])
     first = table.iloc[0]
     assert first["n_heldout"] == zone_a.sum()

@@ -1,0 +1,177 @@
+"""analysis.uncertainty: score SEs, item bootstrap, noise ceiling; stats.masked_spearman_rows."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from analysis import stats as S
+from analysis import uncertainty as U
+from analysis import zone as Z
+
+
+def test_score_se_hand_computation(samples_from):
+    # task a (4 items): ref 1100, q 1010 -> p_ref 1/2, p_q 1/2; task b (2 items): ref 11, q 10 -> 1, 1/2
+    # equal weights 1/2: se_q^2 = 1/4 (1/4 / 4) + 1/4 (1/4 / 2) = 1/64 + 1/32 = 3/64
+    # se_ref^2 = 1/4 (1/4 / 4) + 0 = 1/64
+    # paired d: a: 0, -1, +1, 0 -> mean 0, E d^2 = 1/2, var 1/2; b: 0, -1 -> mean -1/2, E d^2 1/2, var 1/4
+    # se_paired^2 = 1/4 (1/2 / 4) + 1/4 (1/4 / 2) = 1/32 + 1/32 = 1/16
+    s = samples_from({"reference": {"a": "1100", "b": "11"}, "q": {"a": "1010", "b": "10"}})
+    r = U.score_se(s).set_index("model")
+    assert r.loc["q", "se"] == pytest.approx(math.sqrt(3 / 64), abs=1e-15)
+    assert r.loc["reference", "se"] == pytest.approx(1 / 8, abs=1e-15)
+    assert r.loc["q", "se_paired"] == pytest.approx(1 / 4, abs=1e-15)
+    assert r.loc["q", "se_unpaired"] == pytest.approx(math.sqrt(3 / 64 + 1 / 64), abs=1e-15)
+    assert r.loc["reference", "se_paired"] == 0 and r.loc["q", "delta"] == -0.25
+
+
+def test_paired_se_is_smaller_when_answers_follow_the_reference(study):
+    r = U.score_se(study[0]).set_index("model").drop("reference")
+    assert (r["se_paired"] < r["se_unpaired"]).all()
+
+
+def test_item_resample_counts_stratified_and_seeded():
+    code = np.array([0, 0, 0, 1, 1, 2])
+    a = U.item_resample_counts(code, np.random.default_rng(1), 50)
+    assert a.shape == (50, 6)
+    assert (a[:, :3].sum(axis=1) == 3).all() and (a[:, 3:5].sum(axis=1) == 2).all() and (a[:, 5] == 1).all()
+    assert np.array_equal(a, U.item_resample_counts(code, np.random.default_rng(1), 50))
+    assert not np.array_equal(a, U.item_resample_counts(code, np.random.default_rng(2), 50))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_masked_spearman_rows_equals_scipy_on_subsets_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 5, 12).astype(float)
+    y = rng.integers(0, 4, (20, 12))
+    mask = rng.random((20, 12)) < 0.6
+    rho, p = S.masked_spearman_rows(x, y, mask)
+    for i in range(20):
+        xs, ys = x[mask[i]], y[i, mask[i]]
+        if len(xs) < 3 or np.ptp(xs) == 0 or np.ptp(ys) == 0:
+            assert math.isnan(rho[i]) and math.isnan(p[i])
+        else:
+            ref = st.spearmanr(xs, ys)
+            assert rho[i] == pytest.approx(ref.statistic, abs=1e-12)
+            assert p[i] == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-12)
+
+
+def _zero_noise_study(n_items=20):
+    """Reference right on items 0..n-2 of each task; q_same* copy it; q_bad* answer every item wrong."""
+    ref = "1" * (n_items - 1) + "0"
+    spec = {"reference": {"a": ref, "b": ref}}
+    for i in range(3):
+        spec[f"q_same{i}"] = {"a": ref, "b": ref}
+        spec[f"q_bad{i}"] = {"a": "0" * n_items, "b": "0" * n_items}
+    return spec
+
+
+def _fid_quants(ids, kld):
+    fid = pd.DataFrame([dict(study="toy", quant_id=q, corpus="wiki", ctx=512, metric="kld_mean", value=kld[q],
+                             n_tokens=10, tokens_hash="t") for q in ids])
+    man = pd.DataFrame([dict(study="toy", quant_id=q, method="gguf", recipe="{}", recipe_hash="r",
+                             requested_type="x", tensor_types="{}", bpw=4.0, bytes=1, sha256="s",
+                             tool_versions="{}", wall_s=1.0, status="ok", reason="") for q in ids])
+    return fid, man
+
+
+def test_zone_probability_is_0_or_1_without_item_noise(samples_from):
+    spec = _zero_noise_study()
+    s = samples_from(spec)
+    ids = sorted(m for m in spec if m != "reference")
+    fid, man = _fid_quants(ids, {q: 0.01 * (i + 1) for i, q in enumerate(ids)})
+    boot = U.item_bootstrap(s, fid, man, "wiki", 512, np.random.default_rng(0), n_resamples=300)
+    p = U.zone_probability(boot).set_index("quant_id")["p_in_zone"]
+    # copies of the reference: degradation 0 in every resample; all-wrong quants: degradation 1
+    assert p.to_dict() == {q: (1.0 if "same" in q else 0.0) for q in ids}
+    assert boot.n_zone_obs == 3 and (boot.n_zone == 3).all()
+    # in the zone the three copies tie on every resample: rho undefined (constant scores)
+    assert np.isnan(boot.rho_zone).all()
+    summ = U.item_bootstrap_summary(boot)
+    assert summ["rho_zone_items_lo"] is None and summ["n_item_resamples"] == 300
+
+
+def test_item_bootstrap_observed_values_and_seed(study):
+    samples, fidelity, quants = study
+    kw = dict(n_resamples=200)
+    a = U.item_bootstrap(samples, fidelity, quants, "wiki", 256, np.random.default_rng(5), **kw)
+    b = U.item_bootstrap(samples, fidelity, quants, "wiki", 256, np.random.default_rng(5), **kw)
+    c = U.item_bootstrap(samples, fidelity, quants, "wiki", 256, np.random.default_rng(6), **kw)
+    assert np.array_equal(a.rho_zone, b.rho_zone, equal_nan=True)
+    assert not np.array_equal(a.rho_zone, c.rho_zone, equal_nan=True)
+    h = Z.headline_stats(samples, fidelity, quants, "wiki", 256)
+    assert a.n_zone_obs == h["n_zone"] and a.rho_zone_obs == pytest.approx(h["rho_zone"], abs=1e-12)
+    assert a.rho_full_obs == pytest.approx(h["rho_full"], abs=1e-12)
+    s = U.item_bootstrap_summary(a)
+    assert s["rho_zone_items_lo"] <= s["rho_zone_items_median"] <= s["rho_zone_items_hi"]
+
+
+def test_true_accuracies_models():
+    acc = np.array([[0.5, 0.5], [0.9, 0.7], [0.6, 0.8]])  # composites 0.5, 0.8, 0.7
+    metric = np.array([0.1, 0.3, 0.2])
+    w = np.array([0.5, 0.5])
+    opt = U.true_accuracies(acc, np.array([1.0, 1.0]), acc @ w, 1.0, metric, w, "optimistic")
+    # lowest metric (row 0) gets the best observed row (0.9, 0.7), then row 2 the 0.7 one, row 1 the worst
+    assert opt.tolist() == [[0.9, 0.7], [0.5, 0.5], [0.6, 0.8]]
+    # conservative: an exact log-linear trend s = 1 - 0.1 log(m / 0.01) is recovered; truth = ref profile
+    # (0.9, 0.8), composite 0.85, shifted by s_hat - 0.85
+    m = np.array([0.01, 0.1, 1.0])
+    s = 1 - 0.1 * np.log(m / 0.01)
+    con = U.true_accuracies(None, np.array([0.9, 0.8]), s, 0.85, m, w, "conservative")
+    assert np.allclose(con, np.clip(np.array([0.9, 0.8])[None] + (s - 0.85)[:, None], 0, 1), atol=1e-9)
+    with pytest.raises(ValueError, match="truth"):
+        U.true_accuracies(acc, acc[0], acc @ w, 1, metric, w, "median")
+
+
+def _trend_study(samples_from, n_items, n_quants=12, seed=0):
+    """Quants whose true accuracy falls strictly with KLD, 2 tasks, each item drawn once (Bernoulli)."""
+    rng = np.random.default_rng(seed)
+    kld = np.geomspace(0.001, 0.05, n_quants)
+    truth = 0.8 - 0.02 * np.log(kld / 0.001)
+    spec = {"reference": {t: "".join("1" if u < 0.8 else "0" for u in rng.random(n_items)) for t in "ab"}}
+    ids = [f"q{i:02d}" for i in range(n_quants)]
+    for q, p in zip(ids, truth):
+        spec[q] = {t: "".join("1" if u < p else "0" for u in rng.random(n_items)) for t in "ab"}
+    fid, man = _fid_quants(ids, dict(zip(ids, kld)))
+    return samples_from(spec), fid, man
+
+
+def test_noise_ceiling_power_approaches_one_with_many_items(samples_from):
+    s, f, q = _trend_study(samples_from, 400)
+    # at 20,000 items per task a perfect metric ranks the zone almost perfectly
+    r = U.noise_ceiling(s, f, q, "wiki", 512, np.random.default_rng(1), threshold=0.2, n_items=20_000,
+                        n_sims=300)
+    assert r["power"] > 0.95 and r["rho_median"] < -0.9 and r["slope"] < 0
+
+
+def test_noise_ceiling_one_item_per_task_is_at_most_alpha(samples_from):
+    s, f, q = _trend_study(samples_from, 400)
+    r = U.noise_ceiling(s, f, q, "wiki", 512, np.random.default_rng(2), threshold=0.2, n_items=1, n_sims=2000)
+    # one item per task: scores 0, 1/2, 1, the zone is whoever ties the reference; power <= alpha + MC error
+    assert r["power"] <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 2000)
+    a = U.noise_ceiling(s, f, q, "wiki", 512, np.random.default_rng(3), truth="optimistic", n_items=30,
+                        n_sims=100)
+    b = U.noise_ceiling(s, f, q, "wiki", 512, np.random.default_rng(3), truth="optimistic", n_items=30,
+                        n_sims=100)
+    assert a == b
+
+
+def test_items_for_power_reports_none_beyond_grid(samples_from):
+    s, f, q = _trend_study(samples_from, 100)
+    frame, need = U.items_for_power(s, f, q, "wiki", 512, np.random.default_rng(4), grid=(1, 2),
+                                    threshold=0.2, n_sims=200)
+    assert list(frame["n_items"]) == [1, 2] and need is None
+    frame, need = U.items_for_power(s, f, q, "wiki", 512, np.random.default_rng(4), grid=(2, 20_000),
+                                    threshold=0.2, n_sims=200)
+    assert need == 20_000
+
+
+def test_shared_coupling_counts_are_nested():
+    # comonotone answers: a model with higher accuracy answers a superset, so counts are ordered
+    p = np.array([[0.2, 0.9], [0.5, 0.1], [0.5, 0.95]])
+    k = U.simulate_counts(p, np.array([50, 40]), np.random.default_rng(0), 200, "shared")
+    assert (k[:, 0, 0] <= k[:, 1, 0]).all() and (k[:, 1, 0] == k[:, 2, 0]).all()
+    assert (k[:, 1, 1] <= k[:, 0, 1]).all() and (k[:, 0, 1] <= k[:, 2, 1]).all()
+    assert k[:, 0, 0].mean() == pytest.approx(10, abs=1.0)

@@ -1,0 +1,89 @@
+"""The headline numbers of the shipped studies, recomputed independently in exact arithmetic.
+
+The expectation is built here from samples.csv / fidelity.csv / quants.csv with Python Fractions and
+scipy.stats.spearmanr on the exact values (converted once), not through `analysis`; the analysis
+functions must agree to 1e-9. STATS.md section 1 gives the SmolLM2 values: rho full -0.568 (p 0.0011),
+zone -0.040 (p 0.86), n_zone 21.
+"""
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from analysis import cohort as C
+from analysis import decompose as D
+from analysis import zone as Z
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+CORPUS, CTX, METRIC, THRESHOLD = "wiki", 512, "kld_mean", Fraction(2, 100)
+
+
+def _tables(study):
+    d = DATA / study
+    if not (d / "samples.csv").exists():
+        pytest.skip(f"no shipped tables for {study}")
+    return tuple(pd.read_csv(d / f"{n}.csv", keep_default_na=False, na_values=[""])
+                 for n in ("samples", "fidelity", "quants"))
+
+
+def _independent(samples, fidelity, quants):
+    """Exact composites (mean of task accuracies), zone and rhos, by hand."""
+    counts = {}
+    for (model, task), g in samples.groupby(["model", "task"]):
+        counts.setdefault(model, {})[task] = (int(g["correct"].astype(str).str.lower().eq("true").sum()), len(g))
+    score = {m: sum(Fraction(k, n) for k, n in t.values()) / len(t) for m, t in counts.items()}
+    ref = score["reference"]
+    ok = quants[(quants["status"] == "ok") & (quants["quant_id"] != "reference")]["quant_id"].astype(str)
+    ids = sorted(ok)
+    fid = fidelity[(fidelity["corpus"] == CORPUS) & (fidelity["ctx"] == CTX) & (fidelity["metric"] == METRIC)]
+    kld = fid.set_index("quant_id")["value"].astype(float).reindex(ids).to_numpy()
+    s = [score[q] for q in ids]
+    zone = np.array([(ref - v) / ref <= THRESHOLD for v in s])
+    y = np.array([float(v) for v in s])
+    # composite volume rate: mean over tasks of (gains + losses) / n, exactly
+    wide = samples.pivot(index=["task", "item_id"], columns="model", values="correct").astype(str)
+    wide = wide.apply(lambda c: c.str.lower() == "true")
+    tasks = sorted(wide.index.get_level_values(0).unique())
+    vol = []
+    for q in ids:
+        rates = [Fraction(int((wide.loc[t, q] != wide.loc[t, "reference"]).sum()), len(wide.loc[t])) for t in tasks]
+        vol.append(float(sum(rates) / len(rates)))
+    vol = np.array(vol)
+    full = st.spearmanr(kld, y)
+    inz = st.spearmanr(kld[zone], y[zone])
+    delta = np.array([float(v - ref) for v in s])
+    return dict(n_zone=int(zone.sum()), rho_full=full.statistic, p_full=full.pvalue, rho_zone=inz.statistic,
+                p_zone=inz.pvalue, rho_vol_zone=st.spearmanr(kld[zone], vol[zone]).statistic,
+                rho_delta_zone=st.spearmanr(kld[zone], delta[zone]).statistic, ids=ids, zone=zone, score=s)
+
+
+@pytest.mark.parametrize("study", ["smollm2", "gemma3"])
+def test_headline_equals_independent_exact_recomputation(study):
+    samples, fidelity, quants = _tables(study)
+    want = _independent(samples, fidelity, quants)
+    got = Z.headline_stats(samples, fidelity, quants, CORPUS, CTX, METRIC)
+    assert got["n_zone"] == want["n_zone"]
+    for k in ("rho_full", "p_full", "rho_zone", "p_zone", "rho_vol_zone", "rho_delta_zone"):
+        assert abs(got[k] - want[k]) < 1e-9, k
+    # delta = score - ref_score is a monotone shift of the score: identical ranks, identical rho
+    assert got["rho_delta_zone"] == got["rho_zone"]
+    c = C.cohort_table(samples, fidelity, quants, CORPUS, CTX)
+    assert list(c["quant_id"]) == want["ids"]
+    assert C.exact_values(c) == want["score"]
+    assert list(C.zone_mask(c)) == list(want["zone"])
+    dec = D.decomposition(samples).query("task == 'composite'").set_index("model").loc[want["ids"]]
+    assert np.array_equal(dec["delta"].to_numpy(), [float(v - C.exact_values(c, "ref_score")[0])
+                                                    for v in want["score"]])
+
+
+def test_smollm2_headline_matches_stats_md():
+    samples, fidelity, quants = _tables("smollm2")
+    got = Z.headline_stats(samples, fidelity, quants, CORPUS, CTX, METRIC)
+    # STATS.md / issue 18: -0.568 (p 0.0011) full; -0.040 (p 0.86) in the zone of 21 quants
+    assert got["n_zone"] == 21
+    assert round(got["rho_full"], 3) == -0.568 and round(got["p_full"], 4) == 0.0011
+    assert round(got["rho_zone"], 3) == -0.040 and round(got["p_zone"], 2) == 0.86
