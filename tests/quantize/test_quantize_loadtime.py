@@ -33,6 +33,10 @@ def test_loadtime_quant_opens_and_is_close(make, kld, smollm2_ref, qid, method, 
     # 30 layers x 7 Linear layers quantized; the tied embedding / lm_head stays f32
     assert types == {r["requested_type"]: 210, "f32": 1}
     assert bpw_band[0] <= r["bpw"] <= bpw_band[1]
+    # issue 22: bitsandbytes 4-bit runs its plain CPU kernel on every layer, whatever the CPU (the
+    # record names AVX512-BF16 where the CPU has it); other methods record nothing
+    kernel = r["cpu_kernel"].removesuffix(" (avx512_bf16)")
+    assert kernel == ("plain 210" if qid == "bnb-nf4" else ""), r["cpu_kernel"]
     lo, hi = kld_band
     assert lo <= kld(r["artifact"]) <= hi
 
