@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 import analysis as A
+from analysis import uncertainty as U
 from analysis.cohort import cohort_quants, item_matrix, metric_columns
 from analysis.contracts import ContractError
 from analysis.decompose import COMPOSITE
@@ -71,6 +72,14 @@ FAIL_COLUMNS = ("model", "task", "n", "n_failed", "gm_failed", "gm_passed", "gm_
 ROUTING_COLUMNS = ("pair", "n_models", "task", "n", "n_disagree", "route_acc", "ci_lo", "ci_hi", "chance",
                    "p_chance", "routed_acc", "random_acc", "best_single_acc", "best_single_model",
                    "oracle_acc", "models")
+# Noise ceiling (issue 18, ../STATS.md section 3): what a metric ranking true quality perfectly would show
+# in the zone at the study's item counts, under two truth models and three couplings of the quants'
+# answers to the reference's; CEILING_COUPLING is the one the headline quotes (the realistic one: the
+# reference's answers drawn once per simulation, each quant flipping them at its observed churn).
+CEILING_TRUTHS = ("conservative", "optimistic")
+CEILING_COUPLINGS = ("flips", "independent", "shared")
+CEILING_COUPLING = "flips"
+CEILING_SIMS = 2000
 EMBEDDED_NAMES = {"smollm2-135m-instruct": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma 3 270M"}
 
 
@@ -163,6 +172,13 @@ class _Run:
     def cohort(self) -> pd.DataFrame:
         """`analysis.cohort_table` of the primary corpus/ctx."""
         return A.cohort_table(self.samples, self.fidelity, self.quants, self.corpus, self.ctx)
+
+    def holdout(self) -> pd.DataFrame:
+        """`analysis.holdout` of the primary variant (profile.holdout_splits splits, seeds.holdout):
+        the same table wherever it is made (its generator is seeded by the product name)."""
+        return A.holdout(self.samples, self.fidelity, self.quants, self.corpus, self.ctx,
+                         self.rng("holdout", self.cfg.seeds.holdout), self.metric,
+                         int(self.cfg.profile.holdout_splits), self.definition, self.threshold)
 
     def provenance(self, product: str, **params) -> dict:
         """Provenance of one product: no timestamps or hosts (reruns stay byte-identical)."""
@@ -276,22 +292,33 @@ def _ci(row: pd.Series) -> list:
 # ------------------------------------------------------------------------------------------- products
 
 def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
-    """Full cohort vs silent zone, the volume-direction decomposition and the headline numbers.
+    """Full cohort vs silent zone, the volume-direction decomposition, item-level uncertainty, the noise
+    ceiling and the headline numbers.
 
     Writes into `results`:
-      cohort.csv                  `analysis.cohort_table` of the primary corpus/ctx plus in_zone, and the
-                                  composite vol_rate and f of each quant (decomposition)
+      cohort.csv                  `analysis.cohort_table` of the primary corpus/ctx (exact score_num /
+                                  score_den columns beside the floats) plus in_zone, the composite
+                                  vol_rate and f of each quant (decomposition), se (score SE over items),
+                                  se_paired (paired SE of score - reference) and p_in_zone (share of item
+                                  resamples that put the quant in the zone)
       full_vs_zone.csv            rho(primary metric, composite score) and rho(primary metric, vol_rate),
                                   full cohort and zone: columns target, scope, metric, definition,
-                                  threshold, corpus, ctx, CORR_COLUMNS (bootstrap CIs, permutation p)
+                                  threshold, corpus, ctx, CORR_COLUMNS (quant-resampling CIs, permutation p)
       decomposition.csv           `analysis.decomposition` (per quant x task and composite; identity
                                   checked; floats written exactly so it can be re-checked from the file)
       decomposition_correlations.csv  `analysis.decomposition_correlations` of every metric of the
                                   primary corpus/ctx (bootstrap for the primary metric only)
-      stats.json                  `analysis.headline_stats` + label, title, CIs rho_full_ci, rho_zone_ci,
-                                  rho_vol_zone_ci, p_perm_zone, n_full_rho and n_zone_rho (pairs with a
-                                  finite metric behind rho_full and rho_zone; n_zone counts zone members),
-                                  zone_rule, zone_threshold, ref_score, n_resamples, profile, provenance
+      noise_ceiling.csv           `analysis.uncertainty.items_for_power` for every truth model x coupling:
+                                  truth, coupling, n_items (per task; the study's own count first),
+                                  n_sims, rho_median, rho_lo, rho_hi, power, n_zone_median, slope
+      stats.json                  `analysis.headline_stats` + label, title, quant-resampling CIs
+                                  (rho_full_ci, rho_zone_ci, rho_vol_zone_ci, p_perm_zone), item-resampling
+                                  CIs (`item_bootstrap_summary` keys), the hold-out zone rho (primary zone
+                                  estimate, `holdout_headline` keys, same splits as holdout.csv), the noise
+                                  ceiling at the study's items (ceiling_<truth>_rho_median/_lo/_hi,
+                                  ceiling_<truth>_power, items_for_power_<truth>, for CEILING_COUPLING),
+                                  n_full_rho and n_zone_rho, zone_rule, zone_threshold, ref_score,
+                                  n_items_per_task, n_resamples, profile, provenance
     Returns {file name: path}.
     """
     run = _Run(results, cfg)
@@ -304,6 +331,13 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
     cohort["in_zone"] = A.zone_mask(cohort, run.definition, run.threshold, metric).to_numpy()
     cohort["vol_rate"] = comp["vol_rate"].reindex(cohort["quant_id"]).to_numpy(float)
     cohort["f"] = comp["f"].reindex(cohort["quant_id"]).to_numpy(float)
+    se = U.score_se(s).set_index("model")
+    cohort["se"] = se["se"].reindex(cohort["quant_id"]).to_numpy(float)
+    cohort["se_paired"] = se["se_paired"].reindex(cohort["quant_id"]).to_numpy(float)
+    boot = U.item_bootstrap(s, f, q, run.corpus, run.ctx, run.rng("item_bootstrap"), metric, run.definition,
+                            run.threshold, n_resamples=run.n_resamples)
+    p_zone = U.zone_probability(boot).set_index("quant_id")["p_in_zone"]
+    cohort["p_in_zone"] = p_zone.reindex(cohort["quant_id"]).to_numpy(float)
 
     rng = run.rng("full_vs_zone")
     fz = pd.concat([A.full_vs_zone(cohort, metric, target, run.definition, run.threshold, rng,
@@ -318,9 +352,12 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
         + ([A.decomposition_correlations(s, f, q, run.corpus, run.ctx, others, run.definition,
                                          run.threshold)] if others else []), ignore_index=True)
 
+    ceiling, needed = noise_ceiling_table(run)
+    hold = run.holdout()
     stats = A.headline_stats(s, f, q, run.corpus, run.ctx, metric, run.definition, run.threshold)
     row = {(t, sc): r for (t, sc), r in fz.set_index(["target", "scope"]).iterrows()}
     label, title = study_label(cfg)
+    n_items = s[s["model"] == A.REFERENCE].groupby("task").size()
     stats.update(label=label, title=title, zone_rule=run.definition, zone_threshold=run.threshold,
                  n_resamples=run.n_resamples, rho_full_ci=_ci(row["score", "full"]),
                  rho_zone_ci=_ci(row["score", "zone"]), rho_vol_zone_ci=_ci(row["vol_rate", "zone"]),
@@ -328,13 +365,52 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
                  # n_zone counts zone members; a member without the metric (fidelity failed) has no pair
                  n_full_rho=int(row["score", "full"]["n"]), n_zone_rho=int(row["score", "zone"]["n"]),
                  ref_score=float(cohort["ref_score"].iloc[0]) if len(cohort) else None,
+                 n_items_per_task={str(t): int(n) for t, n in n_items.items()},
                  profile=cfg.profile_name, provenance=run.provenance("stats.json"))
+    stats.update({k: v for k, v in U.item_bootstrap_summary(boot).items()
+                  if k not in ("rho_zone", "rho_full", "n_zone")})
+    stats.update(A.holdout_headline(A.holdout_summary(hold)))
+    stats.update(_ceiling_keys(ceiling, needed))
     out = {"cohort.csv": run.write(cohort, "cohort.csv"),  # stats.json last: write_stats checks STATS_KEYS
            "full_vs_zone.csv": run.write(fz, "full_vs_zone.csv"),
            "decomposition.csv": run.write(dec, "decomposition.csv", exact=True),
-           "decomposition_correlations.csv": run.write(corr, "decomposition_correlations.csv")}
+           "decomposition_correlations.csv": run.write(corr, "decomposition_correlations.csv"),
+           "noise_ceiling.csv": run.write(ceiling, "noise_ceiling.csv", n_sims=CEILING_SIMS,
+                                          grid=list(U.POWER_GRID))}
     out["stats.json"] = write_stats(_finite(stats), run.r / "stats.json")
     return out
+
+
+def noise_ceiling_table(run: "_Run") -> tuple[pd.DataFrame, dict]:
+    """`analysis.uncertainty.noise_ceiling` at the study's own items per task and over POWER_GRID, for
+    every truth model x coupling (one generator per pair, seeded from its name). Returns (table,
+    {(truth, coupling): items per task needed for 80% power or None})."""
+    rows, needed = [], {}
+    for truth in CEILING_TRUTHS:
+        for coupling in CEILING_COUPLINGS:
+            rng = run.rng(f"noise_ceiling/{truth}/{coupling}")
+            kw = dict(metric=run.metric, truth=truth, definition=run.definition, threshold=run.threshold,
+                      n_sims=CEILING_SIMS, coupling=coupling)
+            own = U.noise_ceiling(run.samples, run.fidelity, run.quants, run.corpus, run.ctx, rng, **kw)
+            grid, need = U.items_for_power(run.samples, run.fidelity, run.quants, run.corpus, run.ctx, rng,
+                                           **kw)
+            rows += [dict(own, study_items=True)] + [dict(r, study_items=False) for r in grid.to_dict("records")]
+            needed[truth, coupling] = need
+    return pd.DataFrame(rows), needed
+
+
+def _ceiling_keys(table: pd.DataFrame, needed: dict, coupling: str | None = None) -> dict:
+    """stats.json keys of the noise ceiling at the study's own item counts, for `coupling` (default
+    CEILING_COUPLING)."""
+    coupling = coupling or CEILING_COUPLING
+    out = {"ceiling_coupling": coupling, "ceiling_sims": CEILING_SIMS}
+    own = table[table["study_items"] & (table["coupling"] == coupling)].set_index("truth")
+    for truth in CEILING_TRUTHS:
+        r = own.loc[truth]
+        out.update({f"ceiling_{truth}_rho_median": r["rho_median"], f"ceiling_{truth}_rho_lo": r["rho_lo"],
+                    f"ceiling_{truth}_rho_hi": r["rho_hi"], f"ceiling_{truth}_power": r["power"],
+                    f"items_for_power_{truth}": needed[truth, coupling]})
+    return {k: _finite(float(v)) if isinstance(v, (float, np.floating)) else v for k, v in out.items()}
 
 
 def sensitivity_products(results: str | Path, cfg: Study, margin: float = TOST_MARGIN,
@@ -371,16 +447,17 @@ def sensitivity_products(results: str | Path, cfg: Study, margin: float = TOST_M
         sw = pd.concat([plain[~(primary & plain["metric"].isin(shown))], boot])
         sw = sw.sort_values(["corpus", "ctx", "metric", "threshold"], kind="stable").reset_index(drop=True)
 
-    hold = A.holdout(s, f, q, run.corpus, run.ctx, run.rng("holdout", cfg.seeds.holdout), run.metric,
-                     int(cfg.profile.holdout_splits), run.definition, run.threshold)
+    hold = run.holdout()
     summary = A.holdout_summary(hold)
+    zones = A.distinct_zones(sw[(sw["corpus"] == run.corpus) & (sw["ctx"] == run.ctx)
+                                & (sw["metric"] == run.metric)])
     rob = A.robustness_table(s, f, q, run.definition, run.threshold,
                              run.rng("robustness") if bootstrap_all else None, n, margin=margin, alpha=ALPHA)
     power = power_table(run.cohort(), run.metric, run.definition, run.threshold, margin)
     params = dict(margin=margin, bootstrap_all=bootstrap_all, figure_metrics=list(FIGURE_METRICS))
     return {name: run.write(frame, name, **params) for name, frame in
-            (("sweep.csv", sw), ("holdout.csv", hold), ("holdout_summary.csv", summary),
-             ("robustness.csv", rob), ("power.csv", power))}
+            (("sweep.csv", sw), ("sweep_zones.csv", zones), ("holdout.csv", hold),
+             ("holdout_summary.csv", summary), ("robustness.csv", rob), ("power.csv", power))}
 
 
 def power_table(cohort: pd.DataFrame, metric: str, definition: str, threshold: float,
@@ -426,6 +503,9 @@ def per_prompt_products(results: str | Path, cfg: Study,
                               gm_passed, gm_ratio, ratio_lo, ratio_hi, auroc, auroc_lo, auroc_hi, p_mw,
                               n_floored (per-prompt kld_mean, bootstrap over prompts with
                               n_resamples, default min(profile.bootstrap, PER_PROMPT_RESAMPLES))
+      drop_prediction.csv     `analysis.drop_prediction`: the same on the items the reference answers
+                              correctly only (drops vs kept; STATS.md section 5), pooled and per task:
+                              model, task, n_kept, n_drops, gm_ratio, ratio_lo/_hi, auroc, auroc_lo/_hi, ...
       routing.csv             `analysis.routing` for every pair among `routing_models` (the ROUTING_MAX
                               quants closest to the reference by the primary metric) and for all of them
                               together: pair, n_models, then routing's columns (one row per task + "all")
@@ -441,6 +521,7 @@ def per_prompt_products(results: str | Path, cfg: Study,
     # no quant with per-prompt KLD gives empty frames without columns: keep the header
     fail = pd.concat([pooled.reindex(columns=FAIL_COLUMNS), per_task.reindex(columns=FAIL_COLUMNS)],
                      ignore_index=True)
+    drops = A.drop_prediction(s, run.rng("drop_prediction"), n_fail)
 
     models = routing_models(cohort, s, run.metric)
     sets = [[a, b] for i, a in enumerate(models) for b in models[i + 1:]]
@@ -457,6 +538,7 @@ def per_prompt_products(results: str | Path, cfg: Study,
              else pd.DataFrame(columns=list(ROUTING_COLUMNS)))
     return {"failure_prediction.csv": run.write(fail, "failure_prediction.csv",
                                                 n_resamples_per_prompt=n_fail),
+            "drop_prediction.csv": run.write(drops, "drop_prediction.csv", n_resamples_per_prompt=n_fail),
             "routing.csv": run.write(route, "routing.csv", routing_models=models)}
 
 
@@ -505,56 +587,104 @@ def figures(results: str | Path, figdir: str | Path) -> dict[str, list[Path]]:
                    figdir / f"{name}.provenance.json")
 
     with plots.style_context():
-        fig = Figure()
+        fig = Figure(figsize=(5.2, 4.0))
         ax = fig.add_subplot()
         zone = cohort["in_zone"].astype(bool).to_numpy()
         floor = A.zone_floor(stats["ref_score"], stats["zone_rule"], stats["zone_threshold"]) \
             if stats.get("ref_score") is not None else None
         plots.scatter_zone(ax, cohort, metric, zone, floor, stats)
-        ax.set_title(f"{title}\nfull rho={_fmt(stats['rho_full'])}, zone rho={_fmt(stats['rho_zone'])} "
-                     f"(n={stats['n_zone']}; {stats['zone_definition']})", fontsize=7)
+        ax.set_title(f"{title}\n{headline_title(stats)}", fontsize=6)
         save(fig, "kld_vs_score", ("stats.json", "cohort.csv"))
 
         sweep = pd.read_csv(r / "sweep.csv")
         sel = sweep[(sweep["corpus"] == corpus) & (sweep["ctx"] == ctx)
                     & sweep["metric"].isin([metric, *FIGURE_METRICS])]
         fig = Figure()
-        plots.sweep_curves(fig.add_subplot(), sel, percent=stats["zone_rule"] == "relative")
-        fig.axes[0].set_title(f"{title}: zone rho vs threshold ({corpus}, ctx {ctx})", fontsize=7)
+        plots.sweep_curves(fig.add_subplot(), sel, percent=stats["zone_rule"] == "relative", band=metric)
+        distinct = sel[sel["metric"] == metric]["zone_id"].nunique() if "zone_id" in sel else len(sel)
+        fig.axes[0].set_title(f"{title}: zone rho vs threshold ({corpus}, ctx {ctx})\n"
+                              f"{distinct} distinct zones of {metric} over "
+                              f"{sel['threshold'].nunique()} thresholds; band: its bootstrap 95% CI", fontsize=6)
         save(fig, "sweep", ("stats.json", "sweep.csv"))
 
         fig = Figure()
-        plots.holdout_hist(fig.add_subplot(), pd.read_csv(r / "holdout.csv"))
-        fig.axes[0].set_title(f"{title}: held-out zone boundaries", fontsize=7)
+        plots.holdout_hist(fig.add_subplot(), pd.read_csv(r / "holdout.csv"), observed=stats.get("rho_zone"))
+        fig.axes[0].set_title(f"{title}: held-out zone boundaries, {stats.get('n_splits_heldout')} splits; "
+                              f"primary zone estimate (held-out median) {_fmt(stats.get('rho_zone_heldout'))}",
+                              fontsize=6)
         save(fig, "holdout", ("stats.json", "holdout.csv"))
 
         dec = pd.read_csv(r / "decomposition.csv")
         order = list(cohort.sort_values([metric, "quant_id"], kind="stable")["quant_id"])
-        fig = Figure(figsize=(max(4.5, 0.18 * len(order) + 1.5), 3.2))
-        plots.decomposition_bars(fig.add_subplot(), dec, COMPOSITE, order)
-        fig.axes[0].set_title(f"{title}: gains and losses vs reference (by {metric}, low to high)",
-                              fontsize=7)
+        fig = Figure(figsize=(max(4.5, 0.18 * len(order) + 1.5), 3.4))
+        plots.decomposition_bars(fig.add_subplot(), dec, COMPOSITE, order,
+                                 xlabel=f"quant, ordered by {metric} (low to high)")
+        fig.axes[0].set_title(f"{title}: leapfrogs and drops vs reference; rho({metric}, volume) in the zone "
+                              f"{_fmt(stats.get('rho_vol_zone'))}", fontsize=6)
         save(fig, "decomposition", ("stats.json", "cohort.csv", "decomposition.csv"))
 
         samples = read_table(r / "samples.csv", SAMPLES)
         fig = Figure()
         ax = fig.add_subplot()
         model = representative_quant(cohort, metric)
+        inputs = ("stats.json", "cohort.csv", "samples.csv")
         if model is not None:
-            plots.per_prompt_hist(ax, samples, model)
-            ax.set_title(f"{title}: {model} (median {metric})", fontsize=7)
-        save(fig, "per_prompt_kld", ("stats.json", "cohort.csv", "samples.csv"))
+            note = ""
+            if (r / "drop_prediction.csv").is_file():
+                inputs += ("drop_prediction.csv",)
+                dp = pd.read_csv(r / "drop_prediction.csv")
+                row = dp[(dp["model"] == model) & (dp["task"] == "all")]
+                if len(row):
+                    row = row.iloc[0]
+                    note = (f"drops {int(row['n_drops'])} of {int(row['n_drops'] + row['n_kept'])} "
+                            f"reference-correct items, GM KLD ratio {_num(row['gm_ratio'], 2)} "
+                            f"[{_num(row['ratio_lo'], 2)}, {_num(row['ratio_hi'], 2)}], AUROC "
+                            f"{_num(row['auroc'], 2)} [{_num(row['auroc_lo'], 2)}, {_num(row['auroc_hi'], 2)}]")
+            plots.per_prompt_hist(ax, samples, model, note=note)
+            fig.suptitle(f"{title}: median-{metric} quant", fontsize=7)
+        save(fig, "per_prompt_kld", inputs)
 
         route = pd.read_csv(r / "routing.csv")
-        route = route[route["task"] == "all"].assign(task=lambda d: d["models"].str.replace("+", "\n"))
-        fig = Figure(figsize=(max(4.5, 0.45 * len(route) + 1.5), 3.6))
+        route = route[route["task"] == "all"].reset_index(drop=True)
+        fig = Figure(figsize=(max(4.5, 0.45 * len(route) + 1.5), 4.2))
         ax = fig.add_subplot()
         if len(route):
-            plots.routing_bars(ax, route.reset_index(drop=True))
-            ax.tick_params(axis="x", labelsize=5)
-        ax.set_title(f"{title}: routing by lower per-prompt KLD", fontsize=7)
+            labels = [m.replace("+", " + ") if n == 2 else f"all {n}" for m, n in
+                      zip(route["models"], route["n_models"])]
+            plots.routing_bars(ax, route, labels)
+        none = int((route["n_disagree"] == 0).sum()) if len(route) else 0
+        ax.set_title(f"{title}: routing by lower per-prompt KLD ({len(route)} sets, median "
+                     f"{_num(route['n_disagree'].median(), 0) if len(route) else 'n/a'} disagreements, "
+                     f"{none} with none)", fontsize=6)
+        fig.subplots_adjust(bottom=0.42)
         save(fig, "routing", ("stats.json", "routing.csv"))
     return out
+
+
+def headline_title(stats: dict) -> str:
+    """The main figure's title line, from stats.json: full and zone rho with their CIs (quant and item
+    resampling), the hold-out estimate and the noise ceiling."""
+    ci = stats.get("rho_full_ci") or [None, None]
+    zci = stats.get("rho_zone_ci") or [None, None]
+    line1 = (f"full rho {_fmt(stats['rho_full'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]; zone rho "
+             f"{_fmt(stats['rho_zone'])} (n={stats['n_zone']}; quants CI [{_fmt(zci[0])}, {_fmt(zci[1])}], "
+             f"items CI [{_fmt(stats.get('rho_zone_items_lo'))}, {_fmt(stats.get('rho_zone_items_hi'))}])")
+    line2 = (f"held-out zone rho {_fmt(stats.get('rho_zone_heldout'))}; a perfect metric would show "
+             f"{_fmt(stats.get('ceiling_conservative_rho_median'))} to "
+             f"{_fmt(stats.get('ceiling_optimistic_rho_median'))} (power "
+             f"{_pct(stats.get('ceiling_conservative_power'))} to {_pct(stats.get('ceiling_optimistic_power'))}); "
+             f"{stats['zone_definition']}")
+    return f"{line1}\n{line2}"
+
+
+def _num(v, digits: int) -> str:
+    """A number as text with `digits` decimals; 'n/a' when undefined."""
+    return "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
+
+
+def _pct(v) -> str:
+    """A share as a whole percentage; 'n/a' when undefined."""
+    return "n/a" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.0f}%"
 
 
 def headline_figure(results: list[str | Path], figdir: str | Path, name: str = "headline") -> list[Path]:
