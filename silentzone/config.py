@@ -35,7 +35,8 @@ GGUF_TENSOR_TYPES = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k", "q5_1", "q5_0
 CORPORA = ("wiki", "c4", "code", "shakespeare", "tinystories", "multilingual", "technical",
            "wikitext2")
 TASKS = ("sciq", "arc_easy", "arc_challenge", "piqa", "hellaswag", "lambada", "mmlu", "openbookqa",
-         "winogrande", "boolq", "ifeval", "gsm8k", "math500", "humaneval", "mbpp")
+         "winogrande", "boolq", "ifeval", "gsm8k", "math500", "humaneval", "mbpp", "bfcl", "bfcl_simple",
+         "bfcl_multiple", "bfcl_parallel", "bfcl_parallel_multiple", "bfcl_irrelevance", "livecodebench")
 ZONE_DEFINITIONS = ("relative", "absolute", "kld_quantile", "bpw")
 
 
@@ -168,6 +169,13 @@ class ProfileCfg:
 
 
 @dataclass(frozen=True)
+class LiveCodeBenchCfg:
+    file: str = ""  # released code_generation_lite JSONL (absolute, ~, or relative to the repo)
+    start: str = ""  # contest_date window start YYYY-MM-DD (inclusive; empty: open)
+    end: str = ""  # contest_date window end YYYY-MM-DD (inclusive; empty: open)
+
+
+@dataclass(frozen=True)
 class SeedsCfg:
     global_: int = 0
     bootstrap: int = 0
@@ -185,6 +193,7 @@ class Study:
     tasks: tuple[str, ...]
     zone: ZoneCfg = ZoneCfg()
     seeds: SeedsCfg = SeedsCfg()
+    livecodebench: LiveCodeBenchCfg = LiveCodeBenchCfg()
     profiles: Mapping[str, ProfileCfg] = field(default_factory=dict)
     # Filled by load():
     profile_name: str = "default"
@@ -339,6 +348,17 @@ def load(path: str | Path, profile: str = "default") -> Study:
     _check_subset(study.tasks, TASKS, "tasks", src)
     if study.zone.definition not in ZONE_DEFINITIONS:
         raise ConfigError(f"{src}: zone.definition: must be one of {list(ZONE_DEFINITIONS)}")
+    lcb = study.livecodebench
+    for key in ("start", "end"):
+        v = getattr(lcb, key)
+        if v and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
+            raise ConfigError(f"{src}: livecodebench.{key}: must be a date YYYY-MM-DD, got {v!r}")
+    if lcb.start and lcb.end and lcb.start > lcb.end:
+        raise ConfigError(f"{src}: livecodebench: start {lcb.start} is after end {lcb.end}")
+    if "livecodebench" in study.tasks and not lcb.file.endswith((".jsonl", ".jsonl.gz")):
+        raise ConfigError(f"{src}: livecodebench.file: tasks include livecodebench, so a release "
+                          f"file (.jsonl) is needed, got {lcb.file!r}")
+    # the file's existence is checked when the task loads (a dry run validates offline)
     if study.reference.dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"{src}: reference.dtype: must be float32 or bfloat16")
     if profile not in profiles:
@@ -367,4 +387,14 @@ def as_dict(study: Study) -> dict:
         "corpora": list(study.corpora), "contexts": list(study.contexts), "tasks": list(study.tasks),
         "zone": vars(study.zone), "seeds": vars(study.seeds), "profile": study.profile_name,
         "profile_settings": vars(study.profile),
+        # only when set, so that the hashes of studies without it stay as they were
+        **({"livecodebench": vars(study.livecodebench)}
+           if study.livecodebench != LiveCodeBenchCfg() else {}),
     }
+
+
+def livecodebench_file(study: Study) -> Path:
+    """The study's LiveCodeBench release file (relative paths are relative to the repository)."""
+    from .paths import REPO
+    p = Path(study.livecodebench.file).expanduser()
+    return p if p.is_absolute() else REPO / p

