@@ -190,11 +190,68 @@ def true_accuracies(task_acc: np.ndarray, ref_acc: np.ndarray, score: np.ndarray
     raise ValueError(f"truth must be one of {TRUTHS}, got {truth!r}")
 
 
-COUPLINGS = ("independent", "shared")
+COUPLINGS = ("independent", "shared", "flips")
+
+
+def task_flip_rates(m) -> np.ndarray:
+    """Observed disagreement (volume) rate of every model with the reference per task, float (M, T):
+    (gains + losses) / n_t with gains = #(model right, reference wrong), losses = #(reference right,
+    model wrong) (`decompose.decomposition`'s vol_rate; 0 for the reference itself). m: ItemMatrix."""
+    ref = m.correct[m.row(REFERENCE)]
+    onehot = (m.task_code[:, None] == np.arange(len(m.tasks))[None, :]).astype(np.int64)
+    vol = (m.correct != ref[None, :]).astype(np.int64) @ onehot
+    return vol / onehot.sum(axis=0)
+
+
+def flip_rates(p_ref: np.ndarray, p_true: np.ndarray, vol: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-item flip probabilities against the reference: (d, g, vol_used), broadcast shapes.
+
+    d: probability that a reference-correct item is dropped (quant wrong); g: probability that a
+    reference-wrong item is leapfrogged (quant right). Chosen so that (a) the quant's expected accuracy
+    is p_true, p_ref (1 - d) + (1 - p_ref) g = p_true, and (b) its expected disagreement rate with the
+    reference is vol, p_ref d + (1 - p_ref) g = vol:
+        d = (vol + (p_ref - p_true)) / (2 p_ref),   g = (vol - (p_ref - p_true)) / (2 (1 - p_ref)).
+    Feasibility: vol is clipped into [|p_ref - p_true|, min(p_ref + p_true, 2 - p_ref - p_true)] (the
+    range a 2x2 table with these margins allows; never empty) BEFORE solving, so (a) always holds
+    exactly and (b) holds for the clipped vol_used: a vol below |p_ref - p_true| (too little churn to
+    move the accuracy that far) is raised to it, i.e. the quant only drops (p_true < p_ref) or only
+    gains (p_true > p_ref). With p_ref = 0 there are no reference-correct items (d = 0, g = p_true);
+    with p_ref = 1 no reference-wrong ones (g = 0, d = 1 - p_true). d, g are finally clipped to [0, 1]
+    against rounding.
+    """
+    p_ref, p_true = np.asarray(p_ref, float), np.clip(np.asarray(p_true, float), 0.0, 1.0)
+    p_ref = np.clip(p_ref, 0.0, 1.0)
+    diff = p_ref - p_true
+    lo = np.abs(diff)
+    hi = np.minimum(p_ref + p_true, 2.0 - p_ref - p_true)
+    v = np.clip(np.asarray(vol, float), lo, np.maximum(lo, hi))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.where(p_ref > 0, (v + diff) / (2 * np.where(p_ref > 0, p_ref, 1.0)), 0.0)
+        g = np.where(p_ref < 1, (v - diff) / (2 * np.where(p_ref < 1, 1.0 - p_ref, 1.0)), 0.0)
+    return np.clip(d, 0.0, 1.0), np.clip(g, 0.0, 1.0), v
+
+
+def simulate_flips(p_ref: np.ndarray, p_true: np.ndarray, vol: np.ndarray, n_items: np.ndarray,
+                   rng: np.random.Generator, n_sims: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The "flips" coupling as counts: (k_ref (S, T), drops (S, M, T), gains (S, M, T)).
+
+    p_ref: (T,) reference accuracies; p_true, vol: (M, T) quants' true accuracies and disagreement
+    rates with the reference; n_items: (T,). Per simulation and task the reference gets K_ref ~
+    Binomial(n_t, p_ref) items right, shared by every quant of that simulation; each quant independently
+    drops each of those with probability d and gains each of the n_t - K_ref others with probability g
+    (`flip_rates`): drops ~ Binomial(K_ref, d), gains ~ Binomial(n_t - K_ref, g) (flips are independent
+    across items, so only the counts are needed). The quant's count is K_ref - drops + gains.
+    """
+    n_items = np.asarray(n_items, np.int64)
+    d, g, _ = flip_rates(np.asarray(p_ref)[None, :], p_true, vol)
+    k_ref = rng.binomial(n_items, np.clip(p_ref, 0.0, 1.0), size=(n_sims, len(n_items)))
+    drops = rng.binomial(k_ref[:, None, :], d[None], size=(n_sims, *d.shape))
+    gains = rng.binomial((n_items - k_ref)[:, None, :], g[None], size=(n_sims, *g.shape))
+    return k_ref, drops, gains
 
 
 def simulate_counts(p: np.ndarray, n_items: np.ndarray, rng: np.random.Generator, n_sims: int,
-                    coupling: str = "independent") -> np.ndarray:
+                    coupling: str = "independent", vol: np.ndarray | None = None, ref: int = -1) -> np.ndarray:
     """Correct counts (n_sims, M, T) of M models with true task accuracies p (M, T) on n_items (T,).
 
     independent: every model's items are fresh draws, k ~ Binomial(n_t, p) per model and task (no
@@ -203,10 +260,27 @@ def simulate_counts(p: np.ndarray, n_items: np.ndarray, rng: np.random.Generator
       uniform u_i, and a model is right iff u_i < p_mt (a better model answers a superset of items:
       the fewest flips the accuracies allow, the least noise in differences). Drawn as one multinomial
       per task over the intervals between the sorted accuracies.
+    flips: the realistic middle. Row `ref` of p is the reference; it answers n_t items (count K_ref ~
+      Binomial(n_t, p_ref)) and every other model answers the same items as the reference except for
+      independent per-item flips (`simulate_flips`): its expected accuracy is its p and its expected
+      disagreement rate with the reference is vol (M, T) (required; the `ref` row of vol is ignored;
+      clipped to what the accuracies allow, see `flip_rates`). Models are conditionally independent
+      given the reference's answers.
     """
     n_items = np.asarray(n_items, np.int64)
     if coupling == "independent":
         return rng.binomial(n_items, p, size=(n_sims, *p.shape))
+    if coupling == "flips":
+        if vol is None:
+            raise ValueError('coupling "flips" needs vol (M, T): disagreement rates with the reference')
+        r = range(p.shape[0])[ref]
+        others = np.array([i for i in range(p.shape[0]) if i != r], int)
+        k_ref, drops, gains = simulate_flips(p[r], p[others], np.asarray(vol, float)[others], n_items, rng,
+                                             n_sims)
+        out = np.empty((n_sims, *p.shape), np.int64)
+        out[:, r] = k_ref
+        out[:, others] = k_ref[:, None, :] - drops + gains
+        return out
     if coupling != "shared":
         raise ValueError(f"coupling must be one of {COUPLINGS}, got {coupling!r}")
     out = np.empty((n_sims, *p.shape), np.int64)
@@ -222,19 +296,22 @@ def simulate_counts(p: np.ndarray, n_items: np.ndarray, rng: np.random.Generator
 def simulate_zone_rho(p_true: np.ndarray, p_ref: np.ndarray, metric: np.ndarray, bpw: np.ndarray,
                       n_items: np.ndarray, w: tuple, rng: np.random.Generator, n_sims: int = DEFAULT_SIMS,
                       definition: str = DEFAULT_DEFINITION, threshold: float = DEFAULT_THRESHOLD,
-                      coupling: str = "independent") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      coupling: str = "independent",
+                      vol: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Simulated zone rho of a metric against scores drawn from true accuracies.
 
     p_true: (n, T) quants' true task accuracies; p_ref: (T,) the reference's; metric, bpw: (n,);
     n_items: (T,) items per task; w: exact task weights (T,) (Fractions). Each simulation draws the
     task counts of the quants and the reference together (`simulate_counts`, `coupling`), forms the
     exact composites, applies the zone rule, and takes Spearman rho(metric, score) over the zone
-    members. Returns (rho (n_sims,), p (n_sims,) t-approximation, n_zone (n_sims,)); NaN rho/p where
+    members. vol: (n, T) the quants' disagreement rates with the reference, needed by coupling "flips"
+    (the reference is the simulated reference row). Returns (rho (n_sims,), p (n_sims,) t-approximation, n_zone (n_sims,)); NaN rho/p where
     the zone has < 3 members or constant scores.
     """
     n_items = np.asarray(n_items, np.int64)
     ints = IntScores.of(n_items, tuple(w))
-    k = simulate_counts(np.vstack([p_true, p_ref[None]]), n_items, rng, n_sims, coupling)
+    v = None if vol is None else np.vstack([np.asarray(vol, float), np.zeros((1, len(p_ref)))])
+    k = simulate_counts(np.vstack([p_true, p_ref[None]]), n_items, rng, n_sims, coupling, vol=v, ref=-1)
     num = ints.num(k)
     num, num_ref = num[:, :-1], num[:, -1]
     zone = zone_rule_int(num, num_ref[:, None], ints.den, metric, bpw, definition, threshold)
@@ -253,7 +330,11 @@ def noise_ceiling(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.Data
     keeps its observed task accuracies as truth); per-item outcomes simulated at n_items items per
     task (None: the study's own counts) by `simulate_zone_rho`, with the study's zone rule and the
     observed metric; coupling "independent" (default: fresh items per model) or "shared" (the same
-    items, comonotone answers) brackets how strongly the quants' answers follow the reference's. power = share of all simulations with p < alpha AND rho < 0 (the expected sign:
+    items, comonotone answers) brackets how strongly the quants' answers follow the reference's;
+    "flips" is the realistic middle: the same items as the reference, each quant flipping reference
+    answers independently per item at its OBSERVED per-task disagreement rate with the reference
+    (`task_flip_rates`, kept as a rate at any n_items; `flip_rates` raises it where the truth model's
+    accuracy shift needs more churn). power = share of all simulations with p < alpha AND rho < 0 (the expected sign:
     higher KLD, lower score; an undefined rho counts as not significant). Returns a flat dict:
     truth, coupling, n_items (per task; the smallest when they differ), n_sims, rho_median, rho_lo, rho_hi
     (central `level` interval over simulations with a defined rho), n_valid, power, n_zone_median,
@@ -268,8 +349,9 @@ def noise_ceiling(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.Data
     score = cohort["score"].to_numpy(float)[keep]
     p_true = true_accuracies(acc[rows][keep], acc[ref], score, float(acc[ref] @ wf), x[keep], wf, truth)
     items = n_t if n_items is None else np.full(len(n_t), int(n_items))
+    vol = task_flip_rates(m)[rows][keep] if coupling == "flips" else None
     rho, p, nz = simulate_zone_rho(p_true, acc[ref], x[keep], bpw[keep], items, w, rng, n_sims,
-                                   definition, threshold, coupling)
+                                   definition, threshold, coupling, vol)
     lo, med, hi, n_valid = _interval(rho, level)
     slope = float(np.polyfit(np.log(x[keep]), score, 1)[0]) if truth == "conservative" else None
     power = float(np.mean((np.nan_to_num(p, nan=1.0) < alpha) & (np.nan_to_num(rho, nan=0.0) < 0)))

@@ -175,3 +175,105 @@ def test_shared_coupling_counts_are_nested():
     assert (k[:, 0, 0] <= k[:, 1, 0]).all() and (k[:, 1, 0] == k[:, 2, 0]).all()
     assert (k[:, 1, 1] <= k[:, 0, 1]).all() and (k[:, 0, 1] <= k[:, 2, 1]).all()
     assert k[:, 0, 0].mean() == pytest.approx(10, abs=1.0)
+
+
+def test_flip_rates_closed_form_by_hand():
+    # p_ref 0.6, p_true 0.5, vol 0.2: d = (0.2 + 0.1) / 1.2 = 0.25, g = (0.2 - 0.1) / 0.8 = 0.125
+    # check: accuracy 0.6 * 0.75 + 0.4 * 0.125 = 0.45 + 0.05 = 0.5; churn 0.6 * 0.25 + 0.4 * 0.125 = 0.2
+    d, g, v = U.flip_rates(0.6, 0.5, 0.2)
+    assert (float(d), float(g), float(v)) == pytest.approx((0.25, 0.125, 0.2), abs=1e-15)
+    # too little churn for the shift: vol 0.05 raised to |0.6 - 0.5| = 0.1 -> d = 0.2 / 1.2 = 1/6, g = 0
+    d, g, v = U.flip_rates(0.6, 0.5, 0.05)
+    assert (float(d), float(g), float(v)) == pytest.approx((1 / 6, 0.0, 0.1), abs=1e-15)
+    # a better quant: p_true 0.7, vol 0.02 -> 0.1, only gains: d = 0, g = (0.1 + 0.1) / 0.8 = 0.25
+    d, g, v = U.flip_rates(0.6, 0.7, 0.02)
+    assert (float(d), float(g), float(v)) == pytest.approx((0.0, 0.25, 0.1), abs=1e-15)
+    # too much churn: at most min(0.6 + 0.5, 2 - 1.1) = 0.9 -> d = 1.0 / 1.2 = 5/6, g = 0.8 / 0.8 = 1
+    d, g, v = U.flip_rates(0.6, 0.5, 1.0)
+    assert (float(d), float(g), float(v)) == pytest.approx((5 / 6, 1.0, 0.9), abs=1e-15)
+    # reference all wrong: no drops possible, g = p_true; all right: no gains, d = 1 - p_true
+    d, g, _ = U.flip_rates(np.array([0.0, 1.0]), np.array([0.3, 0.7]), np.array([0.5, 0.5]))
+    assert d.tolist() == pytest.approx([0.0, 0.3], abs=1e-15) and g.tolist() == pytest.approx([0.3, 0.0], abs=1e-15)
+
+
+def test_flips_minimal_churn_only_drops():
+    p_ref = np.array([0.8, 0.6])
+    p_true = np.array([[0.7, 0.6], [0.5, 0.45], [0.8, 0.3]])
+    vol = np.abs(p_ref[None] - p_true)  # the least churn that moves the accuracy that far
+    k_ref, drops, gains = U.simulate_flips(p_ref, p_true, vol, np.array([40, 25]), np.random.default_rng(0), 500)
+    assert k_ref.shape == (500, 2) and drops.shape == gains.shape == (500, 3, 2)
+    assert (gains == 0).all() and (drops <= k_ref[:, None, :]).all()
+    assert (drops[:, 0, 1] == 0).all() and (drops[:, 2, 0] == 0).all()  # p_true == p_ref: no flips at all
+    assert drops[:, 1, 0].sum() > 0
+    # through simulate_counts: quants never beat the reference of their simulation
+    p = np.vstack([p_true, p_ref[None]])
+    k = U.simulate_counts(p, np.array([40, 25]), np.random.default_rng(0), 500, "flips",
+                          vol=np.vstack([vol, np.zeros((1, 2))]))
+    assert np.array_equal(k[:, -1], k_ref) and (k[:, :-1] <= k[:, -1:]).all()
+    assert np.array_equal(k[:, :-1], k_ref[:, None, :] - drops)  # same generator, same draws
+
+
+def test_flips_mean_accuracy_and_churn():
+    p_ref = np.array([0.6, 0.9])
+    p_true = np.array([[0.5, 0.85], [0.65, 0.9]])
+    vol = np.array([[0.2, 0.1], [0.15, 0.04]])
+    n = np.array([30, 50])
+    s = 20_000
+    k_ref, drops, gains = U.simulate_flips(p_ref, p_true, vol, n, np.random.default_rng(7), s)
+    acc = (k_ref[:, None, :] - drops + gains) / n
+    churn = (drops + gains) / n
+    for x, target in ((acc, p_true), (churn, vol), (k_ref / n, p_ref)):
+        se = x.std(axis=0) / math.sqrt(s)
+        assert (np.abs(x.mean(axis=0) - target) < 4 * se + 1e-12).all()
+
+
+def test_flips_needs_vol_and_ties_copies_to_the_reference(samples_from):
+    with pytest.raises(ValueError, match="vol"):
+        U.simulate_counts(np.full((2, 1), 0.5), np.array([10]), np.random.default_rng(0), 5, "flips")
+    # quants that copy the reference (observed churn 0), optimistic truth = the observed rows = the
+    # reference's: every simulated quant scores exactly as the simulated reference, so all are in the
+    # zone and tie (rho undefined), while fresh items (independent) separate them
+    ref = "1101101110" * 3
+    spec = {"reference": {"a": ref, "b": ref[::-1]}}
+    spec.update({f"q{i}": {"a": ref, "b": ref[::-1]} for i in range(4)})
+    ids = [f"q{i}" for i in range(4)]
+    fid, man = _fid_quants(ids, {q: 0.01 * (i + 1) for i, q in enumerate(ids)})
+    s = samples_from(spec)
+    kw = dict(truth="optimistic", n_sims=200)
+    r = U.noise_ceiling(s, fid, man, "wiki", 512, np.random.default_rng(0), coupling="flips", **kw)
+    assert r["coupling"] == "flips" and r["n_valid"] == 0 and r["power"] == 0 and r["n_zone_median"] == 4
+    r = U.noise_ceiling(s, fid, man, "wiki", 512, np.random.default_rng(0), coupling="independent", **kw)
+    assert r["n_valid"] > 0
+
+
+def _flip_study(samples_from, n_items=100, n_quants=12, seed=0):
+    """Quants that answer like the reference except for per-item flips; drops rise with KLD."""
+    rng = np.random.default_rng(seed)
+    kld = np.geomspace(0.001, 0.05, n_quants)
+    drop = np.linspace(0.01, 0.12, n_quants)
+    ref = {t: rng.random(n_items) < 0.7 for t in "ab"}
+    bits = lambda a: "".join("1" if v else "0" for v in a)
+    spec = {"reference": {t: bits(r) for t, r in ref.items()}}
+    ids = [f"q{i:02d}" for i in range(n_quants)]
+    for q, d in zip(ids, drop):
+        spec[q] = {t: bits(np.where(r, rng.random(n_items) >= d, rng.random(n_items) < 0.03)) for t, r in ref.items()}
+    fid, man = _fid_quants(ids, dict(zip(ids, kld)))
+    return samples_from(spec), fid, man
+
+
+def test_flips_power_between_independent_and_shared(samples_from):
+    s, f, q = _flip_study(samples_from)
+    n_sims = 400
+    slack = 3 * math.sqrt(0.25 / n_sims)
+    for truth in ("conservative", "optimistic"):
+        # at 30 items per task (about 0.2 / 0.73 / 0.98 here) none of the three saturates
+        pw = {c: U.noise_ceiling(s, f, q, "wiki", 512, np.random.default_rng(11), truth=truth, threshold=0.2,
+                                 n_items=30, n_sims=n_sims, coupling=c)["power"] for c in U.COUPLINGS}
+        assert pw["independent"] <= pw["flips"] + slack and pw["flips"] <= pw["shared"] + slack, (truth, pw)
+        # low churn: clearly above fresh items, and clearly below comonotone answers
+        assert pw["independent"] + slack < pw["flips"] < pw["shared"] - slack, (truth, pw)
+    _, need_f = U.items_for_power(s, f, q, "wiki", 512, np.random.default_rng(12), grid=(30, 100, 300, 1000),
+                                  threshold=0.2, n_sims=200, coupling="flips")
+    _, need_i = U.items_for_power(s, f, q, "wiki", 512, np.random.default_rng(12), grid=(30, 100, 300, 1000),
+                                  threshold=0.2, n_sims=200, coupling="independent")
+    assert need_f is not None and (need_i is None or need_f <= need_i)
