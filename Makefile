@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PYTHONWARNINGS := ignore
 
-.PHONY: setup test test-fast paper smoke lab bench accuracy clean-venv
+.PHONY: setup test test-fast paper analysis numbers smoke lab bench accuracy clean-venv
 setup: .venv/.ready
 
 .venv/.ready: requirements.txt requirements-nodeps.txt pyproject.toml scripts/setup_env.sh scripts/build_llama.sh
@@ -29,6 +29,22 @@ paper: setup
 	$(SZ) reproduce --study smollm2 --profile default --cores $(CORES)
 	$(SZ) reproduce --study gemma3 --profile default --cores $(CORES)
 	$(SZ) compare-results --against HEAD smollm2 gemma3
+
+# The analysis alone (notebooks 04-07, executed copies and HTML in data/<study>/notebooks/) from the shipped
+# tables quants.csv, fidelity.csv, samples.csv: no quantization or benchmark is rerun. Then the README's
+# generated numbers. Seconds per study.
+ANALYSIS_NBS := 04_decomposition 05_sensitivity 06_per_prompt 07_figures
+analysis: setup
+	for s in smollm2 gemma3; do for nb in $(ANALYSIS_NBS); do \
+	  out=data/$$s/notebooks/$$nb.ipynb; \
+	  $(PY) -m papermill notebooks/$$nb.ipynb $$out.part -k python3 --cwd notebooks --no-progress-bar \
+	    -p study $$s -p profile default && mv $$out.part $$out && \
+	  $(PY) -m nbconvert --to html --log-level WARN $$out || exit 1; done; done
+	$(MAKE) numbers
+
+# Rewrite the README's generated results blocks from data/<study>/ (`--check` is a test).
+numbers: setup
+	$(SZ) numbers
 
 # The reduced DAG (4 quants + 1 failing, 1 corpus, 2 tasks x 20 items) in a few minutes.
 smoke: setup

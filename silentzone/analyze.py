@@ -198,6 +198,13 @@ class _Run:
         return write_csv(frame, self.r / name, self.provenance(name, **params), exact)
 
 
+def shown(path: str | Path) -> str:
+    """A path as the notebooks print it: relative to the repository when inside it, so that executed
+    notebooks do not carry the absolute paths of the machine that ran them."""
+    path = Path(path).resolve()
+    return str(path.relative_to(paths.REPO)) if path.is_relative_to(paths.REPO) else str(path)
+
+
 def resolve(study: str, profile: str = "default", results: str | Path = "", figdir: str | Path = "",
             config: str | Path = "") -> tuple[Path, Path, Study]:
     """The notebooks' parameters as (results directory, figure directory, loaded config); empty strings

@@ -44,6 +44,11 @@ def _prepare(args) -> int:
     return 0
 
 
+def _numbers(args) -> int:
+    from .report.numbers import main
+    return main(check=args.check)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="silentzone", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -59,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--config")
     r.add_argument("--profile", default="default")
     r.set_defaults(fn=_prepare)
+    n = sub.add_parser("numbers", help="write the README's generated results blocks from data/<study>/")
+    n.add_argument("--check", action="store_true", help="only check; exit 1 when README.md is stale")
+    n.set_defaults(fn=_numbers)
     # Stage packages add their own subcommands (quantize, kld/capture/score, bench, ...).
     import importlib
     import importlib.util
@@ -83,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 def _is_user_error(e: Exception) -> bool:
     """Errors about bad input (config, model spec, table contract, backend): no traceback."""
     return type(e).__name__ in {"ConfigError", "ModelError", "ContractError", "BackendError",
-                                "QuantError", "TaskError", "ScoreError", "StoreError", "WorkflowError"}
+                                "QuantError", "TaskError", "ScoreError", "StoreError", "WorkflowError",
+                                "NumbersError"}
 
 
 if __name__ == "__main__":

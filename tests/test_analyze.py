@@ -34,18 +34,22 @@ N_BOOT, N_SPLITS = 200, 20
 SWEEP = [0.005, 0.01, 0.02, 0.05, 0.1]
 
 COLUMNS = {
-    "cohort.csv": "quant_id method bpw score deg_pts deg_rel ref_score kld_mean kld_p99 top1_agreement "
-                  "in_zone vol_rate f",
+    "cohort.csv": "quant_id method bpw score deg_pts deg_rel ref_score score_num score_den ref_num kld_mean "
+                  "kld_p99 top1_agreement in_zone vol_rate f se se_paired p_in_zone",
     "full_vs_zone.csv": "target scope metric definition threshold corpus ctx n rho p ci_lo ci_hi n_boot "
                         "p_perm fz_lo fz_hi",
     "decomposition.csv": " ".join(A.decompose.DECOMP_COLUMNS),
     "decomposition_correlations.csv": "task metric target scope " + " ".join(A.stats.CORR_COLUMNS),
-    "sweep.csv": "corpus ctx metric definition threshold n_cohort " + " ".join(A.stats.CORR_COLUMNS),
+    "sweep.csv": "corpus ctx metric definition threshold n_cohort n_members zone_id same_as_threshold "
+                 + " ".join(A.stats.CORR_COLUMNS),
     "holdout.csv": "split n_heldout rho_heldout p_heldout n_insample rho_insample p_insample n_full rho_full "
                    "p_full",
     "holdout_summary.csv": "scope n_splits_valid rho_median rho_mean rho_lo rho_hi frac_significant n_median",
     "power.csv": "scope metric definition threshold n rho p alpha mdr power_at_margin power_at_full_rho "
                  "margin tost_p_lower tost_p_upper tost_p equivalent",
+    "drop_prediction.csv": " ".join(A.per_prompt.DROP_COLUMNS),
+    "noise_ceiling.csv": "truth coupling n_items n_sims rho_median rho_lo rho_hi n_valid power n_zone_median "
+                         "slope study_items",
     "failure_prediction.csv": "model task n n_failed gm_failed gm_passed gm_ratio ratio_lo ratio_hi auroc "
                               "auroc_lo auroc_hi p_mw n_floored",
     "routing.csv": "pair n_models task n n_disagree route_acc ci_lo ci_hi chance p_chance routed_acc "

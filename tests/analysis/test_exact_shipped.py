@@ -87,3 +87,18 @@ def test_smollm2_headline_matches_stats_md():
     assert got["n_zone"] == 21
     assert round(got["rho_full"], 3) == -0.568 and round(got["p_full"], 4) == 0.0011
     assert round(got["rho_zone"], 3) == -0.040 and round(got["p_zone"], 2) == 0.86
+
+
+@pytest.mark.parametrize("study", ["smollm2", "gemma3"])
+def test_shipped_stats_json_equals_independent_exact_recomputation(study):
+    """Issue 18's bar: data/<study>/stats.json (what the README and the figures quote) equals the exact
+    recomputation above from the shipped tables, to 1e-9."""
+    import json
+    samples, fidelity, quants = _tables(study)
+    want = _independent(samples, fidelity, quants)
+    shipped = json.loads((DATA / study / "stats.json").read_text())
+    assert (shipped["corpus"], shipped["ctx"], shipped["metric"], shipped["zone_threshold"]) == \
+        (CORPUS, CTX, METRIC, 0.02)
+    assert shipped["n_zone"] == want["n_zone"]
+    for k in ("rho_full", "p_full", "rho_zone", "p_zone", "rho_vol_zone", "rho_delta_zone"):
+        assert abs(shipped[k] - want[k]) < 1e-9, k

@@ -1,0 +1,292 @@
+"""Numbers in prose come from code: the README's results blocks, generated from the shipped results.
+
+    silentzone numbers            # rewrite the generated blocks of README.md in place
+    silentzone numbers --check    # exit 1 (naming the blocks) when README.md differs from what it would write
+
+A generated block sits between two marker lines and is replaced whole:
+
+    <!-- numbers:results-table -->
+    ...
+    <!-- /numbers:results-table -->
+
+BLOCKS maps each block name to the function that writes it from data/<study>/ (stats.json, the
+analysis tables, quants.csv, fidelity.csv, reference_accuracy.csv). Only the paper's own numbers
+(PAPER_COLUMNS, from its abstract as given in the project's PAPER.md) are constants here, and they are
+labelled as the paper's wherever they appear. tests/test_numbers.py fails when README.md is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from ..paths import DATA, REPO
+
+STUDIES = ("smollm2", "gemma3")
+NAMES = {"smollm2": "SmolLM2-135M-Instruct", "gemma3": "Gemma 3 270M"}
+TASK_NAMES = {"sciq": "SciQ", "arc_easy": "ARC-Easy", "piqa": "PIQA", "lambada": "LAMBADA (last word)",
+              "hellaswag": "HellaSwag"}
+# The paper's numbers (its abstract): labelled as the paper's, never presented as ours.
+PAPER_COLUMNS = {
+    "Qwen3.6-35B-A3B (paper)": {"quants": "28", "full": "-0.72, p<0.001", "zone": "+0.00 (n.s.)",
+                                "vol": "+0.94, p<0.001",
+                                "gm": "1.08 to 1.22 (failed / passed, LiveCodeBench, 5 models)",
+                                "route": "42.3% to 49.4%"},
+    "Devstral-Small-2-24B (paper)": {"quants": "41", "full": "-0.86, p<0.001", "zone": "-0.24, p=0.36",
+                                     "vol": "+0.55, p=0.03", "gm": "", "route": ""},
+}
+README = REPO / "README.md"
+
+
+class NumbersError(ValueError):
+    """A results file the README needs is missing or a README block is malformed (one line)."""
+
+
+# ------------------------------------------------------------------------------------------ formatting
+
+def r2(v) -> str:
+    """A correlation as signed text with two decimals ('n/a' when undefined)."""
+    return "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v):+.2f}"
+
+
+def pval(p) -> str:
+    """'p<0.001' or 'p=0.36' (two significant digits)."""
+    if p is None or not math.isfinite(float(p)):
+        return "p=n/a"
+    return "p<0.001" if p < 0.001 else f"p={float(p):.2g}"
+
+
+def pct(v, digits: int = 0) -> str:
+    """A share as a percentage."""
+    return "n/a" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.{digits}f}%"
+
+
+def ci(lo, hi) -> str:
+    return f"[{r2(lo)}, {r2(hi)}]"
+
+
+def items(n) -> str:
+    """Items per task needed for 80% power: the grid value, or 'more than 10,000' when none reached it."""
+    return "more than 10,000" if n is None else f"{int(n):,}"
+
+
+# ------------------------------------------------------------------------------------------- inputs
+
+def _read(study: str, data: Path) -> dict:
+    """Everything a block needs of one study: stats.json and the tables (one-line error if missing)."""
+    d = Path(data) / study
+    need = ("stats.json", "cohort.csv", "drop_prediction.csv", "routing.csv", "quants.csv", "fidelity.csv",
+            "reference_accuracy.csv")
+    for name in need:
+        if not (d / name).is_file():
+            raise NumbersError(f"{d / name}: file not found (run the analysis notebooks 04-06 first)")
+    out = {"stats": json.loads((d / "stats.json").read_text())}
+    for name in need[1:]:
+        out[name.removesuffix(".csv")] = pd.read_csv(d / name, keep_default_na=False, na_values=[""])
+    return out
+
+
+def _gm_range(drop: pd.DataFrame) -> str:
+    """Range and median over quants of the pooled drop/kept GM KLD ratio."""
+    g = drop[(drop["task"] == "all")]["gm_ratio"].astype(float)
+    g = g[g.map(math.isfinite)]
+    if g.empty:
+        return "n/a (no drops)"
+    return f"{g.min():.2f} to {g.max():.2f} (median {g.median():.2f}, {len(g)} quants)"
+
+
+def _route_range(route: pd.DataFrame) -> str:
+    """Routing accuracy range over the pairs that have disagreements, with their count."""
+    pairs = route[(route["task"] == "all") & (route["n_models"] == 2)]
+    has = pairs[pairs["n_disagree"] > 0]
+    if has.empty:
+        return f"n/a (none of {len(pairs)} pairs disagree)"
+    acc = has["route_acc"].astype(float)
+    return (f"{pct(acc.min())} to {pct(acc.max())} ({len(has)} of {len(pairs)} pairs disagree, median "
+            f"{int(has['n_disagree'].median())} prompts)")
+
+
+# ------------------------------------------------------------------------------------------- blocks
+
+def results_table(data: Path = DATA) -> str:
+    """The headline table: the paper's columns (labelled) beside both small-model replications."""
+    studies = {s: _read(s, data) for s in STUDIES}
+    ours = {f"{NAMES[s]} (ours, small-model replication)": v for s, v in studies.items()}
+    cols = list(PAPER_COLUMNS) + list(ours)
+    rows = []
+
+    def row(label: str, paper_key: str | None, fn) -> None:
+        cells = [PAPER_COLUMNS[c].get(paper_key, "") if paper_key else "" for c in PAPER_COLUMNS]
+        cells += [fn(v["stats"], v) for v in ours.values()]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    row("quants in the cohort", "quants", lambda s, v: f"{s['n_quants']} ok ({s['n_zone']} in the zone)")
+    row("rho(KLD, score), full cohort", "full",
+        lambda s, v: f"{r2(s['rho_full'])} {ci(*s['rho_full_ci'])}, {pval(s['p_full'])}")
+    row("same, inside the silent zone (zone from all items)", "zone",
+        lambda s, v: f"{r2(s['rho_zone'])}, {pval(s['p_zone'])} (n={s['n_zone']}); quants CI "
+                     f"{ci(*s['rho_zone_ci'])}, items CI {ci(s['rho_zone_items_lo'], s['rho_zone_items_hi'])}")
+    row("zone rho, held-out zone boundaries (primary)", None,
+        lambda s, v: f"{r2(s['rho_zone_heldout'])} (95% of {s['n_splits_heldout']} splits: "
+                     f"{r2(s['rho_zone_heldout_lo'])} to {r2(s['rho_zone_heldout_hi'])})")
+    row("noise ceiling: zone rho of a perfect metric here (conservative / optimistic)", None,
+        lambda s, v: f"{r2(s['ceiling_conservative_rho_median'])} / {r2(s['ceiling_optimistic_rho_median'])}, "
+                     f"power {pct(s['ceiling_conservative_power'])} / {pct(s['ceiling_optimistic_power'])}")
+    row("items per task for 80% power (conservative / optimistic)", None,
+        lambda s, v: f"{items(s['items_for_power_conservative'])} / {items(s['items_for_power_optimistic'])} "
+                     f"(now {min(s['n_items_per_task'].values())})")
+    row("rho(KLD, disagreement volume), zone", "vol",
+        lambda s, v: f"{r2(s['rho_vol_zone'])} {ci(*s['rho_vol_zone_ci'])}, {pval(s['p_vol_zone'])}")
+    row("per-prompt GM KLD ratio, drops / kept (reference-correct items)", "gm",
+        lambda s, v: _gm_range(v["drop_prediction"]))
+    row("KLD routing accuracy on disagreements (pairs of the 6 lowest-KLD quants)", "route",
+        lambda s, v: _route_range(v["routing"]))
+    head = ["| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    return "\n".join(head + rows)
+
+
+def study_notes(data: Path = DATA) -> str:
+    """One paragraph per study: what the numbers are computed on (variant, zone, items, tokens)."""
+    out = []
+    for study in STUDIES:
+        v = _read(study, data)
+        s, f = v["stats"], v["fidelity"]
+        tok = f[(f["corpus"] == s["corpus"]) & (f["ctx"] == int(s["ctx"])) & (f["metric"] == s["metric"])]
+        ntok = sorted(set(tok["n_tokens"].astype(int)))
+        tasks = ", ".join(TASK_NAMES.get(t, t) for t in s["n_items_per_task"])
+        n_items = sum(s["n_items_per_task"].values())
+        out.append(
+            f"**{NAMES[study]}** ({s['label']}): tasks {tasks} "
+            f"({', '.join(str(n) for n in sorted(set(s['n_items_per_task'].values())))} items each, "
+            f"{n_items} per model); primary variant {s['metric']} on `{s['corpus']}` at ctx {s['ctx']} "
+            f"({'/'.join(str(n) for n in ntok)} scored tokens per quant); zone: {s['zone_definition']}; "
+            f"reference composite score {s['ref_score']:.3f}; {s['n_resamples']:,} bootstrap resamples (quants "
+            f"and items); noise ceiling from {s['ceiling_sims']:,} simulations ({s['ceiling_coupling']} "
+            f"coupling). Zone size under item resampling: median {s['n_zone_items_median']:.0f} "
+            f"(95%: {s['n_zone_items_lo']:.0f} to {s['n_zone_items_hi']:.0f}); the in-sample zone rho on the "
+            f"same halves as the hold-out: median {r2(s['rho_zone_insample'])}.")
+    return "\n\n".join(out)
+
+
+def cohort_tables(data: Path = DATA) -> str:
+    """Per study: quants per method, how many are ok, bits per weight range, wall seconds; failed quants."""
+    out = []
+    for study in STUDIES:
+        q = _read(study, data)["quants"]
+        out.append(f"Cohort of {NAMES[study]} (default profile; wall seconds to make the artifacts, load-time "
+                   "quants are made when loaded):\n")
+        out += ["| method | quants | ok | bits per weight | wall s |", "|---|---|---|---|---|"]
+        for method, g in q.groupby("method", sort=True):
+            ok = g[g["status"] == "ok"]
+            bpw = ok["bpw"].astype(float)
+            out.append(f"| {method} | {len(g)} | {len(ok)} | {bpw.min():.2f}-{bpw.max():.2f} | "
+                       f"{ok['wall_s'].astype(float).sum():.0f} |")
+        failed = q[q["status"] != "ok"]
+        if len(failed):
+            out.append("")
+            out.append("Failed (by design): " + "; ".join(
+                f"`{r.quant_id}`: {str(r.reason).split('|')[0].strip()}" for r in failed.itertuples()))
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def accuracy_table(data: Path = DATA) -> str:
+    """Reference accuracy on the default suites with Wilson intervals (reference_accuracy.csv)."""
+    acc = {s: _read(s, data)["reference_accuracy"].set_index("task") for s in STUDIES}
+    tasks = list(dict.fromkeys(t for s in STUDIES for t in acc[s].index))
+    out = ["| task | chance | " + " | ".join(f"{NAMES[s]} acc [95% CI] | acc_norm" for s in STUDIES) + " |",
+           "|---|---|" + "---|---|" * len(STUDIES)]
+    for t in tasks:
+        chance = next(float(acc[s].loc[t, "chance"]) for s in STUDIES if t in acc[s].index)
+        cells = []
+        for s in STUDIES:
+            if t not in acc[s].index:
+                cells += ["not in its default suite", ""]
+                continue
+            r = acc[s].loc[t]
+            cells += [f"{100 * r['acc']:.1f}% [{100 * r['acc_ci_low']:.1f}, {100 * r['acc_ci_high']:.1f}]",
+                      f"{100 * r['acc_norm']:.1f}%"]
+        out.append(f"| {TASK_NAMES.get(t, t)} | {100 * chance:.0f}% | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def _verdict(s: dict) -> str:
+    """How well this study's zone test could see a perfect metric (from its noise-ceiling power)."""
+    hi = max(s["ceiling_conservative_power"], s["ceiling_optimistic_power"])
+    if hi < 0.5:
+        return "cannot tell 'KLD fails in the zone' from 'the benchmark cannot see inside the zone'"
+    if hi < 0.8:
+        return "would detect a perfect metric in only about half of the studies, so a null result is weak evidence"
+    return "would detect a perfect metric in most studies"
+
+
+def reading(data: Path = DATA) -> str:
+    """The paragraph that reads both results, every number from stats.json."""
+    s = _read("smollm2", data)["stats"]
+    g = _read("gemma3", data)["stats"]
+    n = min(s["n_items_per_task"].values())
+    return (
+        f"Over the whole SmolLM2 cohort KLD ranks quants (rho {r2(s['rho_full'])}); inside the pre-specified zone "
+        f"({s['zone_definition']}, {s['n_zone']} of {s['n_quants']} quants) the in-sample rho is "
+        f"{r2(s['rho_zone'])} ({pval(s['p_zone'])}), and with zone boundaries chosen on held-out items "
+        f"{r2(s['rho_zone_heldout'])}, while KLD still tracks how much the answers move (rho "
+        f"{r2(s['rho_vol_zone'])} with the disagreement volume). At {n} items per task a metric that ranked "
+        f"true quality perfectly would show a zone rho of {r2(s['ceiling_conservative_rho_median'])} "
+        f"(conservative truth) to {r2(s['ceiling_optimistic_rho_median'])} (optimistic), significant in "
+        f"{pct(s['ceiling_conservative_power'])} to {pct(s['ceiling_optimistic_power'])} of simulated studies, "
+        f"so this zone test {_verdict(s)}; the item-resampling CI of the zone rho, "
+        f"{ci(s['rho_zone_items_lo'], s['rho_zone_items_hi'])}, spans both readings. Gemma 3 "
+        f"({g['n_zone']} of {g['n_quants']} quants in the zone): zone rho {r2(g['rho_zone'])} "
+        f"({pval(g['p_zone'])}), held out {r2(g['rho_zone_heldout'])}, against a ceiling of "
+        f"{r2(g['ceiling_conservative_rho_median'])} to {r2(g['ceiling_optimistic_rho_median'])} (power "
+        f"{pct(g['ceiling_conservative_power'])} to {pct(g['ceiling_optimistic_power'])}): its zone test "
+        f"{_verdict(g)}. A perfect metric reaches 80% power at about "
+        f"{items(s['items_for_power_conservative'])} (SmolLM2) and {items(g['items_for_power_conservative'])} "
+        f"(Gemma 3) items per task under the conservative truth; the embedded replication cannot support or "
+        f"refute the paper's central claim before it has them.")
+
+
+BLOCKS = {"results-table": results_table, "study-notes": study_notes, "reading": reading,
+          "cohort-tables": cohort_tables, "accuracy-table": accuracy_table}
+
+
+# ----------------------------------------------------------------------------------------- README
+
+def _pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- numbers:{re.escape(name)} -->\n)(.*?)(<!-- /numbers:{re.escape(name)} -->)",
+                      re.S)
+
+
+def render(text: str, data: Path = DATA) -> str:
+    """`text` with every generated block rewritten; NumbersError if a block's markers are missing."""
+    for name, fn in BLOCKS.items():
+        pat = _pattern(name)
+        if not pat.search(text):
+            raise NumbersError(f"{README.name}: block {name!r} not found (markers <!-- numbers:{name} -->)")
+        body = fn(data).rstrip("\n") + "\n"
+        text = pat.sub(lambda m, b=body: m.group(1) + b + m.group(3), text)
+    return text
+
+
+def stale_blocks(text: str, data: Path = DATA) -> list[str]:
+    """Names of the blocks whose text differs from what `render` writes."""
+    new = render(text, data)
+    return [n for n in BLOCKS if _pattern(n).search(text).group(2) != _pattern(n).search(new).group(2)]
+
+
+def main(check: bool = False, readme: Path = README, data: Path = DATA) -> int:
+    text = readme.read_text()
+    if check:
+        stale = stale_blocks(text, data)
+        if stale:
+            print(f"{readme}: generated block(s) {stale} are stale; run `make numbers`")
+            return 1
+        print(f"{readme}: generated blocks up to date")
+        return 0
+    readme.write_text(render(text, data))
+    print(f"{readme}: {len(BLOCKS)} generated blocks written")
+    return 0
