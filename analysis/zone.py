@@ -102,13 +102,16 @@ def robustness_table(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.D
                      definition: str = DEFAULT_DEFINITION, threshold: float = DEFAULT_THRESHOLD,
                      rng: np.random.Generator | None = None, n_resamples: int = DEFAULT_RESAMPLES,
                      weights: Weights = None, margin: float | None = None,
-                     alpha: float = 0.05) -> pd.DataFrame:
+                     alpha: float = 0.05, holdout_rng: np.random.Generator | None = None,
+                     holdout_splits: int = 0) -> pd.DataFrame:
     """rho(metric, composite score), full cohort and zone, for every variant (corpus x ctx x metric).
 
     Returns one row per variant: corpus, ctx, metric, then CORR_COLUMNS suffixed _full and _zone,
     p_holm_full and p_holm_zone (Holm over all variants, each scope its own family), mdr_zone (the
     minimum |rho| detectable in the zone at `alpha`, power 0.8) and, when `margin` is given,
-    tost_p_zone and equivalent_zone (TOST of |rho_zone| < margin).
+    tost_p_zone and equivalent_zone (TOST of |rho_zone| < margin). With `holdout_rng` and
+    holdout_splits > 0 (score-based zone definitions), the `holdout_variants` columns are joined:
+    the held-out zone rho of every variant on the same splits (the consolidated variants table).
     """
     rows = []
     for (corpus, ctx), cohort in cohorts(samples, fidelity, quants, weights):
@@ -126,6 +129,10 @@ def robustness_table(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.D
     out = pd.DataFrame(rows)
     out["p_holm_full"] = holm(out["p_full"])
     out["p_holm_zone"] = holm(out["p_zone"])
+    if holdout_rng is not None and holdout_splits > 0:
+        held = holdout_variants(samples, fidelity, quants, holdout_rng, holdout_splits, definition, threshold,
+                                weights)
+        out = out.merge(held, on=["corpus", "ctx", "metric"], how="left", validate="one_to_one")
     return out
 
 
@@ -191,6 +198,54 @@ def holdout(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame,
         for name, sel in (("heldout", zone_a), ("insample", zone_b), ("full", np.ones(len(x), bool))):
             rec[f"n_{name}"], rec[f"rho_{name}"], rec[f"p_{name}"] = _rho(x[sel], score_b[sel])
         out.append(rec)
+    return pd.DataFrame(out)
+
+
+def holdout_variants(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame,
+                     rng: np.random.Generator, n_splits: int = 1000, definition: str = DEFAULT_DEFINITION,
+                     threshold: float = DEFAULT_THRESHOLD, weights: Weights = None,
+                     level: float = LEVEL) -> pd.DataFrame:
+    """The held-out zone rho of every fidelity variant (corpus x ctx x metric), on shared splits.
+
+    Each split (`split_mask`, drawn once and used for every variant, so variants are compared on the
+    same halves) decides the zone from half A's exact scores and correlates each variant's metric with
+    half B's scores inside it, as `holdout` does for one variant. Score-based zone definitions only
+    (relative, absolute): the zone does not depend on the metric. Returns one row per variant (sorted):
+    corpus, ctx, metric, n_splits_valid (splits with a defined rho), rho_heldout (median over splits),
+    rho_heldout_lo, rho_heldout_hi (central `level` interval over splits), frac_significant_heldout
+    (share of valid splits with p < 0.05), n_zone_heldout (median zone size with a finite metric).
+    """
+    if definition not in ("relative", "absolute"):
+        raise ValueError(f"holdout_variants needs a score-based zone definition, got {definition!r}")
+    m = item_matrix(samples)
+    ref = m.row(REFERENCE)
+    ids = cohort_quants(quants)
+    rows = [m.row(q) for q in ids]
+    variants_ = []  # (corpus, ctx, metric, x (n,))
+    for (corpus, ctx), cohort in cohorts(samples, fidelity, quants, weights):
+        assert list(cohort["quant_id"]) == ids
+        for metric in metric_columns(cohort):
+            variants_.append((corpus, ctx, metric, cohort[metric].to_numpy(float)))
+    rho = np.full((len(variants_), n_splits), np.nan)
+    p = np.full_like(rho, np.nan)
+    nz = np.zeros_like(rho)
+    for s in range(n_splits):
+        a = split_mask(m, rng)
+        num_a, den_a = exact_scores(m, weights, a)
+        zone = zone_rule_int(num_a[rows], num_a[ref], den_a, None, None, definition, threshold)
+        num_b, den_b = exact_scores(m, weights, ~a)
+        score_b = num_b[rows] / den_b
+        for v, (_, _, _, x) in enumerate(variants_):
+            nz[v, s], rho[v, s], p[v, s] = _rho(x[zone], score_b[zone])
+    q = (1 - level) / 2
+    out = []
+    for v, (corpus, ctx, metric, _) in enumerate(variants_):
+        ok = np.isfinite(rho[v])
+        lo, med, hi = np.quantile(rho[v, ok], [q, 0.5, 1 - q]) if ok.any() else (math.nan,) * 3
+        out.append(dict(corpus=corpus, ctx=int(ctx), metric=metric, n_splits_valid=int(ok.sum()),
+                        rho_heldout=float(med), rho_heldout_lo=float(lo), rho_heldout_hi=float(hi),
+                        frac_significant_heldout=float((p[v, ok] < 0.05).mean()) if ok.any() else math.nan,
+                        n_zone_heldout=float(np.median(nz[v]))))
     return pd.DataFrame(out)
 
 

@@ -173,3 +173,26 @@ def test_headline_stats_has_stats_keys_and_is_json(study):
     assert tiny["n_zone"] == 0 and tiny["rho_zone"] is None
     json.dumps(tiny, allow_nan=False)
     assert isinstance(pd.Series(h).to_json(), str)
+
+
+def test_holdout_variants_matches_holdout_on_the_same_splits(study):
+    """Every variant is scored on the same splits: with the same seed, a variant's row equals the
+    median / interval of `holdout` for that variant alone (which draws the same split sequence)."""
+    samples, fidelity, quants = study
+    hv = Z.holdout_variants(samples, fidelity, quants, np.random.default_rng(5), n_splits=40)
+    assert len(hv) == len(fidelity[["corpus", "ctx", "metric"]].drop_duplicates())
+    for corpus, ctx, metric in (("wiki", 256, "kld_mean"), ("c4", 512, "top1_agreement")):
+        one = Z.holdout(samples, fidelity, quants, corpus, ctx, np.random.default_rng(5), metric, n_splits=40)
+        row = hv[(hv["corpus"] == corpus) & (hv["ctx"] == ctx) & (hv["metric"] == metric)].iloc[0]
+        rho = one["rho_heldout"].to_numpy(float)
+        ok = np.isfinite(rho)
+        assert row["n_splits_valid"] == ok.sum()
+        assert row["rho_heldout"] == np.median(rho[ok])
+        assert (row["rho_heldout_lo"], row["rho_heldout_hi"]) == tuple(np.quantile(rho[ok], [0.025, 0.975]))
+        assert row["frac_significant_heldout"] == (one["p_heldout"].to_numpy(float)[ok] < 0.05).mean()
+    rob = Z.robustness_table(samples, fidelity, quants, holdout_rng=np.random.default_rng(5), holdout_splits=40)
+    key = ["corpus", "ctx", "metric"]
+    pd.testing.assert_frame_equal(rob[key + ["rho_heldout"]].reset_index(drop=True),
+                                  hv.sort_values(key)[key + ["rho_heldout"]].reset_index(drop=True))
+    with pytest.raises(ValueError, match="score-based"):
+        Z.holdout_variants(samples, fidelity, quants, np.random.default_rng(0), 2, definition="bpw", threshold=5)
