@@ -1,10 +1,10 @@
-"""Shared by the CPU benchmarks: the machine header, interleaved timing, inputs, result files.
+"""Shared by the CPU performance scripts: the machine header, interleaved timing, inputs, result files.
 
-Every benchmark measures a ratio of two ways of doing the same work in one process, their
+Every script measures a ratio of two ways of doing the same work in one process, their
 repetitions interleaved (A B B A ...), and reports the median of the per-pair ratios: on a shared,
 noisy machine the absolute times drift, the ratio of neighbours does not.
 
-A result file (bench/cpu/<name>.json) holds {"name", "title", "header", "rows", "notes"}; a row is
+A result file (perf/cpu/<name>.json) holds {"name", "title", "header", "rows", "notes"}; a row is
 {"metric", "value", "target", "op", "pass", "unit", "detail"} with op one of "<=", ">=" (None: info).
 """
 
@@ -26,16 +26,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PYTHONWARNINGS", "ignore")  # for the child processes
 warnings.filterwarnings("ignore")  # bitsandbytes warns once per matmul
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-OUT = BENCH / "cpu"
+PERF = Path(__file__).resolve().parent
+REPO = PERF.parent
+OUT = PERF / "cpu"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 # One thread by default: on a shared 2-core machine llama.cpp's threads spin at barriers while the
 # other is descheduled (4 minutes of CPU for 2 of wall measured here under load 7); set
-# SILENTZONE_BENCH_THREADS=2 on a quiet machine. Every ratio compares like with like at this count.
-THREADS = int(os.environ.get("SILENTZONE_BENCH_THREADS", "1"))
+# SILENTZONE_PERF_THREADS=2 on a quiet machine. Every ratio compares like with like at this count.
+THREADS = int(os.environ.get("SILENTZONE_PERF_THREADS", "1"))
 MODEL = "embedded:smollm2-135m-instruct"
 
 
@@ -62,7 +62,7 @@ def header() -> dict:
         import subprocess
         commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, timeout=10).stdout.strip()
-    except Exception:  # noqa: BLE001 - a header never stops a benchmark
+    except Exception:  # noqa: BLE001 - a header never stops a measurement
         commit = ""
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": THREADS,
             "loadavg": [round(x, 2) for x in os.getloadavg()], "versions": vers,
@@ -194,6 +194,6 @@ def tiny_models(work: Path) -> tuple[Path, Path]:
 def work_dir(name: str) -> Path:
     """A scratch folder for stores, quants and text files (removed by nobody: reruns reuse it)."""
     from silentzone.paths import cache_home
-    d = cache_home() / "bench" / name
+    d = cache_home() / "perf" / name
     d.mkdir(parents=True, exist_ok=True)
     return d

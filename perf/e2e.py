@@ -1,8 +1,8 @@
 """End to end (issue 8, target 5): wall time of the whole DAG and each stage's share.
 
-    python bench/e2e.py                                   # the default studies already run
-    python bench/e2e.py --study-dir ~/.cache/silentzone/studies/smollm2/default
-    python bench/e2e.py --smoke                           # also run the smoke DAG afresh and time it
+    python perf/e2e.py                                   # the default studies already run
+    python perf/e2e.py --study-dir ~/.cache/silentzone/studies/smollm2/default
+    python perf/e2e.py --smoke                           # also run the smoke DAG afresh and time it
 
 Reads Snakemake's own run logs (<study_dir>/.snakemake/log/*.snakemake.log): each job's start and
 finish lines (1 s resolution) give its wall seconds; the stage of a job is its rule (the seven
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     ap.add_argument("--study-dir", nargs="*", type=Path, help="default: the cache's default studies")
     ap.add_argument("--smoke", action="store_true", help="run a fresh smoke DAG and time it")
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--json", type=Path, default=REPO / "bench" / "cpu" / "e2e.json")
+    ap.add_argument("--json", type=Path, default=REPO / "perf" / "cpu" / "e2e.json")
     args = ap.parse_args(argv)
     from silentzone.paths import cache_home
     dirs = args.study_dir

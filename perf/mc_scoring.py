@@ -1,8 +1,8 @@
 """Target 4: shared-context multiple-choice scoring gives >= 3x the items per second of scoring each
 choice with its own full forward pass, with identical per-item results.
 
-shared = `bench.mc.score_mc(..., shared=True, batched=True)` (the opt-in batched mode, see
-bench/mc.py for why it is not the default): the context once, shared by every choice
+shared = `silentzone.bench.mc.score_mc(..., shared=True, batched=True)` (the opt-in batched mode, see
+silentzone/bench/mc.py for why it is not the default): the context once, shared by every choice
 (llama.cpp: one KV stream per choice, the context's cells copied into each, all continuations in
 one decode call; transformers: one forward of context + all choices under a tree mask); full =
 `shared=False`: one forward pass of context + choice per choice. Both on the

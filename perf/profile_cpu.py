@@ -2,7 +2,7 @@
 (llama.cpp F32) and scoring against the compact store (llama.cpp GGUF quant; transformers float32),
 each under cProfile, top functions by own time (torch and llama.cpp calls are leaves there).
 
-    .venv/bin/python bench/profile_cpu.py [--tokens 1024 --ctx 256 --top 12]
+    .venv/bin/python perf/profile_cpu.py [--tokens 1024 --ctx 256 --top 12]
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Run every CPU benchmark (`make bench`), print each ratio against its target with the machine,
-versions and date, and write bench/cpu/results.json and the CPU block of bench/RESULTS.md.
+"""Run every CPU performance script (`make perf`), print each ratio against its target with the machine,
+versions and date, and write perf/cpu/results.json and the CPU block of docs/performance.md.
 
-    .venv/bin/python bench/run_all.py [--only scoring_overhead,mc_scoring] [--quick]
+    .venv/bin/python perf/run_all.py [--only scoring_overhead,mc_scoring] [--quick]
 
 Each script runs in its own process (fresh memory; one failing does not stop the others) and
-writes bench/cpu/<name>.json. bench/e2e.py (end-to-end stage shares) runs too when it exists.
-Only the text between the cpu-bench markers of RESULTS.md is rewritten.
+writes perf/cpu/<name>.json. perf/e2e.py (end-to-end stage shares) runs too when it exists.
+Only the text between the perf-cpu markers of docs/performance.md is rewritten.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 SCRIPTS = ("scoring_overhead", "store_size", "vs_llama_perplexity", "mc_scoring", "memory", "quant_job")
-BEGIN, END = "<!-- cpu-bench:begin -->", "<!-- cpu-bench:end -->"
-HEADING = ("## CPU\n\nWritten by `make bench` (`bench/run_all.py`): ratios measured side by side in one "
+BEGIN, END = "<!-- perf-cpu:begin -->", "<!-- perf-cpu:end -->"
+HEADING = ("## CPU\n\nWritten by `make perf` (`perf/run_all.py`): ratios measured side by side in one "
            "run, repetitions interleaved, median of neighbouring pairs. Numbers: "
-           "`bench/cpu/results.json`.\n\n")
+           "`perf/cpu/results.json`.\n\n")
 
 
 def rewrite_block(path: Path, body: str) -> None:
-    """Replace the text between the cpu-bench markers of `path` with `body`; without the markers,
+    """Replace the text between the perf-cpu markers of `path` with `body`; without the markers,
     insert a CPU section holding them just above the `## GPU` heading (else at the end). Nothing
     outside the markers changes."""
     path = Path(path)
@@ -38,7 +38,7 @@ def rewrite_block(path: Path, body: str) -> None:
         a, b = text.index(BEGIN), text.index(END) + len(END)
         new = text[:a] + block + text[b:]
     elif BEGIN in text or END in text:
-        raise ValueError(f"{path}: cpu-bench markers are unbalanced; fix them by hand")
+        raise ValueError(f"{path}: perf-cpu markers are unbalanced; fix them by hand")
     else:
         lines = text.splitlines(keepends=True)
         at = next((i for i, ln in enumerate(lines) if ln.rstrip() == "## GPU"), None)
@@ -68,7 +68,7 @@ NOTES = {
     "mc_scoring": "The first items of each task (no support paragraph: short contexts). With k "
                   "choices the ideal speed-up is k (context + choice) / (context + k choices). "
                   "Shared = the opt-in batched mode (SILENTZONE_MC_BATCHED=1; why it is not the "
-                  "default: bench/RESULTS.md, targets 2-4 again). "
+                  "default: docs/performance.md, target 4). "
                   "llama.cpp: the context in one KV stream, copied to one stream per choice, then "
                   "all continuations in one decode call (padded to the longest): two passes over the "
                   "weights per item instead of k + 1, and the same logit bits as the per-choice "
@@ -97,9 +97,9 @@ def markdown(results: list[dict], hdr: dict, log: list[str]) -> str:
     out = [f"Machine: {hdr['cpu']}, {hdr['cores']} cores, {hdr['threads']} threads used, load average "
            f"{' / '.join(map(str, hdr['loadavg']))} at the start (shared machine). Versions: "
            + ", ".join(f"{k} {x}" for k, x in v.items() if x) + f". Date {hdr['date']}, commit "
-           f"{hdr['commit']}. Command: `make bench` (a script rerun alone: "
-           f"`bench/run_all.py --only NAME`; each row shows when its script ran).", "",
-           "| benchmark | ratio | value | target | result | detail |", "|---|---|---|---|---|---|"]
+           f"{hdr['commit']}. Command: `make perf` (a script rerun alone: "
+           f"`perf/run_all.py --only NAME`; each row shows when its script ran).", "",
+           "| script | ratio | value | target | result | detail |", "|---|---|---|---|---|---|"]
     for r in results:
         for x in r["rows"]:
             tgt = f"{x['op']} {x['target']}" if x["op"] else "(info)"
@@ -121,11 +121,11 @@ def markdown(results: list[dict], hdr: dict, log: list[str]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="comma-separated script names (default: all)")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes (tests); writes no RESULTS.md")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (tests); writes no docs/performance.md")
     ap.add_argument("--out", type=Path, default=C.OUT)
-    ap.add_argument("--results-md", type=Path, default=C.BENCH / "RESULTS.md")
+    ap.add_argument("--results-md", type=Path, default=C.REPO / "docs" / "performance.md")
     ap.add_argument("--report-only", action="store_true",
-                    help="run nothing: rebuild results.json and the RESULTS.md block from the result files")
+                    help="run nothing: rebuild results.json and the docs/performance.md block from the result files")
     a = ap.parse_args(argv)
     names = [] if a.report_only else ([n for n in a.only.split(",") if n] or list(SCRIPTS))
     hdr = C.header()
@@ -135,13 +135,13 @@ def main(argv=None) -> int:
     for n in names:
         t0 = time.perf_counter()
         print(f"\n== {n}", flush=True)
-        cmd = [sys.executable, str(C.BENCH / f"{n}.py"), "--out", str(a.out)] + (["--quick"] if a.quick else [])
+        cmd = [sys.executable, str(C.PERF / f"{n}.py"), "--out", str(a.out)] + (["--quick"] if a.quick else [])
         rc = subprocess.run(cmd).returncode
         if rc:
             failed += 1
             log.append(f"{n}: FAILED (exit {rc}); its earlier result, if any, is shown.")
         print(f"   ({time.perf_counter() - t0:.0f} s, exit {rc})", flush=True)
-    e2e = C.BENCH / "e2e.py"
+    e2e = C.PERF / "e2e.py"
     if a.quick:
         print("\n== e2e: skipped in --quick mode")
     elif not a.report_only and (not a.only or "e2e" in names):
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
                 failed += 1
                 log.append(f"e2e: FAILED (exit {rc})")
         else:
-            print("\n== e2e: bench/e2e.py does not exist; skipped")
+            print("\n== e2e: perf/e2e.py does not exist; skipped")
     results = []
     for p in sorted(Path(a.out).glob("*.json")):
         if p.name == "results.json":

@@ -68,7 +68,7 @@ def main() -> None:
         print(json.dumps(ours(r, c, t, int(ctx), store, int(threads))))
         return
     a = C.args(__doc__, chars=9000, ctx=512, reps=3, gguf="Q4_K_M")
-    sys.path.insert(0, str(C.BENCH))
+    sys.path.insert(0, str(C.PERF))
     from store_size import text_file
     work = C.work_dir("vs_llama_perplexity")
     ref = C.reference()

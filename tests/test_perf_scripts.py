@@ -1,6 +1,6 @@
-"""The CPU benchmark scripts (bench/): the RESULTS.md block rewriter, the interleaved timer and the
+"""The CPU performance scripts (perf/): the docs/performance.md block rewriter, the interleaved timer and the
 result rows, and one script end to end in --quick mode on the tiny random Llamas. No timing is
-asserted: speed is measured by `make bench`, never by tests."""
+asserted: speed is measured by `make perf`, never by tests."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-sys.path.insert(0, str(BENCH))
+PERF = Path(__file__).resolve().parent.parent / "perf"
+sys.path.insert(0, str(PERF))
 
 import _common as C  # noqa: E402
 import run_all  # noqa: E402
@@ -21,7 +21,7 @@ GPU = "## GPU\n\nOne lent H100 ...\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
 
 
 def test_rewrite_block_inserts_cpu_section_above_gpu_and_leaves_gpu_alone(tmp_path):
-    p = tmp_path / "RESULTS.md"
+    p = tmp_path / "performance.md"
     p.write_text("# Benchmarks of the pipeline\n\n" + GPU)
     run_all.rewrite_block(p, "first body")
     text = p.read_text()
@@ -38,7 +38,7 @@ def test_rewrite_block_inserts_cpu_section_above_gpu_and_leaves_gpu_alone(tmp_pa
 
 
 def test_rewrite_block_refuses_unbalanced_markers(tmp_path):
-    p = tmp_path / "RESULTS.md"
+    p = tmp_path / "performance.md"
     p.write_text(f"## CPU\n{run_all.BEGIN}\nold\n\n" + GPU)
     with pytest.raises(ValueError, match="unbalanced"):
         run_all.rewrite_block(p, "new")
@@ -74,8 +74,8 @@ def test_markdown_lists_every_row_with_its_verdict():
 
 
 def test_mc_scoring_quick_runs_and_asserts_identical_results(tmp_path):
-    """bench/mc_scoring.py --quick on the tiny random Llama: shared == per-choice, a result file."""
-    p = subprocess.run([sys.executable, str(BENCH / "mc_scoring.py"), "--quick", "--out", str(tmp_path)],
+    """perf/mc_scoring.py --quick on the tiny random Llama: shared == per-choice, a result file."""
+    p = subprocess.run([sys.executable, str(PERF / "mc_scoring.py"), "--quick", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads((tmp_path / "mc_scoring.json").read_text())
@@ -102,7 +102,7 @@ def test_report_only_rebuilds_results_json_and_the_block_from_result_files(tmp_p
     res = {"name": "store_size", "title": "t", "header": hdr, "notes": [],
            "rows": [C.row("exact / llama", 1.0001, 1.0, "<=")]}
     (tmp_path / "store_size.json").write_text(json.dumps(res))
-    md = tmp_path / "RESULTS.md"
+    md = tmp_path / "performance.md"
     md.write_text("# Benchmarks\n\n" + GPU)
     assert run_all.main(["--report-only", "--out", str(tmp_path), "--results-md", str(md)]) == 0
     text = md.read_text()

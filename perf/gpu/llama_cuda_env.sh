@@ -1,10 +1,10 @@
-# Sourced by bench/gpu/llama_cuda.sh and bench/gpu/llama_cuda_diag.sh on the lent GPU machine (repository
+# Sourced by perf/gpu/llama_cuda.sh and perf/gpu/llama_cuda_diag.sh on the lent GPU machine (repository
 # root): installs the carried bindings, unpacks the pinned llama.cpp tree, and builds it with CUDA
 # (about 5 minutes on 16 cores) unless a build of an earlier call was carried back in
 # $CARRY/cuda-bin.tar.xz.part* (made by llama_cuda_pack below; the same absolute path, so the tools'
 # RUNPATH holds). Exports B (the build folder), LLAMA_CPP_LIB_PATH, PYTHONPATH.
 #
-# It needs, in .llcarry/ (carried; made on the development machine, see bench/RESULTS.md "GPU"):
+# It needs, in .llcarry/ (carried; made on the development machine, see docs/performance.md "GPU"):
 #   llama-src.tar.xz   the sdist's tree trimmed to what the build and the converter need (4.4 MB)
 #   llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl   the bindings alone (built with
 #                      CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF"), pointed at the CUDA
@@ -33,7 +33,7 @@ if [ ! -x "$B/cmake-build-cuda/bin/llama-perplexity" ]; then
   && cmake --build "$B/cmake-build-cuda" -j16 --target llama llama-perplexity llama-quantize llama-imatrix \
      >> "$OUT/build.log" 2>&1
   rc=$?
-  # why the libraries come out with a static libstdc++ here (not established; see bench/RESULTS.md)
+  # why the libraries come out with a static libstdc++ here (not established; see docs/performance.md)
   grep -E "^CMAKE_(CXX|CUDA|SHARED_LINKER|EXE_LINKER)_FLAGS[:=]" "$B/cmake-build-cuda/CMakeCache.txt" >> "$OUT/build.log" 2>&1
   echo "llama.cpp CUDA build: exit $rc, $(( $(date +%s) - t0 )) s (configure + build, -j16, sm_90)" | tee -a "$OUT/build.log"
   [ $rc -eq 0 ] || { tail -30 "$OUT/build.log"; return 1; }

@@ -1,8 +1,8 @@
-"""One case of the llama.cpp-on-CUDA load diagnosis (bench/gpu/llama_cuda_diag.sh runs each case in
+"""One case of the llama.cpp-on-CUDA load diagnosis (perf/gpu/llama_cuda_diag.sh runs each case in
 its own process): which order of torch and llama.cpp, in one process, lets a GGUF model load with
 every layer offloaded and decode.
 
-    python3 bench/gpu/llama_diag.py CASE model.gguf
+    python3 perf/gpu/llama_diag.py CASE model.gguf
 
 Cases:
   nolib          llama_cpp alone, torch never imported

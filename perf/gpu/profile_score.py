@@ -3,7 +3,7 @@ this tree (new) side by side on the same random dense Qwen3-shaped model (1.3B p
 vocabulary 151,936, bf16) and the same compact store (32 windows x 1,024, half scored, 8 windows
 per call), each next to the bare forward, then one run of each under torch.profiler.
 
-    python3 bench/gpu/profile_score.py --out DIR [--old DIR_WITH score_old.py kernels_old.py]
+    python3 perf/gpu/profile_score.py --out DIR [--old DIR_WITH score_old.py kernels_old.py]
 
 Writes DIR/profile.json (tok/s, ratio, GPU busy share per variant) and DIR/profile_<variant>.txt
 (the profiler's tables: CUDA kernels by device time, CPU ops by self CPU time). The old files

@@ -2,7 +2,7 @@
  * backtrace of the faulting thread to stderr (glibc backtrace_symbols_fd: "lib(+0xOFF)" or
  * "lib(sym+0xOFF)"; llama_cuda_diag.sh resolves the offsets with addr2line), then dies by the same
  * signal. Python's faulthandler (-X faulthandler) chains to it after its own Python traceback.
- *   gcc -O1 -shared -fPIC -o /tmp/segv_bt.so bench/gpu/segv_bt.c */
+ *   gcc -O1 -shared -fPIC -o /tmp/segv_bt.so perf/gpu/segv_bt.c */
 #define _GNU_SOURCE
 #include <execinfo.h>
 #include <signal.h>

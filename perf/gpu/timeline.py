@@ -1,7 +1,7 @@
 """Where the GPU idles during score_store: one run under torch.profiler (chrome trace), kernel
 intervals of every stream merged, the idle gaps listed with the CPU-side calls that were running.
 
-    python3 bench/gpu/timeline.py --out DIR
+    python3 perf/gpu/timeline.py --out DIR
 
 Same model and store as profile_score.py (dense Qwen3 shape, 1.3B, vocabulary 151,936, bf16,
 32 windows x 1,024, 8 per call). Writes DIR/timeline.json: wall, union of kernel time, idle time,
