@@ -26,7 +26,7 @@ def _first_stop(text: str, stops) -> int:
 
 def greedy(model, prompt_ids: list[int], decode: Callable[[list[int]], str], max_new_tokens: int = 256,
            stops=(), eos: set[int] | frozenset = frozenset()) -> tuple[list[int], str]:
-    step = _llama_steps(model, prompt_ids) if model.kind == "llama.cpp" else _hf_steps(model, prompt_ids)
+    step = model.decode_steps(prompt_ids)  # the engine's KV cache, one token at a time
     gen: list[int] = []
     text = ""
     logits = next(step)
@@ -48,28 +48,3 @@ def greedy(model, prompt_ids: list[int], decode: Callable[[list[int]], str], max
     while keep > 0 and len(decode(gen[:keep])) > cut:
         keep -= 1
     return gen[:keep], text
-
-
-def _llama_steps(model, prompt_ids):
-    llm = model.llm
-    if len(prompt_ids) >= llm.n_ctx():
-        raise ValueError(f"{model.name}: prompt of {len(prompt_ids)} tokens exceeds n_ctx {llm.n_ctx()}")
-    llm.reset()
-    llm.eval(list(prompt_ids))
-    while True:
-        tok = yield np.array(llm.scores[llm.n_tokens - 1], dtype=np.float32)
-        if llm.n_tokens >= llm.n_ctx():
-            return
-        llm.eval([tok])
-
-
-def _hf_steps(model, prompt_ids):
-    import torch
-    m, dev = model.model, model.device
-    with torch.no_grad():
-        out = m(input_ids=torch.tensor([list(prompt_ids)], device=dev), use_cache=True)
-    while True:
-        tok = yield out.logits[0, -1].float().cpu().numpy()
-        with torch.no_grad():
-            out = m(input_ids=torch.tensor([[tok]], device=dev), past_key_values=out.past_key_values,
-                    use_cache=True)

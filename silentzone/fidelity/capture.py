@@ -4,14 +4,14 @@ log-probs window by window (see store.py for the windows, scoring modes and enco
     store = capture(ref.gguf, ids, ctx=512, out=dir, kinds=("exact", "compact"))
     stores = capture_study(study)         # every corpus x context of a study's profile
 
-Also the small model helpers both capture and scoring use: `open_scorer`, `model_tokenize`,
-`model_bos` and `window_logits` (one logits call for a batch of windows, scored rows only).
+Also the small model helpers both capture and scoring use: `open_scorer` (backends.open_model),
+`model_tokenize`, `model_bos` and `window_logits` (one logits call for a batch of windows, scored
+rows only), each the model's own method (backends.Model), whatever its engine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends import open_model, reference_source
 from .store import DEFAULT_K, DEFAULT_M, Store, first_scored, make_windows
 
 
@@ -45,97 +46,27 @@ def probe_text() -> str:
 
 def open_scorer(path, n_ctx: int, device: str = "cpu", threads: int | None = None, name: str = ""):
     """backends.open_model, remembering the path it came from (for its tokenizer)."""
-    from ..backends import open_model
     m = open_model(path, device=device, n_ctx=n_ctx, threads=threads, name=name)
     m.source = Path(path)
     return m
 
 
-def _hf_tokenizer(m):
-    """The HF tokenizer that belongs to a transformers model, or None if none is saved with it."""
-    from transformers import AutoTokenizer
-    cands = [getattr(m.model, "name_or_path", "") or "", str(getattr(m, "source", ""))]
-    for c in cands:
-        d = Path(c)
-        if c and d.is_dir() and any((d / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-            return AutoTokenizer.from_pretrained(d)
-    return None
-
-
 def model_tokenize(m, text: str) -> list[int] | None:
     """Token ids of `text` by the model's own tokenizer (llama.cpp or HF); None if it has none."""
-    if m.kind == "llama.cpp":
-        return [int(i) for i in m.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)]
-    if not hasattr(m, "_tok"):
-        m._tok = _hf_tokenizer(m)
-    return None if m._tok is None else [int(i) for i in m._tok(text)["input_ids"]]
+    return m.tokenize(text)
 
 
 def model_bos(m) -> int | None:
     """The BOS id that windows start with, or None when the model's tokenizer adds no BOS."""
-    if m.kind == "llama.cpp":
-        model = m.llm._model
-        return int(m.llm.token_bos()) if model.add_bos_token() else None
-    ids = model_tokenize(m, "a")
-    tok = getattr(m, "_tok", None)
-    if ids and tok is not None and tok.bos_token_id is not None and ids[0] == tok.bos_token_id:
-        return int(tok.bos_token_id)
-    return None
+    return m.bos()
 
 
 def window_logits(m, windows: np.ndarray, first: int, out=None):
     """Logits at positions first .. ctx-2 of each window: [B, ctx-1-first, V] (torch on the model's
-    device for transformers, numpy float32 for llama.cpp). Each window starts from an empty cache.
-    llama.cpp only: `out` [B, ctx-first, V] (numpy, or a torch tensor, e.g. on the GPU where the
-    metrics run) receives the rows first .. ctx-1; the returned array is out[:, :-1]."""
-    windows = np.atleast_2d(windows)
-    if m.kind == "llama.cpp":
-        from ..logits import llama_logits
-        if out is None:
-            out = np.empty((len(windows), windows.shape[1] - first, m.vocab_size), dtype=np.float32)
-        for b, w in enumerate(windows):
-            llama_logits(m.llm, w, start=first, out=out[b])
-        return out[:, :-1]
-    import torch
-    x = torch.from_numpy(windows.astype(np.int64))
-    if str(m.device).startswith("cuda"):  # page-locked: the copy does not wait for the device
-        x = x.pin_memory().to(m.device, non_blocking=True)
-    else:
-        x = x.to(m.device)
-    keep = windows.shape[1] - first
-    with torch.no_grad():  # not inference_mode: optimum-quanto int4 fails under it
-        try:
-            z = m.model(x, logits_to_keep=keep).logits
-        except TypeError:
-            z = m.model(x).logits
-        return z[:, -keep:-1]
-
-
-def llama_gpu_buffer(m, batch: int, rows: int):
-    """For a llama.cpp model opened on a GPU (a CUDA build offloads every layer), a float32 buffer
-    [batch, rows, V] on that GPU for window_logits(out=): logits go there straight from llama.cpp's
-    buffer and are encoded or scored on the GPU. None otherwise (numpy on the CPU)."""
-    if m.kind != "llama.cpp" or not str(getattr(m, "device", "cpu")).startswith("cuda"):
-        return None
-    import torch
-    if not torch.cuda.is_available():
-        return None
-    return torch.empty((batch, rows, m.vocab_size), dtype=torch.float32, device=str(m.device))
-
-
-def llama_buffers(m, batch: int, rows: int, n: int, gpu_buf=None) -> list | None:
-    """Buffers [batch, rows, V] for window_logits(out=), call j using buffers[j % len(buffers)].
-    A llama.cpp model on a GPU: [gpu_buf] (llama_gpu_buffer; one, as its decode is synchronous). On
-    the CPU: `n` float32 numpy buffers, so that logits land where pages are already mapped. A fresh
-    array per window (tens to hundreds of MiB, each its own mmap: pin_mmap_threshold) was faulted in
-    page by page on the decoding thread (the bench's store workflow: 0.3 s of 23 s). Two are enough
-    beside a helper thread: one is decoded into while the other's window is encoded or scored.
-    None for transformers, which returns its own tensors."""
-    if gpu_buf is not None:
-        return [gpu_buf]
-    if m.kind != "llama.cpp" or str(getattr(m, "device", "cpu")) != "cpu":
-        return None
-    return [np.empty((batch, rows, m.vocab_size), dtype=np.float32) for _ in range(n)]
+    device for transformers, numpy float32 for llama.cpp; Model.window_logits). Each window starts
+    from an empty cache. `out` (from m.window_buffers, where the engine writes its logits) receives
+    the rows first .. ctx-1; the returned array is out[:, :-1]."""
+    return m.window_logits(windows, first, out=out)
 
 
 def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("compact",),
@@ -148,8 +79,8 @@ def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("com
     """
     from .store import encode_window
     pin_mmap_threshold()
-    model = reference if hasattr(reference, "kind") else open_scorer(reference, n_ctx=ctx, device=device,
-                                                                     threads=threads)
+    model = reference if hasattr(reference, "window_logits") else open_scorer(
+        reference, n_ctx=ctx, device=device, threads=threads)
     windows = make_windows(ids, ctx, model_bos(model))
     first = first_scored(ctx, scoring)
     meta = {"reference": str(getattr(model, "source", model.name)), "backend": model.kind,
@@ -157,9 +88,9 @@ def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("com
     st = Store.create(out, windows, n_vocab=model.vocab_size, scoring=scoring, kinds=kinds, k=k, m=m,
                       extra=meta)
     todo = [i for i in range(st.n_windows) if not st.done(i)]
-    buf = llama_gpu_buffer(model, batch, ctx - first)
+    buf = model.device_buffer(batch, ctx - first)
     overlap = buf is None and overlaps(model)
-    ring = llama_buffers(model, batch, ctx - first, 2 if overlap else 1, buf)
+    ring = model.window_buffers(batch, ctx - first, 2 if overlap else 1, buf)
     t0 = time.perf_counter()
 
     def encode(z, idx):
@@ -204,25 +135,15 @@ def one_behind(overlap: bool):
 
 
 def overlaps(model) -> bool:
-    """Whether to run the metrics beside llama.cpp's decode: a llama.cpp model on the CPU whose
-    threads leave at least one core of this process's free (else the two would contend, and
-    llama.cpp's threads spin at barriers while one of them waits for a core).
-    SILENTZONE_OVERLAP=0 turns it off."""
-    if model.kind != "llama.cpp" or str(getattr(model, "device", "cpu")) != "cpu":
-        return False
-    if os.environ.get("SILENTZONE_OVERLAP", "1") == "0":  # off: for benchmarks and debugging
-        return False
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return int(getattr(model.llm, "n_threads", cores)) < cores
+    """Whether to run the metrics beside the model's decode (Model.overlaps: a llama.cpp model on
+    the CPU whose threads leave a core free; SILENTZONE_OVERLAP=0 turns it off)."""
+    return model.overlaps()
 
 
 def store_dir(study, corpus: str, ctx: int, scoring: str = "half") -> Path:
     """Where a study's reference store for (corpus, ctx, scoring) lives."""
-    from ..paths import study_dir
-    return study_dir(study.study, study.profile_name) / "reference" / corpus / f"ctx={ctx}-{scoring}"
+    from ..paths import reference_store_dir
+    return reference_store_dir(study.study, study.profile_name, corpus, ctx, scoring)
 
 
 def reference_of(study):
@@ -241,7 +162,6 @@ def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, m: int = DEF
     ids always come from llama.cpp's tokenizer (models.resolve has checked the HF tokenizer gives
     the same).
     """
-    backend = backend or ("llama.cpp" if str(device) == "cpu" else "transformers")
     from .corpora import corpus_tokens
     ref = reference_of(study)
     n = study.profile.corpus_tokens
@@ -257,19 +177,13 @@ def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, m: int = DEF
     model = None
     for c, ctx in todo:
         if model is None:
-            path = ref.gguf if backend == "llama.cpp" else ref.hf_dir
-            model = open_scorer(path, n_ctx=max(study.contexts), device=device, threads=threads,
+            model = open_scorer(reference_source(ref, backend, device), n_ctx=max(study.contexts), device=device, threads=threads,
                                 name="reference")
         ids, h = tokens[c]
         capture(model, ids, ctx, store_dir(study, c, ctx, scoring), scoring=scoring, kinds=kinds,
-                k=k, m=m, batch=window_batch(model),
+                k=k, m=m, batch=model.window_batch(),
                 extra={"corpus": c, "corpus_tokens_hash": h, "study": study.study}, log=log)
     return [Store(store_dir(study, c, ctx, scoring)) for c in study.corpora for ctx in study.contexts]
-
-
-def window_batch(model) -> int:
-    """Windows per logits call: 8 on a GPU; 1 on a CPU, where memory stays at one window's logits."""
-    return 1 if model.kind == "llama.cpp" or str(getattr(model, "device", "cpu")) == "cpu" else 8
 
 
 def _complete(path: Path, kinds, k: int, m: int, corpus_hash: str | None = None) -> bool:

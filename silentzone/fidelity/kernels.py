@@ -14,9 +14,10 @@ CPU), moving the reference there block by block.
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
+
+from ..settings import current
 
 LN2 = math.log(2.0)
 TOPK_KLD_K = 10  # k of the top-k KLD (candidate shows only its top-k log-probs)
@@ -60,11 +61,11 @@ def _blocks(n_rows: int, vocab: int, block_elems: int | None, device):
         yield slice(i, min(n_rows, i + step))
 
 
-def _compiled(fn, device):
+def compiled(fn, device):
     """torch.compile(fn) on a GPU (fuses the full-vocabulary passes into a few kernels); the eager
     fn on the CPU, when SILENTZONE_COMPILE=0, or if compiling fails."""
     import torch
-    if device.type != "cuda" or os.environ.get("SILENTZONE_COMPILE", "1") == "0":
+    if device.type != "cuda" or not current().compile:
         return fn
     if fn not in _COMPILED:
         _COMPILED[fn] = torch.compile(fn, dynamic=True)
@@ -213,14 +214,14 @@ class _Cand:
             self.lse = _lse_shifted(z, cmax.amax(-1))
         else:
             stats = None
-            if z.device.type == "cuda" and os.environ.get("SILENTZONE_TRITON", "1") != "0":
+            if z.device.type == "cuda" and current().triton:
                 from ._triton import row_stats  # one pass: lse, argmax, chunk maxima
                 stats = row_stats(z, chunk)
             if stats is not None:
                 lse, self.top1, cmax = stats
                 self.lse = lse.double()
             else:
-                self.lse = _compiled(_lse, z.device)(z)
+                self.lse = compiled(_lse, z.device)(z)
                 self.top1 = z.argmax(-1)
         self.floor = (_topk(z, min(k_floor, V), chunk, cmax)[0][:, -1].double() - self.lse
                       if k_floor else None)
@@ -261,7 +262,7 @@ def token_metrics(ref, cand_logits, targets=None, ref_top1=None, ref_target_logp
     T, V = ref.shape
     floors = tuple((int(k), float(f)) for k, f in floors)
     out = _empty(T, (*what, *(floor_kld_name(k, f) for k, f in floors)), dev)
-    divs = _compiled(_exact_divergences, dev)
+    divs = compiled(_exact_divergences, dev)
     with torch.no_grad():
         for sl in _blocks(T, V, block_elems, dev):
             c = _Cand(cand_logits[sl], k_topk if "topk_kld" in what else 0)

@@ -20,18 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .capture import (llama_buffers, llama_gpu_buffer, model_bos, model_tokenize, one_behind,
-                      open_scorer, overlaps, probe_text, reference_of, store_dir, window_batch,
-                      window_logits)
-from .kernels import PER_TOKEN, compact_token_metrics, floor_kld_name, summarize, token_metrics
+from ..backends import BackendError
+from .capture import one_behind, open_scorer, probe_text, reference_of, store_dir
+from .kernels import PER_TOKEN, compact_token_metrics, compiled, floor_kld_name, summarize, token_metrics
 from .store import KINDS, Store, StoreError, first_scored, make_windows
+from ..errors import SilentzoneError
 
 
-class ScoreRefused(RuntimeError):
+class ScoreRefused(SilentzoneError, RuntimeError):
     """The candidate cannot be compared with the reference (vocabulary or token ids differ)."""
 
 
-class NonFiniteLogits(RuntimeError):
+class NonFiniteLogits(SilentzoneError, RuntimeError):
     """The candidate produced NaN or infinite logits."""
 
 
@@ -51,7 +51,7 @@ def check_compatible(m, n_vocab: int, probe_ids, label: str = "") -> None:
     if int(m.vocab_size) != int(n_vocab):
         raise ScoreRefused(f"{label}: vocabulary size {m.vocab_size} differs from the reference's "
                            f"{n_vocab}; refusing to compare")
-    ids = model_tokenize(m, probe_text())
+    ids = m.tokenize(probe_text())
     if probe_ids is not None and ids is not None and list(ids) != list(probe_ids):
         i = next((j for j, (a, b) in enumerate(zip(ids, probe_ids)) if a != b), min(len(ids), len(probe_ids)))
         raise ScoreRefused(f"{label}: token ids differ from the reference's at probe token {i} "
@@ -73,16 +73,6 @@ def check_finite(z, where: str) -> None:
 
 def _stack(parts: list[dict]) -> dict:
     return {k: np.stack([p[k] for p in parts]) for k in parts[0]}
-
-
-def _metric_device(m):
-    """Where the metrics run: the model's device for transformers; for llama.cpp the GPU when the
-    model was opened on one (its logits are copied there straight from llama.cpp's buffer), else
-    the CPU."""
-    import torch
-    if m.kind == "llama.cpp":
-        return torch.device(str(m.device)) if llama_gpu_buffer(m, 1, 0) is not None else torch.device("cpu")
-    return torch.device(str(getattr(m, "device", "cpu")))
 
 
 def _read_batch(store: Store, idx: list[int], kind: str, pin: bool) -> dict:
@@ -146,7 +136,6 @@ def _score_batch(z, ref, kind: str, n: int, dev, gpu: bool, bad: list, where: st
     (tensors left on the device), and the number of rows per window they cover (n, or n + 1 when
     every row of the windows was scored without a copy). On a GPU the non-finite counts are
     appended to `bad` (checked after the loop); on a CPU non-finite logits raise here."""
-    from .kernels import _compiled
     # one kernel call per batch of windows (rows concatenated): fewer launches on a GPU
     zz = _window_rows(z) if kind == "compact" else None
     rows = n
@@ -156,8 +145,8 @@ def _score_batch(z, ref, kind: str, n: int, dev, gpu: bool, bad: list, where: st
     else:
         zz = z.reshape(-1, z.shape[-1])
     if gpu:  # on the contiguous rows: the strided slice read at a fifth of the bandwidth
-        bad.append(_compiled(_nonfinite, dev)(zz) if rows == n
-                   else _compiled(_nonfinite_scored, dev)(zz, rows))
+        bad.append(compiled(_nonfinite, dev)(zz) if rows == n
+                   else compiled(_nonfinite_scored, dev)(zz, rows))
     else:
         check_finite(z, where)
     if kind == "exact":
@@ -188,12 +177,12 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
         raise StoreError(f"{store.path}: capture is incomplete")
     check_compatible(m, store.n_vocab, store.meta.get("probe_ids"), label)
     windows = store.windows()
-    dev = _metric_device(m)
+    dev = m.metric_device()  # llama.cpp: the GPU when opened on one, else the CPU
     gpu = dev.type == "cuda"
     where = f"{label or m.name} on {store.path.name}"
     batches = [list(range(j, min(store.n_windows, j + batch))) for j in range(0, store.n_windows, batch)]
     n = store.ctx - 1 - store.first
-    buf = llama_gpu_buffer(m, batch, n + 1)  # llama.cpp on a GPU: logits land there directly
+    buf = m.device_buffer(batch, n + 1)  # llama.cpp on a GPU: logits land there directly
     parts, bad = [], []
     t_fwd = t_met = 0.0
     # transformers on a GPU: the next batch's forward is queued on the main stream before this
@@ -204,16 +193,16 @@ def score_store(m, store: Store, kind: str = "compact", batch: int = 1, label: s
     side = torch.cuda.Stream(device=dev) if gpu and buf is None else None
     # llama.cpp on the CPU with a core to spare: the next window decodes in a helper thread while
     # this one is scored (capture.overlaps)
-    ahead_fwd = ThreadPoolExecutor(1) if not gpu and buf is None and overlaps(m) else None
+    ahead_fwd = ThreadPoolExecutor(1) if not gpu and buf is None and m.overlaps() else None
     # llama.cpp on the CPU: logits land in reused buffers, taken in turn (batch b+1 decodes into
     # one while batch b, in the other, is scored)
-    ring = llama_buffers(m, batch, n + 1, 2 if ahead_fwd else 1, buf)
+    ring = m.window_buffers(batch, n + 1, 2 if ahead_fwd else 1, buf)
 
     def forward(b):
         nonlocal t_fwd
         t0 = time.perf_counter()
-        z = window_logits(m, windows[batches[b]], store.first,
-                          out=ring[b % len(ring)][:len(batches[b])] if ring else None)
+        z = m.window_logits(windows[batches[b]], store.first,
+                            out=ring[b % len(ring)][:len(batches[b])] if ring else None)
         t_fwd += time.perf_counter() - t0
         return z
 
@@ -274,11 +263,11 @@ def score_text(reference, candidate, text: str, ctx: int, *, scoring: str = "hal
     from .corpora import tokens_hash
     R = open_scorer(reference, n_ctx=ctx, device=device, threads=threads, name="reference")
     C = open_scorer(candidate, n_ctx=ctx, device=device, threads=threads, name=Path(candidate).name)
-    ids = model_tokenize(R, text)
+    ids = R.tokenize(text)
     if ids is None:
         raise ScoreRefused(f"{reference}: has no tokenizer to read the text with")
-    check_compatible(C, R.vocab_size, model_tokenize(R, probe_text()), str(candidate))
-    windows = make_windows(ids, ctx, model_bos(R))
+    check_compatible(C, R.vocab_size, R.tokenize(probe_text()), str(candidate))
+    windows = make_windows(ids, ctx, R.bos())
     first = first_scored(ctx, scoring)
     parts = []
     t_fwd = t_met = 0.0
@@ -293,16 +282,16 @@ def score_text(reference, candidate, text: str, ctx: int, *, scoring: str = "hal
 
     # both llama.cpp on the CPU with a core to spare: window i's metrics run in a helper thread
     # while both models decode window i+1 (capture.overlaps); at most one window waits
-    overlap = overlaps(R) and overlaps(C)
+    overlap = R.overlaps() and C.overlaps()
     # llama.cpp: each model's logits land in reused buffers, taken in turn (window i's metrics read
     # one pair while window i+1 decodes into the other; one_behind waits for i-1's first)
-    rr, rc = (llama_buffers(x, 1, ctx - first, 2 if overlap else 1) for x in (R, C))
+    rr, rc = (x.window_buffers(1, ctx - first, 2 if overlap else 1) for x in (R, C))
 
     with one_behind(overlap) as run:
         for i, w in enumerate(windows):
-            zr = window_logits(R, w[None], first, out=rr[i % len(rr)] if rr else None)[0]
+            zr = R.window_logits(w[None], first, out=rr[i % len(rr)] if rr else None)[0]
             t0 = time.perf_counter()
-            zc = window_logits(C, w[None], first, out=rc[i % len(rc)] if rc else None)[0]
+            zc = C.window_logits(w[None], first, out=rc[i % len(rc)] if rc else None)[0]
             t_fwd += time.perf_counter() - t0
             run(metrics, i, w, zr, zc)
     per_token = _stack(parts)
@@ -328,7 +317,7 @@ def store_error(m, store: Store, configs=((64, 0), (128, 0), (32, 64), (64, 64),
     what = ("kld", "rkld", "js")
     parts = {"exact": [], **{c: [] for c in configs}}
     for i in range(store.n_windows):
-        z = window_logits(m, windows[i:i + 1], store.first)[0]
+        z = m.window_logits(windows[i:i + 1], store.first)[0]
         check_finite(z, f"{label or m.name} window {i}")
         ref = store.read(i, "exact")
         lp = np.array(ref["logp"], dtype=np.float32)
@@ -355,27 +344,26 @@ def fidelity_path(study) -> Path:
 
 
 def per_token_dir(study, quant_id: str, corpus: str, ctx: int, scoring: str) -> Path:
-    from ..paths import study_dir
-    return (study_dir(study.study, study.profile_name) / "fidelity" / quant_id / corpus
-            / f"ctx={ctx}-{scoring}")
+    from ..paths import fidelity_dir
+    return fidelity_dir(study.study, study.profile_name, quant_id) / corpus / f"ctx={ctx}-{scoring}"
 
 
 def artifact_paths(quants, reference=None, artifacts=None) -> dict:
     """quant_id -> artifact directory for the rows of a QUANTS frame: from `artifacts` (a mapping)
     when given, else the row's `artifact` column (written by silentzone.quantize), else
-    silentzone.quantize.artifact_dir(reference, quant_id, recipe_hash)."""
+    paths.quant_artifact_dir(reference name, quant_id, recipe_hash), where silentzone.quantize writes."""
     out = {}
     for _, row in quants.iterrows():
         qid = row["quant_id"]
         if artifacts is not None:
             if qid not in artifacts:
-                raise KeyError(f"no artifact path for quant {qid!r}")
+                raise StoreError(f"--artifacts names no artifact path for quant {qid!r}")
             out[qid] = Path(artifacts[qid])
         elif isinstance(row.get("artifact"), str) and row["artifact"]:
             out[qid] = Path(row["artifact"])
         else:
-            from ..quantize import artifact_dir
-            out[qid] = artifact_dir(reference, qid, row["recipe_hash"])
+            from ..paths import quant_artifact_dir
+            out[qid] = quant_artifact_dir(reference.name, qid, row["recipe_hash"])
     return out
 
 
@@ -405,7 +393,6 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
     a triple scored without a requested variant is scored again.
     """
     import pandas as pd
-    from ..backends import BackendError
     from ..paths import study_dir
     from ..provenance import record
     from ..tables import FIDELITY, QUANTS, read_table, write_table
@@ -461,7 +448,7 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
         for c, ctx in todo:
             st = stores[c, ctx]
             try:
-                per_token = score_store(m, st, kind, batch=window_batch(m), label=qid, floors=floors)
+                per_token = score_store(m, st, kind, batch=m.window_batch(), label=qid, floors=floors)
             except (NonFiniteLogits, ScoreRefused) as e:
                 save(_rows(study, qid, c, ctx, None, st.tokens_hash, kind, scoring, "failed", str(e),
                            metrics), qid, c, ctx)

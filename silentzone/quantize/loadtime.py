@@ -2,6 +2,8 @@
 
     model = load("bnb", {"type": "nf4", "double_quant": True}, reference_hf, "cpu")   # eval mode
     info = read_back(model, "bnb", recipe)        # tensor-type histogram and bits per weight
+(`load`, `check_recipe` and `bnb_cpu_kernels` live in silentzone.backends.loadtime, with the engine
+that runs these models, and are re-exported here.)
 
 Methods (all run on CPU; recipe keys are config.METHODS[method]):
     bnb      bitsandbytes through transformers' BitsAndBytesConfig: nf4, fp4 (optionally double
@@ -33,20 +35,12 @@ width because some CPU kernels keep int4 values unpacked in int8 storage.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
-METHODS = ("bnb", "torchao", "quanto", "hqq")
-PACKED_BLOCK_N = 32  # bitsandbytes' packed CPU layout needs out_features % 32 == 0 (and even in_features)
-PACKED_ENV = "SILENTZONE_BNB_CPU_PACKED"  # "1": use the packed AVX512-BF16 kernel where it can run
-
-
-class LoadtimeError(ValueError):
-    """Unknown load-time method or recipe value (one line)."""
-
-
-def _params(recipe: dict) -> dict:
-    return {k: v for k, v in dict(recipe).items() if k != "method"}
+# loading lives with the engine that runs these models (backends.loadtime); its names are kept here
+from ..backends.loadtime import (METHODS, PACKED_BLOCK_N, PACKED_ENV, LoadtimeError,  # noqa: F401
+                                 bnb_cpu_kernels, check_recipe, load, packed_possible)
+from ..backends.loadtime import recipe_params as _params
 
 
 def nominal_bits(method: str, recipe: dict) -> int:
@@ -73,113 +67,6 @@ def requested_type(method: str, recipe: dict) -> str:
     if method == "hqq":
         return f"{r['nbits']}bit-g{r.get('group_size', 64)}"
     raise LoadtimeError(f"unknown load-time method {method!r} (have {list(METHODS)})")
-
-
-def _check(method: str, recipe: dict) -> None:
-    """Validate before any work: one-line LoadtimeError naming the method and key."""
-    from ..config import METHODS as SPEC
-    if method not in METHODS:
-        raise LoadtimeError(f"unknown load-time method {method!r} (have {list(METHODS)})")
-    spec = SPEC[method]
-    r = _params(recipe)
-    for k, v in r.items():
-        if k not in spec:
-            raise LoadtimeError(f"{method}: unknown recipe key {k!r} (expected one of {sorted(spec)})")
-        check = spec[k][2]
-        verdict = check(v) if check else True
-        if verdict is not True:
-            raise LoadtimeError(f"{method}.{k}: {verdict}")
-    for k, (_, required, _) in spec.items():
-        if required and k not in r:
-            raise LoadtimeError(f"{method}: missing recipe key {k!r}")
-
-
-def load(method: str, recipe: dict, reference_hf, device: str = "cpu", dtype: str | None = None):
-    """The reference HF model quantized by `method` with `recipe`, in eval mode, on `device` (cpu
-    or cuda: bitsandbytes then runs its CUDA kernels). `dtype` ("float32" | "bfloat16") is that of
-    the unquantized parts; default float32 on the CPU, bfloat16 on a GPU."""
-    _check(method, recipe)
-    import torch
-    from transformers import AutoModelForCausalLM
-    from ..backends import torch_dtype
-    r = _params(recipe)
-    dtype = torch_dtype(device, dtype)
-    if method == "bnb":
-        from transformers import BitsAndBytesConfig
-        cdt = getattr(torch, r.get("compute_dtype", "float32"))
-        if r["type"] == "int8":
-            cfg = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(r.get("threshold", 6.0)))
-        else:
-            cfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=r["type"],
-                                     bnb_4bit_use_double_quant=bool(r.get("double_quant", False)),
-                                     bnb_4bit_compute_dtype=cdt)
-        model = AutoModelForCausalLM.from_pretrained(reference_hf, quantization_config=cfg, dtype=dtype,
-                                                     device_map=device)
-        if r["type"] != "int8" and str(device) == "cpu":
-            bnb_cpu_kernels(model)
-        return model.eval()
-    model = AutoModelForCausalLM.from_pretrained(reference_hf, dtype=dtype).to(device).eval()
-    if method == "torchao":
-        from torchao.quantization import Int8WeightOnlyConfig, IntxWeightOnlyConfig, quantize_
-        from torchao.quantization.granularity import PerGroup
-        if r["type"] == "int8_weight_only":
-            cfg = Int8WeightOnlyConfig()
-        else:
-            cfg = IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(r.get("group_size", 64)))
-        quantize_(model, cfg, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and
-                  not fqn.endswith("lm_head"))
-    elif method == "quanto":
-        from optimum.quanto import freeze, qint2, qint4, qint8, quantize
-        w = {"int8": qint8, "int4": qint4, "int2": qint2}[r["weights"]]
-        quantize(model, weights=w, exclude=["lm_head"])
-        freeze(model)
-    elif method == "hqq":
-        from hqq.core.quantize import BaseQuantizeConfig, HQQBackend, HQQLinear
-        from hqq.models.hf.base import AutoHQQHFModel
-        HQQLinear.set_backend(HQQBackend.PYTORCH)
-        cfg = BaseQuantizeConfig(nbits=int(r["nbits"]), group_size=int(r.get("group_size", 64)),
-                                 axis=int(r.get("axis", 1)))
-        AutoHQQHFModel.quantize_model(model, quant_config=cfg, compute_dtype=dtype, device=device)
-    return model.eval()
-
-
-def packed_possible(out_features: int, in_features: int) -> bool:
-    """Whether bitsandbytes' packed CPU layout can hold a [out, in] 4-bit weight."""
-    return out_features % PACKED_BLOCK_N == 0 and in_features % 2 == 0
-
-
-def bnb_cpu_kernels(model, packed: bool | None = None, fused_cpu: bool | None = None) -> str:
-    """Choose the CPU kernel of every bitsandbytes 4-bit layer of `model`; return the record.
-
-    packed: None reads SILENTZONE_BNB_CPU_PACKED ("1" = prefer the packed kernel; default the plain
-    one). fused_cpu: whether this CPU has the packed kernel (None: ask bitsandbytes). A layer gets the
-    packed kernel only when packed is asked, the CPU has it and `packed_possible` holds for its shape.
-    Sets each layer's `support_avx512bf16_for_cpu` (what bitsandbytes' Linear4bit.forward reads) and
-    model.silentzone_cpu_kernel to the record, e.g. "plain 210" or "packed 208, plain 2 (avx512_bf16)"
-    (the CPU feature is named when present, since it decides what "packed" means).
-    """
-    from bitsandbytes.functional import has_avx512bf16
-    from bitsandbytes.nn import Linear4bit
-    if packed is None:
-        packed = os.environ.get(PACKED_ENV, "0") == "1"
-    if fused_cpu is None:
-        fused_cpu = bool(has_avx512bf16())
-    counts = Counter()
-    for mod in model.modules():
-        if not isinstance(mod, Linear4bit):
-            continue
-        qs = mod.weight.quant_state
-        if getattr(qs, "packing_format_for_cpu", False):
-            raise LoadtimeError("bnb_cpu_kernels must run before the first forward (weights already packed)")
-        n, k = (int(v) for v in qs.shape)
-        use = bool(packed and fused_cpu and packed_possible(n, k))
-        mod.support_avx512bf16_for_cpu = use
-        counts["packed" if use else "plain"] += 1
-    record = ", ".join(f"{k} {counts[k]}" for k in ("packed", "plain") if counts[k])
-    if fused_cpu and record:
-        record += " (avx512_bf16)"
-    model.silentzone_cpu_kernel = record
-    return record
 
 
 def _flat(t) -> list:

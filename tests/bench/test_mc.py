@@ -139,7 +139,7 @@ def test_hf_packed_forward_equals_per_choice_passes(which, smollm2_ref, gemma3_r
     t = tasks.get("sciq")
     for p in prepare(t, t.items(3), e):
         ctx, conts = p["ctxs"][0], p["conts"]
-        assert mc._packable(model, len(ctx) + max(map(len, conts)))
+        assert model.packable(len(ctx) + max(map(len, conts)))
         c1, o1 = mc.shared_logits(model, ctx, conts, batched=True)
         c2, o2 = mc.full_logits(model, ctx, conts)
         np.testing.assert_allclose(c1, c2, atol=2e-4)
@@ -151,7 +151,7 @@ def test_hf_packed_forward_equals_per_choice_passes(which, smollm2_ref, gemma3_r
         assert (a["pred"], a["correct"], a["correct_norm"]) == (b["pred"], b["correct"], b["correct_norm"])
     win = model.model.config.get_text_config().sliding_window if which == "gemma3" else None
     if win:
-        assert not mc._packable(model, win + 1)
+        assert not model.packable(win + 1)
 
 
 def test_batched_is_opt_in_and_the_default_path_is_the_sequential_one(gguf_model, prepared, monkeypatch):

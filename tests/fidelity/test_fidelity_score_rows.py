@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from silentzone.backends import HFModel
 from silentzone.fidelity.capture import capture
 from silentzone.fidelity.score import _window_rows, score_store
 from silentzone.fidelity.store import Store
@@ -21,6 +22,7 @@ class _Net:
         g = torch.Generator().manual_seed(seed)
         self.a = torch.randn(V, V, generator=g) * scale
         self.b = torch.randn(V, V, generator=g)
+        self.config = SimpleNamespace(get_text_config=lambda: SimpleNamespace(vocab_size=V))
 
     def __call__(self, x, logits_to_keep=0):
         prev = torch.cat([x[:, :1], x[:, :-1]], 1)
@@ -29,8 +31,9 @@ class _Net:
 
 
 def _model(seed, name):
-    return SimpleNamespace(kind="transformers", device="cpu", vocab_size=V, name=name, _tok=None,
-                           model=_Net(seed))
+    m = HFModel(_Net(seed), name, "cpu")
+    m._tok = None  # no tokenizer: the probe-id check is skipped
+    return m
 
 
 def test_window_rows_is_a_view_of_every_row():
