@@ -18,6 +18,7 @@ from silentzone.report import numbers as N
 def test_readme_blocks_are_up_to_date():
     text = (REPO / "README.md").read_text()
     assert N.stale_blocks(text) == [], "README.md is stale: run `make numbers`"
+    assert N.stale_files() == [], "generated docs are stale: run `make numbers`"
 
 
 def _rho_full_by_hand(study: str) -> float:
@@ -61,3 +62,24 @@ def test_stale_block_is_reported_and_missing_markers_fail_in_one_line(tmp_path):
     (data / "gemma3" / "stats.json").unlink()
     with pytest.raises(N.NumbersError, match=r"gemma3/stats.json: file not found"):
         N.render(text, data)
+
+
+def test_variants_page_is_generated_and_checked(tmp_path):
+    """docs/variants.md is written whole from robustness.csv: one row per variant of each study, and
+    `--check` reports it when it is missing or edited."""
+    root = tmp_path / "repo"
+    (root / "docs").mkdir(parents=True)
+    readme = root / "README.md"
+    readme.write_text((REPO / "README.md").read_text())
+    assert N.main(readme=readme, root=root) == 0
+    page = (root / "docs" / "variants.md").read_text()
+    for study in N.STUDIES:
+        rob = pd.read_csv(DATA / study / "robustness.csv")
+        assert f"## {N.NAMES[study]} ({len(rob)} variants;" in page
+        r = rob[(rob["corpus"] == "wiki") & (rob["ctx"] == 512) & (rob["metric"] == "kld_mean")].iloc[0]
+        assert f"| wiki | 512 | `kld_mean` | {r['rho_full']:+.2f} " in page
+    assert sum(line.startswith("| ") and "`" in line for line in page.splitlines()) == sum(
+        len(pd.read_csv(DATA / s / "robustness.csv")) for s in N.STUDIES)
+    assert N.main(check=True, readme=readme, root=root) == 0
+    (root / "docs" / "variants.md").write_text(page.replace("`kld_mean`", "`kld_mean2`", 1))
+    assert N.stale_files(root) == ["docs/variants.md"] and N.main(check=True, readme=readme, root=root) == 1
