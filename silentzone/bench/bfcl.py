@@ -33,6 +33,8 @@ import re
 from functools import lru_cache
 
 from . import data
+from .items import Item
+from ..errors import SilentzoneError
 
 PACKAGE = "bfcl_eval"
 CATEGORIES = {"simple": "simple_python", "multiple": "multiple", "parallel": "parallel",
@@ -47,7 +49,7 @@ PY_TYPES = {"string": str, "integer": int, "float": float, "boolean": bool, "arr
 NESTED = ("array", "tuple")
 
 
-class DecodeError(ValueError):
+class DecodeError(SilentzoneError, ValueError):
     """The response holds no decodable function call."""
 
 
@@ -62,7 +64,6 @@ def data_file(category: str, answers: bool = False):
 @lru_cache(maxsize=None)
 def load(category: str) -> list:
     """Items of one category, in file order; content = the entry and its ground truth."""
-    from .tasks import Item
     entries = data.jsonl_rows(data_file(category))
     truth = {}
     if category != "irrelevance":

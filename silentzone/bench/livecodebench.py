@@ -35,14 +35,16 @@ import hashlib
 import inspect
 import io
 import json
-import os
 import pickle
 import re
 import zlib
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from pathlib import Path
 
 from . import data
+from .items import Item
+from ..settings import current
 
 FIELDS = ("question_title", "question_content", "platform", "question_id", "contest_id",
           "contest_date", "starter_code", "difficulty", "public_test_cases", "private_test_cases",
@@ -137,7 +139,6 @@ def parse_day(value: str, what: str) -> dt.date | None:
 
 def read_release(path: str | Path, start: str = "", end: str = "") -> list:
     """Items of a release file whose contest_date lies in [start, end] (inclusive; '' = open)."""
-    from .tasks import Item
     path = Path(path).expanduser()
     if not path.is_file():
         raise data.DataError(f"{path}: LiveCodeBench release file not found (download a "
@@ -173,22 +174,27 @@ def read_release(path: str | Path, start: str = "", end: str = "") -> list:
     return out
 
 
-_CONFIG: dict = {"file": os.environ.get("SILENTZONE_LCB_FILE", ""), "start": "", "end": ""}
+_CONFIG: dict = {"file": current().lcb_file, "start": "", "end": ""}
 
 
 def configure(file: str | Path, start: str = "", end: str = "") -> None:
     """Which release file and date window the `livecodebench` task reads (a study's
     livecodebench section; run_benchmarks calls this). Clears the task's cached items."""
-    from . import tasks
     _CONFIG.update(file=str(file), start=start or "", end=end or "")
-    tasks._load.cache_clear()
+    _configured.cache_clear()
 
 
 def load_configured() -> list:
     if not _CONFIG["file"]:
         raise data.DataError("livecodebench: no release file configured (set livecodebench.file in "
                              "the study config, or SILENTZONE_LCB_FILE)")
-    return read_release(_CONFIG["file"], _CONFIG["start"], _CONFIG["end"])
+    return _configured(_CONFIG["file"], _CONFIG["start"], _CONFIG["end"])
+
+
+@lru_cache(maxsize=None)
+def _configured(file: str, start: str, end: str) -> list:
+    """The task's items, read once per configuration (the registry does not cache this task)."""
+    return read_release(file, start, end)
 
 
 # ---- prompt ----------------------------------------------------------------------------------

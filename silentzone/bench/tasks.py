@@ -20,24 +20,16 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
 
 from ..provenance import hash_obj
-from . import data
-
-
-@dataclass(frozen=True)
-class Item:
-    id: str
-    content: dict  # canonical source fields: what item_hash hashes
-    requests: tuple[tuple[str, str], ...] = ()  # (context, continuation) per choice; lastword: 1
-    gold: int = 0
-    prompt: str = ""  # generation prompt (user message when the task uses the chat template)
-    meta: dict = field(default_factory=dict)  # scorer inputs: answer, tests, instructions, ...
+from . import bfcl, data, livecodebench
+from .items import Item
+from ..errors import SilentzoneError
 
 
 @dataclass(frozen=True)
@@ -56,10 +48,13 @@ class Task:
     # gen: (tokenizer, item) -> the whole prompt text (chat template applied), for prompts that
     # are more than one user message (system prompts, tool schemas); None: `prompt` as above
     render: Callable[[Any, Item], str] | None = None
+    # False: the loader keeps its own cache (livecodebench: per configured release file, cleared
+    # by livecodebench.configure), so the registry does not keep a stale copy
+    cached: bool = True
 
     def items(self, n: int | None = None, seed: int | None = None) -> list[Item]:
         """First n items (seed None) or a seeded sample of n in source order; all if n is None."""
-        return select(_load(self.name), n, seed)
+        return select(_load(self.name) if self.cached else self.loader(), n, seed)
 
 
 def select(items: list[Item], n: int | None, seed: int | None = None) -> list[Item]:
@@ -279,34 +274,28 @@ def _code_score(item: Item, response: str) -> bool:
 
 def _bfcl(category: str | None) -> Callable[[], list[Item]]:
     def load() -> list[Item]:
-        from . import bfcl
         return bfcl.load_mixed() if category is None else bfcl.load(category)
     return load
 
 
 def _bfcl_score(item: Item, response: str) -> bool:
-    from .bfcl import score
-    return score(item, response)
+    return bfcl.score(item, response)
 
 
 def _bfcl_render(tokenizer, item: Item) -> str:
-    from .bfcl import render
-    return render(tokenizer, item)
+    return bfcl.render(tokenizer, item)
 
 
 def _lcb() -> list[Item]:
-    from .livecodebench import load_configured
-    return load_configured()
+    return livecodebench.load_configured()
 
 
 def _lcb_score(item: Item, response: str) -> bool:
-    from .livecodebench import score
-    return score(item, response)
+    return livecodebench.score(item, response)
 
 
 def _lcb_render(tokenizer, item: Item) -> str:
-    from .livecodebench import render
-    return render(tokenizer, item)
+    return livecodebench.render(tokenizer, item)
 
 
 # The no-call floor: a model that never calls a function is right on every irrelevance item
@@ -371,11 +360,13 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     # by SILENTZONE_LCB_FILE (or the fixture), filtered to a contest-date window
     Task("livecodebench", "1", "gen", 0.0, _lcb, "LiveCodeBench code_generation_lite JSONL release",
          ("livecodebench/code_generation_lite", None, "test"), stops=(), max_new_tokens=1024,
-         chat=True, score=_lcb_score, render=_lcb_render),
+         chat=True, score=_lcb_score, render=_lcb_render, cached=False),
 )}
 
 
-class TaskError(KeyError):
+class TaskError(SilentzoneError, KeyError):
+    """An unknown task name (a KeyError for callers that look tasks up; one-line message)."""
+
     def __str__(self):
         return str(self.args[0])
 
