@@ -1,8 +1,9 @@
 """Volume-direction decomposition of score changes against the reference, prompt by prompt.
 
-For one task with N items, quant Q against reference R: gains = #(Q right, R wrong), losses =
-#(R right, Q wrong), vol = gains + losses, f = gains / vol (NaN when vol = 0), and the exact identity
-    score_Q = score_R + vol (2 f - 1) / N        (= score_R + (gains - losses) / N)
+For one task with N items, quant Q against reference R: leapfrogs = #(Q right, R wrong), drops =
+#(R right, Q wrong) (the paper's words, after Dutta et al.; "gains" and "losses" elsewhere), vol =
+leapfrogs + drops, f = leapfrogs / vol (NaN when vol = 0), and the exact identity
+    score_Q = score_R + vol (2 f - 1) / N        (= score_R + (leapfrogs - drops) / N)
 which `check_identity` verifies in rational arithmetic on every row. KLD is expected to track vol
 (how much answers move) but not f (which way they move).
 """
@@ -21,7 +22,7 @@ from .stats import DEFAULT_RESAMPLES, correlate
 
 COMPOSITE = "composite"  # task label of the rows that pool all tasks
 EXACT_BELOW = 25  # McNemar: exact binomial test when gains + losses < 25, chi-square otherwise
-DECOMP_COLUMNS = ("model", "task", "n", "ref_correct", "correct", "gains", "losses", "vol", "f", "delta",
+DECOMP_COLUMNS = ("model", "task", "n", "ref_correct", "correct", "leapfrogs", "drops", "vol", "f", "delta",
                   "vol_rate", "mcnemar_p", "mcnemar_exact")
 TARGETS = {"vol": "vol_rate", "f": "f", "delta": "delta"}  # what fidelity metrics are correlated with
 
@@ -43,14 +44,14 @@ def mcnemar(gains: int, losses: int, exact_below: int = EXACT_BELOW) -> tuple[fl
 
 
 def decomposition(samples: pd.DataFrame, weights: Weights = None) -> pd.DataFrame:
-    """Gains, losses, volume and direction of every quant against the reference, per task and pooled.
+    """Leapfrogs, drops, volume and direction of every quant against the reference, per task and pooled.
 
     samples: SAMPLES rows of one study (reference included). weights: task weights of the composite
     (see `cohort.task_weights`). Returns one row per (model, task) with task sorted and then a row
     task == "composite" per model; columns DECOMP_COLUMNS:
-      n, ref_correct, correct, gains, losses, vol: integer counts (composite rows: sums over tasks);
-      f = gains / vol (NaN when vol == 0); delta = score change as a fraction (task rows: (gains -
-      losses) / n; composite rows: weighted sum of task deltas = change of the composite score);
+      n, ref_correct, correct, leapfrogs, drops, vol: integer counts (composite rows: sums over tasks);
+      f = leapfrogs / vol (NaN when vol == 0); delta = score change as a fraction (task rows: (leapfrogs -
+      drops) / n; composite rows: weighted sum of task deltas = change of the composite score);
       vol_rate = vol / n (composite: weighted sum of task rates); mcnemar_p, mcnemar_exact (`mcnemar`).
     delta and vol_rate are summed as exact Fractions (weights from `exact_task_weights`) and rounded
     once, so quants with equal counts tie exactly and composite delta ranks like the composite score.
@@ -85,7 +86,7 @@ def decomposition(samples: pd.DataFrame, weights: Weights = None) -> pd.DataFram
 
 
 def _row(model, task, n, rc, qc, g, l, delta, rate) -> tuple:
-    """One DECOMP_COLUMNS row from counts (n items, reference/quant correct, gains, losses)."""
+    """One DECOMP_COLUMNS row from counts (n items, reference/quant correct, leapfrogs g, drops l)."""
     vol = g + l
     stat_p = mcnemar(g, l)
     f = g / vol if vol else math.nan
@@ -94,13 +95,13 @@ def _row(model, task, n, rc, qc, g, l, delta, rate) -> tuple:
 
 def check_identity(table: pd.DataFrame) -> None:
     """Raise AssertionError unless every row of a `decomposition` table satisfies, in exact arithmetic,
-    correct / n == ref_correct / n + vol (2 f - 1) / n with vol == gains + losses and f == gains / vol;
+    correct / n == ref_correct / n + vol (2 f - 1) / n with vol == leapfrogs + drops and f == leapfrogs / vol;
     f must be NaN exactly when vol == 0, and then correct == ref_correct and (task rows) delta == 0.
-    Task rows also need delta == (gains - losses) / n to the last bit."""
+    Task rows also need delta == (leapfrogs - drops) / n to the last bit."""
     for r in table.itertuples(index=False):
-        n, g, l, vol = int(r.n), int(r.gains), int(r.losses), int(r.vol)
+        n, g, l, vol = int(r.n), int(r.leapfrogs), int(r.drops), int(r.vol)
         if vol != g + l:
-            raise AssertionError(f"{r.model}/{r.task}: vol {vol} != gains {g} + losses {l}")
+            raise AssertionError(f"{r.model}/{r.task}: vol {vol} != leapfrogs {g} + drops {l}")
         lhs = Fraction(int(r.correct), n)
         if vol == 0:
             moved = int(r.correct) != int(r.ref_correct) or (r.task != COMPOSITE and r.delta != 0)
@@ -109,12 +110,12 @@ def check_identity(table: pd.DataFrame) -> None:
             continue
         f = Fraction(g, vol)
         if float(f) != r.f:
-            raise AssertionError(f"{r.model}/{r.task}: f {r.f} != gains/vol {f}")
+            raise AssertionError(f"{r.model}/{r.task}: f {r.f} != leapfrogs/vol {f}")
         if lhs != Fraction(int(r.ref_correct), n) + vol * (2 * f - 1) / n:
             raise AssertionError(f"{r.model}/{r.task}: score identity fails: {lhs} != "
                                  f"{Fraction(int(r.ref_correct), n)} + {vol} (2 {f} - 1) / {n}")
         if r.task != COMPOSITE and r.delta != float(Fraction(g - l, n)):
-            raise AssertionError(f"{r.model}/{r.task}: delta {r.delta} != (gains - losses) / n")
+            raise AssertionError(f"{r.model}/{r.task}: delta {r.delta} != (leapfrogs - drops) / n")
 
 
 def decomposition_correlations(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame,

@@ -180,7 +180,7 @@ def holdout_hist(ax, holdout_frame: pd.DataFrame, scopes: Sequence[str] = ("held
 
 def decomposition_bars(ax, decomposition: pd.DataFrame, task: str = "composite",
                        order: Sequence[str] | None = None, xlabel: str = "quant"):
-    """Leapfrogs (gains, up) and drops (losses, down) per quant as fractions of items, with the score
+    """Leapfrogs (up) and drops (down) per quant as fractions of items, with the score
     change delta. xlabel: the x-axis label (say how the quants are ordered).
 
     decomposition: `decompose.decomposition` output; task: which task's rows (default the pooled rows;
@@ -192,8 +192,8 @@ def decomposition_bars(ax, decomposition: pd.DataFrame, task: str = "composite",
         d = d.loc[list(order)]
     pos = np.arange(len(d))
     n = d["n"].to_numpy(float)
-    ax.bar(pos, d["gains"] / n, color=OKABE_ITO["green"], label="leapfrogs (quant right, ref wrong)")
-    ax.bar(pos, -d["losses"] / n, color=OKABE_ITO["vermillion"], label="drops (ref right, quant wrong)")
+    ax.bar(pos, d["leapfrogs"] / n, color=OKABE_ITO["green"], label="leapfrogs (quant right, ref wrong)")
+    ax.bar(pos, -d["drops"] / n, color=OKABE_ITO["vermillion"], label="drops (ref right, quant wrong)")
     ax.scatter(pos, d["delta"], color=REF, marker="D", s=12, zorder=3, label="score change")
     ax.axhline(0, color=REF, linewidth=0.6)
     ax.set_xticks(pos, [str(m) for m in d.index], rotation=90, fontsize=6)

@@ -19,7 +19,7 @@ def test_decompose_worked_example(samples_from):
     # vol 3, f 2/3, delta (2 - 1)/5 = 0.2; score 3/5 + 3 (2 * 2/3 - 1) / 5 = 3/5 + 1/5 = 4/5
     s = samples_from({"reference": {"t": "11001"}, "q": {"t": "10111"}})
     row = D.decomposition(s).set_index("task").loc["t"]
-    assert (row.n, row.ref_correct, row.correct, row.gains, row.losses, row.vol) == (5, 3, 4, 2, 1, 3)
+    assert (row.n, row.ref_correct, row.correct, row.leapfrogs, row.drops, row.vol) == (5, 3, 4, 2, 1, 3)
     assert row.f == pytest.approx(2 / 3) and row.delta == 0.2 and row.vol_rate == 0.6
     # McNemar exact: 2 * P(Bin(3, 1/2) <= 1) = 2 * (1 + 3) / 8 = 1 -> capped at 1
     assert row.mcnemar_exact and row.mcnemar_p == 1.0
@@ -37,7 +37,7 @@ def test_composite_rows_pool_counts_and_weight_deltas(samples_from):
     # equal-weight composite ((1 + 0.5)/2 - (0.5 + 1)/2); vol_rate (2/4 + 1/2)/2 = 0.5
     s = samples_from({"reference": {"piqa": "1100", "sciq": "11"}, "q": {"piqa": "1111", "sciq": "01"}})
     comp = D.decomposition(s).set_index("task").loc[D.COMPOSITE]
-    assert (comp.gains, comp.losses, comp.vol, comp.n) == (2, 1, 3, 6)
+    assert (comp.leapfrogs, comp.drops, comp.vol, comp.n) == (2, 1, 3, 6)
     assert comp.f == pytest.approx(2 / 3) and comp.delta == 0 and comp.vol_rate == 0.5
     scores = C.composite_scores(s).set_index("model")["score"]
     assert comp.delta == pytest.approx(scores["q"] - scores["reference"], abs=1e-15)
@@ -55,7 +55,7 @@ def test_identity_holds_exactly_on_random_cohorts(samples_from, n_quants, n_item
     for r in dec[dec["task"] != D.COMPOSITE].itertuples():
         # score_q - score_ref == vol (2f - 1) / N, compared as integers times N
         k_q, k_ref = ts.loc[(r.model, r.task), "n_correct"], ts.loc[("reference", r.task), "n_correct"]
-        assert k_q - k_ref == r.gains - r.losses
+        assert k_q - k_ref == r.leapfrogs - r.drops
         assert math.isnan(r.f) == (r.vol == 0)
     comp = C.composite_scores(s).set_index("model")["score"]
     for r in dec[dec["task"] == D.COMPOSITE].itertuples():
@@ -64,7 +64,7 @@ def test_identity_holds_exactly_on_random_cohorts(samples_from, n_quants, n_item
 
 def test_check_identity_catches_tampering(samples_from):
     dec = D.decomposition(samples_from({"reference": {"t": "1100"}, "q": {"t": "0111"}}))
-    for col, value in (("correct", 1), ("gains", 0), ("f", 0.4), ("delta", 0.3)):
+    for col, value in (("correct", 1), ("leapfrogs", 0), ("f", 0.4), ("delta", 0.3)):
         bad = dec.copy()
         bad.loc[0, col] = value
         with pytest.raises(AssertionError):

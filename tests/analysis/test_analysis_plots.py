@@ -82,8 +82,8 @@ def test_decomposition_bars(study, ax):
     comp = dec[dec["task"] == "composite"].set_index("model").loc[list(c["quant_id"])]
     ups = [r.get_height() for r in ax.containers[0]]
     downs = [r.get_height() for r in ax.containers[1]]
-    assert ups == pytest.approx(list(comp["gains"] / comp["n"]))
-    assert downs == pytest.approx(list(-comp["losses"] / comp["n"]))
+    assert ups == pytest.approx(list(comp["leapfrogs"] / comp["n"]))
+    assert downs == pytest.approx(list(-comp["drops"] / comp["n"]))
     assert [t.get_text() for t in ax.get_xticklabels()] == list(c["quant_id"])
     assert ax.get_xlabel() == "quant, by KLD"
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
