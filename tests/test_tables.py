@@ -76,12 +76,12 @@ def test_provenance_hash_is_canonical():
     assert validate(samples_frame(), SAMPLES) is not None
 
 
-def test_readme_shows_the_current_contracts():
-    """The README's schema tables are the code's (regenerate with `silentzone schema`)."""
+def test_docs_show_the_current_contracts():
+    """docs/contracts.md's schema tables are the code's (regenerate with `silentzone schema`)."""
     from silentzone.paths import REPO
-    readme = (REPO / "README.md").read_text()
+    page = (REPO / "docs" / "contracts.md").read_text()
     for schema in (QUANTS, FIDELITY, SAMPLES):
-        assert schema.markdown() in readme, f"README out of date for {schema.name}"
+        assert schema.markdown() in page, f"docs/contracts.md out of date for {schema.name}"
 
 
 def test_float_column_of_whole_numbers_reads_back_as_float(tmp_path):
