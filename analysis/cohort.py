@@ -24,7 +24,7 @@ import pandas as pd
 
 REFERENCE = "reference"
 DEFAULT_DEFINITION = "relative"
-DEFAULT_THRESHOLD = 0.02  # pre-specified: relative composite degradation <= 2% (PAPER.md)
+DEFAULT_THRESHOLD = 0.02  # pre-specified: relative composite degradation <= 2% (docs/paper.md)
 _MAX_DEN = 1 << 53  # common denominators above this would not convert to float exactly
 
 # definition -> (rule, unit of the threshold); larger threshold = larger zone, except bpw (smaller = larger)
