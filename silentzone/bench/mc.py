@@ -21,7 +21,7 @@ continuation reuses its KV cache. Two ways, the first the default:
                 interleaves the choices' cells, which moved the F32 reference's log-likelihoods by
                 up to 6e-3 nats: measured, not used). A single continuation is one full pass.
                 transformers: one forward of context + all choices under a tree-shaped 4D mask.
-                3.1x / 3.7x a full pass per choice (bench/mc_scoring.py), and on the F32 reference
+                3.1x / 3.7x a full pass per choice (perf/mc_scoring.py), and on the F32 reference
                 the per-choice passes' bits (llama.cpp) or within 3e-5 nats (transformers).
                 Not the default: on quantized models the logits of a token depend on the batch it
                 is in (measured: the K-quant and IQ GGUFs moved, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 did not,

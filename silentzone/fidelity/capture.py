@@ -28,7 +28,7 @@ def pin_mmap_threshold(nbytes: int = 1 << 20) -> bool:
     system when freed. Capture's per-window temporaries (a window's logits, log-probs and
     encodings, tens of MiB each) otherwise end up on the heap once glibc's dynamic threshold has
     risen past them, and the heap fragments: peak RSS grew 1.24x for a 10x corpus
-    (bench/memory.py), and stays flat with the threshold pinned. The same as
+    (perf/memory.py), and stays flat with the threshold pinned. The same as
     MALLOC_MMAP_THRESHOLD_=1048576 in the environment. Returns False where there is no glibc."""
     import ctypes
     try:

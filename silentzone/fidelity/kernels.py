@@ -118,7 +118,7 @@ def _topk_kld(lp_top, lq_top, floor):
 
 
 def _floor_kld(lp_top, lq_top, kth_q, floor: float):
-    """The paper's Eq. 5 as read here (PAPER.md: "a top-k KLD with a fixed log-probability floor
+    """The paper's Eq. 5 as read here (docs/paper.md: "a top-k KLD with a fixed log-probability floor
     for reference tokens outside the candidate's top-k"; the formula itself is not public):
 
         D_k,floor = sum over v in TopK(P) of p_v (log p_v - l_v),

@@ -11,7 +11,7 @@ A generated block sits between two marker lines and is replaced whole:
 
 BLOCKS maps each block name to the function that writes it from data/<study>/ (stats.json, the
 analysis tables, quants.csv, fidelity.csv, reference_accuracy.csv). Only the paper's own numbers
-(PAPER_COLUMNS, from its abstract as given in the project's PAPER.md) are constants here, and they are
+(PAPER_COLUMNS, from its abstract as given in the project's docs/paper.md) are constants here, and they are
 labelled as the paper's wherever they appear. tests/test_numbers.py fails when README.md is stale.
 """
 

@@ -7,7 +7,7 @@ left in llama.cpp's buffer; `bare_tok_s`: window_logits, which adds a copy into 
 per window) and to llama-perplexity --kl-divergence-base / --kl-divergence on the GPU over the same
 windows.
 
-Runs where a CUDA build of llama.cpp is (bench/gpu/llama_cuda.sh builds one from the same source
+Runs where a CUDA build of llama.cpp is (perf/gpu/llama_cuda.sh builds one from the same source
 tree as the CPU build and runs this file: `python3 -m pytest -m gpu tests/gpu/test_gpu_llamacpp.py -s`).
 The CPU variant (mark slow) runs the same steps at toy size with the CPU build. Numbers go to the
 JSON report $SILENTZONE_LLAMA_REPORT (default <tmp>/llamacpp_report_<device>.json) as they come.
