@@ -11,6 +11,8 @@ import argparse
 import json
 import sys
 
+from .errors import SilentzoneError
+
 
 def _validate(args) -> int:
     from .config import load
@@ -26,7 +28,7 @@ def _schema(args) -> int:
     names = args.names or list(SCHEMAS)
     for n in names:
         if n not in SCHEMAS:
-            raise SystemExit(f"silentzone schema: unknown table {n!r} (have {sorted(SCHEMAS)})")
+            raise SilentzoneError(f"silentzone schema: unknown table {n!r} (have {sorted(SCHEMAS)})")
         print(SCHEMAS[n].markdown(), end="\n\n")
     if not args.names:
         print("**stats.json** keys: " + ", ".join(f"`{k}`" for k in STATS_KEYS))
@@ -82,17 +84,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args)
     except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
-        if not _is_user_error(e):
+        if not is_user_error(e):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
 
 
-def _is_user_error(e: Exception) -> bool:
-    """Errors about bad input (config, model spec, table contract, backend): no traceback."""
-    return type(e).__name__ in {"ConfigError", "ModelError", "ContractError", "BackendError",
-                                "QuantError", "TaskError", "ScoreError", "StoreError", "WorkflowError",
-                                "NumbersError"}
+def is_user_error(e: BaseException) -> bool:
+    """Bad input or a tool's failure (SilentzoneError, or the table contracts' ContractError of the
+    pure `analysis` library): one line, exit 2. Anything else is a bug and keeps its traceback."""
+    if isinstance(e, SilentzoneError):
+        return True
+    from analysis.contracts import ContractError
+    return isinstance(e, ContractError)
+
+
+def one_line(e: BaseException) -> str:
+    """The error's message on one line (its lines joined by ' | '); the class name if it has none."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return " | ".join(lines) or type(e).__name__
 
 
 if __name__ == "__main__":

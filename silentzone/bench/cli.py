@@ -73,13 +73,9 @@ def _import(args) -> int:
     from ..paths import study_dir
     from ..provenance import record
     from ..tables import SAMPLES, write_table
-    from .lmeval import LogSamplesError, import_log_samples
-    try:
-        frame = pd.concat([import_log_samples(f, args.study, args.model) for f in args.files],
-                          ignore_index=True)
-    except LogSamplesError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from .lmeval import import_log_samples
+    frame = pd.concat([import_log_samples(f, args.study, args.model) for f in args.files],
+                      ignore_index=True)  # LogSamplesError: one line (silentzone.cli)
     out = Path(args.out) if args.out else (study_dir(args.study, args.profile) / "samples" / args.model /
                                            "lmeval.csv")
     write_table(frame, SAMPLES, out, record(extra_sources=[str(f) for f in args.files]))

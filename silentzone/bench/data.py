@@ -17,9 +17,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from silentzone import paths
+from ..errors import SilentzoneError
 
 
-class DataError(RuntimeError):
+class DataError(SilentzoneError, RuntimeError):
     """Benchmark data cannot be found or read (one-line message)."""
 
 

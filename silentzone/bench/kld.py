@@ -29,9 +29,10 @@ import numpy as np
 
 from ..fidelity.kernels import token_kld
 from ..provenance import hash_obj
+from ..errors import SilentzoneError
 
 
-class RefStoreError(RuntimeError):
+class RefStoreError(SilentzoneError, RuntimeError):
     """Reference distributions are missing or do not match (one-line message)."""
 
 

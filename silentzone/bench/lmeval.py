@@ -35,12 +35,13 @@ import pandas as pd
 from ..provenance import hash_obj
 from ..tables import SAMPLES, ContractError
 from analysis.contracts import validate
+from ..errors import SilentzoneError
 
 CORRECT_METRICS = ("acc", "exact_match", "prompt_level_strict_acc", "pass@1", "pass_at_1", "em",
                    "acc_norm", "f1")
 
 
-class LogSamplesError(ValueError):
+class LogSamplesError(SilentzoneError, ValueError):
     """An lm-eval log_samples file cannot be read (one line naming the file and line)."""
 
 

@@ -4,47 +4,27 @@
     silentzone capture --study smollm2 --profile smoke [--kinds compact exact] [--k 128]
     silentzone score --study smollm2 --profile smoke [--store compact] [--artifacts map.json]
 
-Errors are one line on stderr with exit status 2.
+Errors are one line on stderr with exit status 2 (silentzone.cli prints every SilentzoneError so).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from .store import DEFAULT_K, KINDS, SCORING
+from ..errors import SilentzoneError
 
 _SHOWN = ("kld_mean", "kld_median", "kld_p90", "kld_p95", "kld_p99", "kld_p999", "kld_max", "rkld_mean",
           "js_mean", "topk_kld_mean", "top1_agreement", "ppl_quant", "ppl_ref", "delta_ppl", "ppl_ratio",
           "ln_ppl_ratio_mean", "dp_rms", "dp_mean", "dp_p01", "dp_p99")
 
 
-def _errors():
-    from ..backends import BackendError
-    from .corpora import CorpusError
-    from .score import NonFiniteLogits, ScoreRefused
-    from .store import StoreError
-    return (BackendError, CorpusError, NonFiniteLogits, ScoreRefused, StoreError, FileNotFoundError,
-            KeyError, ValueError)
-
-
-def _guard(fn):
-    def run(args) -> int:
-        try:
-            return fn(args)
-        except _errors() as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"error: {msg.strip(chr(39))}", file=sys.stderr)
-            return 2
-    return run
-
-
 def _kld(args) -> int:
     from .score import score_text
     path = Path(args.text)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: text file not found")
+        raise SilentzoneError(f"{path}: text file not found")
     text = path.read_text(encoding="utf-8")
     if text.endswith("\n"):  # llama-perplexity -f drops one trailing newline
         text = text[:-1]
@@ -83,7 +63,11 @@ def _score(args) -> int:
     from .capture import stderr_log
     from .score import fidelity_path, score_cohort
     study = _study(args)
-    artifacts = json.loads(Path(args.artifacts).read_text()) if args.artifacts else None
+    artifacts = None
+    if args.artifacts:
+        if not Path(args.artifacts).is_file():
+            raise SilentzoneError(f"{args.artifacts}: --artifacts file not found")
+        artifacts = json.loads(Path(args.artifacts).read_text())
     table = score_cohort(study, artifacts, kind=args.store, scoring=args.scoring, device=args.device,
                          threads=args.threads, retry_failed=args.retry_failed,
                          log=stderr_log if args.verbose else None)
@@ -103,7 +87,7 @@ def register(sub) -> None:
     k.add_argument("--device", default="cpu", help="torch device for HF models")
     k.add_argument("--threads", type=int, help="CPU threads (default: all)")
     k.add_argument("--json", action="store_true", help="print one flat JSON object")
-    k.set_defaults(fn=_guard(_kld))
+    k.set_defaults(fn=_kld)
     for name, helptext, fn in (("capture", "capture the study's reference log-prob stores", _capture),
                                ("score", "score the study's quant cohort into fidelity.csv", _score)):
         p = sub.add_parser(name, help=helptext)
@@ -114,7 +98,7 @@ def register(sub) -> None:
         p.add_argument("--device", default="cpu")
         p.add_argument("--threads", type=int)
         p.add_argument("-v", "--verbose", action="store_true")
-        p.set_defaults(fn=_guard(fn))
+        p.set_defaults(fn=fn)
         if name == "capture":
             p.add_argument("--kinds", nargs="+", choices=KINDS, default=["compact"])
             p.add_argument("--k", type=int, default=DEFAULT_K, help="top-k of the compact store")

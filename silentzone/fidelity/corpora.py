@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..paths import cache_home, package_dir
+from ..errors import SilentzoneError
 
 EXLLAMA_FILES = {"wiki": "wiki.utf8", "c4": "c4.utf8", "code": "code.utf8", "tinystories": "tiny.utf8",
                  "multilingual": "multilingual.utf8", "technical": "technical.utf8"}
@@ -38,7 +39,7 @@ CORPUS_IDS = (*EXLLAMA_FILES, "shakespeare", "wikitext2")
 WIKITEXT2 = ("Salesforce/wikitext", "wikitext-2-raw-v1/test-00000-of-00001.parquet")
 
 
-class CorpusError(RuntimeError):
+class CorpusError(SilentzoneError, RuntimeError):
     """A corpus cannot be read or is too short (one-line message)."""
 
 

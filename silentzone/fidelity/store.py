@@ -63,6 +63,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from ..errors import SilentzoneError
 
 SCORING = ("half", "all")
 KINDS = ("exact", "compact")
@@ -71,7 +72,7 @@ DEFAULT_M = 64
 FORMAT_VERSION = 1
 
 
-class StoreError(RuntimeError):
+class StoreError(SilentzoneError, RuntimeError):
     """A store is missing, incomplete or was made with other parameters (one-line message)."""
 
 

@@ -17,7 +17,9 @@ Each is built in a temporary sibling directory `.<quant_id>-<hash>.tmp-<pid>` an
 complete and checked, so a half-written artifact is never taken for a finished one. A finished
 directory with a matching recipe hash is reused without any work. A quant whose tool fails or
 whose logits are not finite is returned as a row with status "failed" and the reason; nothing is
-kept for it, so the next run tries again.
+kept for it, so the next run tries again. Only the failures declared in failures.py (TOOL_FAILURES:
+QuantFailed, and what a tool or quantization library raises when it cannot make the quant) become
+such rows; any other exception (TypeError, KeyError, ... of our own code) propagates, with nothing kept.
 
 Every artifact is checked by opening it with `silentzone.backends.open_model` and scoring
 models.CHECK_TEXT: the logits must be finite, and the row records their mean KLD against the float
@@ -34,6 +36,7 @@ import time
 from pathlib import Path
 
 from ..paths import cache_home
+from .failures import TOOL_FAILURES, QuantFailed
 
 __all__ = ["make_quant", "make_cohort", "cohort_frame", "artifact_root", "artifact_dir"]
 
@@ -133,7 +136,7 @@ def _reference_logits(reference, device: str = "cpu"):
 
 
 def _check(art_dir: Path, reference, method: str, recipe: dict, device: str = "cpu") -> dict:
-    """Open the artifact, score CHECK_TEXT; ValueError if logits are not finite. Returns extras."""
+    """Open the artifact, score CHECK_TEXT; QuantFailed if logits are not finite. Returns extras."""
     import numpy as np
     from ..backends import open_model
     from ..fidelity.kernels import token_kld
@@ -147,13 +150,13 @@ def _check(art_dir: Path, reference, method: str, recipe: dict, device: str = "c
     logits = m.logits(ids)
     del m
     if logits.shape != ref_logits.shape:
-        raise ValueError(f"logits shape {logits.shape} differs from the reference's {ref_logits.shape}")
+        raise QuantFailed(f"logits shape {logits.shape} differs from the reference's {ref_logits.shape}")
     if not np.isfinite(logits).all():
         bad = int((~np.isfinite(logits)).any(-1).sum())
-        raise ValueError(f"non-finite logits at {bad} of {len(ids)} positions")
+        raise QuantFailed(f"non-finite logits at {bad} of {len(ids)} positions")
     kld = float(token_kld(ref_logits, logits).mean())
     if not math.isfinite(kld):
-        raise ValueError(f"non-finite check KLD {kld}")
+        raise QuantFailed(f"non-finite check KLD {kld}")
     out.update(check_kld=kld, check_tokens=len(ids), check_s=time.time() - t0)
     return out
 
@@ -182,7 +185,7 @@ def _build(tmp: Path, quant_id: str, recipe: dict, reference, root: Path, thread
         files = gguf_file.fetch(params, tmp)
         nbytes, sha = gguf_file.identity(files)
         if params.get("sha256") and params["sha256"] != sha:
-            raise ValueError(f"sha256 {sha} differs from the recipe's {params['sha256']}")
+            raise QuantFailed(f"sha256 {sha} differs from the recipe's {params['sha256']}")
         (tmp / "artifact.json").write_text(json.dumps({"format": "gguf", "file": files[0].name,
                                                        "source": str(files[0].resolve())}))
         return {"info": gguf.read_back(files, gguf_file.requested_type(params)), "nbytes": nbytes,
@@ -209,7 +212,8 @@ def _build(tmp: Path, quant_id: str, recipe: dict, reference, root: Path, thread
 
 def make_quant(study, quant_cfg, reference, root: Path | None = None, threads: int | None = None,
                device: str = "cpu") -> dict:
-    """Make (or reuse) one quant; return its manifest row. Tool failures give status 'failed'.
+    """Make (or reuse) one quant; return its manifest row. Tool failures (failures.TOOL_FAILURES) give
+    status 'failed'; any other exception propagates (a bug is not a failed quant).
 
     `device` is where the artifact is checked (and load-time quants are loaded): cpu or cuda. GPTQ/AWQ
     calibrate through llm-compressor, which moves each layer to the GPU itself when one is present."""
@@ -244,11 +248,14 @@ def make_quant(study, quant_cfg, reference, root: Path | None = None, threads: i
         r = mf.row(study.study, quant_cfg.id, recipe, rhash, reference, info=info,
                    nbytes=built["nbytes"], sha256=built["sha256"], wall_s=wall, artifact=str(final),
                    fallback_tensors=built.get("fallback_tensors"), **chk)
-    except Exception as e:  # noqa: BLE001 - any tool failure becomes a failed row; the cohort goes on
+    except TOOL_FAILURES as e:  # the method cannot make this quant: a failed row; the cohort goes on
         shutil.rmtree(tmp, ignore_errors=True)
         msg = " ".join(str(e).split())[:400]
         return mf.row(study.study, quant_cfg.id, recipe, rhash, reference, status="failed",
                       reason=f"{type(e).__name__}: {msg}", wall_s=time.time() - t0)
+    except BaseException:  # a bug or an interrupt: nothing is kept, and it propagates
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
     (tmp / "manifest.json").write_text(json.dumps(clean, indent=2, default=str))
     try:
@@ -271,6 +278,7 @@ def make_cohort(study, only: list[str] | str | None = None, root: Path | None = 
     matching recipe hash are reused; failures are recorded and the others go on.
     """
     from tqdm.auto import tqdm
+    from ..config import ConfigError
     from ..models import resolve
     from . import manifest as mf
     if isinstance(only, str):
@@ -278,7 +286,7 @@ def make_cohort(study, only: list[str] | str | None = None, root: Path | None = 
     ids = [q.id for q in study.quants]
     unknown = [o for o in (only or []) if o not in ids]
     if unknown:
-        raise KeyError(f"{study.source}: --only names quant(s) not in profile {study.profile_name!r}: "
+        raise ConfigError(f"{study.source}: --only names quant(s) not in profile {study.profile_name!r}: "
                        f"{unknown}")
     reference = reference or resolve(study.reference.model, study.reference.dtype)
     rows = []

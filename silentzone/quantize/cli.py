@@ -10,11 +10,7 @@ def _quantize(args) -> int:
     from ..paths import CONFIGS, study_dir
     from . import make_cohort
     study = load(args.config or CONFIGS / f"{args.study}.yaml", args.profile)
-    try:
-        frame = make_cohort(study, only=args.only or None, progress=not args.quiet, device=args.device)
-    except KeyError as e:
-        print(f"error: {e.args[0]}", file=sys.stderr)
-        return 2
+    frame = make_cohort(study, only=args.only or None, progress=not args.quiet, device=args.device)
     cols = ["quant_id", "method", "requested_type", "main_type", "bpw", "bytes", "wall_s", "status"]
     show = frame[cols].assign(MB=(frame["bytes"] / 1e6).round(1), bpw=frame["bpw"].round(3),
                               wall_s=frame["wall_s"].round(1)).drop(columns="bytes")

@@ -66,7 +66,8 @@ def imatrix(reference, corpus: str, chunks: int, out_dir: Path, ctx: int = IMATR
                         "--no-ppl", "--output-frequency", "1000000", "--seed", "0",
                         threads=threads, log=out.with_suffix(".log"), cwd=out.parent)
         if not tmp.is_file():
-            raise RuntimeError(f"llama-imatrix wrote no file {tmp.name}")
+            from .failures import QuantFailed
+            raise QuantFailed(f"llama-imatrix wrote no file {tmp.name}")
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -75,7 +76,8 @@ def imatrix(reference, corpus: str, chunks: int, out_dir: Path, ctx: int = IMATR
 
 def quantize(source_gguf: Path, out_file: Path, recipe: dict, imatrix_file: Path | None = None,
              threads: int | None = None, log: Path | None = None) -> str:
-    """Run llama-quantize for a gguf recipe; return its stdout+stderr (RuntimeError on failure).
+    """Run llama-quantize for a gguf recipe; return its stdout+stderr (RuntimeError from
+    llama_tools.run when it exits non-zero: a declared tool failure, see failures.py).
     With an imatrix it runs in the imatrix's folder and names it bare, since llama-quantize writes
     that argument into the quant (quantize.imatrix.file): the bytes then do not depend on the path."""
     args, cwd = [], None

@@ -21,14 +21,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from .failures import QuantFailed
 
 SHARD = re.compile(r"^(?P<stem>.+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.gguf$")
 # A quant type in a file name: optional UD- (unsloth dynamic), then IQ/Q/TQ types, or float types.
 TYPE_IN_NAME = re.compile(r"(?i)(?:^|[-._])((?:UD-)?(?:I?Q\d|TQ\d)(?:_[A-Z0-9]+)*|BF16|F16|F32)(?=[-.]|$)")
 
 
-class GGUFFileError(RuntimeError):
-    """An existing GGUF cannot be found, fetched or verified (one-line message)."""
+class GGUFFileError(QuantFailed):
+    """An existing GGUF cannot be found, fetched or verified (one-line message); a QuantFailed (so
+    a RuntimeError): the quant's row fails with it."""
 
 
 def shard_names(name: str) -> list[str]:

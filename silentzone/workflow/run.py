@@ -20,13 +20,14 @@ from pathlib import Path
 import yaml
 
 from ..paths import DATA, FIGURES, study_dir
+from ..errors import SilentzoneError
 
 HERE = Path(__file__).resolve().parent
 SNAKEFILE = HERE / "Snakefile"
 PROFILES = HERE / "profiles"
 
 
-class WorkflowError(RuntimeError):
+class WorkflowError(SilentzoneError, RuntimeError):
     """The workflow cannot start (another run holds the study, bad profile)."""
 
 

@@ -145,7 +145,8 @@ def _marker_row(study, stage: str, name: str) -> dict:
     """The JSON marker of one finished job (wf/<stage>/<name>.json); a one-line error if it has not run."""
     marker = sd(study) / "wf" / stage / f"{name}.json"
     if not marker.is_file():
-        raise FileNotFoundError(f"{marker}: {stage} job of {name!r} has not run (run the workflow)")
+        from .run import WorkflowError
+        raise WorkflowError(f"{marker}: {stage} job of {name!r} has not run (run the workflow)")
     return _row(marker)
 
 
