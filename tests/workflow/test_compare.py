@@ -9,7 +9,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from silentzone.workflow.compare import TOLERANCES, compare_study
+from silentzone.workflow.compare import TOLERANCES, CompareError, compare_study
+from silentzone.workflow.compare import main as compare_main
 from tests.analysis.conftest import _make_study
 
 
@@ -65,17 +66,67 @@ def test_flipped_answers_of_a_nondeterministic_quant_are_notes_of_others_failure
 
 
 def test_headline_numbers_must_be_equal(shipped):
+    """Equal tables, other headline numbers: the analysis changed. The cohort's non-deterministic
+    quant (q02) does not excuse it, since none of its rows moved."""
     old, new = shipped
     (new / "stats.json").write_text(json.dumps({"rho_full": -0.49, "n_quants": 5}))
-    rows = compare_study("toy", str(old), new)
-    # the toy cohort holds a non-deterministic quant: the change is reported, naming it
-    assert any(lvl == "note" and "rho_full: -0.5 -> -0.49" in m and "q02" in m for lvl, _, m in rows)
+    rows = [(lvl, m) for lvl, w, m in compare_study("toy", str(old), new) if w.endswith("stats.json")]
+    assert ("differs", "rho_full: -0.5 -> -0.49 (the tables are equal: the analysis changed)") in rows
+    assert not any("q02" in m or "non-deterministic" in m for _, m in rows)
 
 
-def test_a_study_never_shipped_is_a_note(shipped, tmp_path):
+def test_headline_numbers_that_move_with_a_nondeterministic_quant_are_a_note_naming_it(shipped):
+    old, new = shipped
+    s = pd.read_csv(new / "samples.csv")
+    i = s.index[s["model"] == "q02"][0]
+    s.loc[i, "correct"] = not s.loc[i, "correct"]
+    s.to_csv(new / "samples.csv", index=False)
+    (new / "stats.json").write_text(json.dumps({"rho_full": -0.49, "n_quants": 5}))
+    rows = [(lvl, m) for lvl, w, m in compare_study("toy", str(old), new) if w.endswith("stats.json")]
+    assert rows == [("note", "rho_full: -0.5 -> -0.49 (rows of non-deterministic quants differ: ['q02'])"),
+                    ("ok", "headline numbers compared")]
+
+
+def test_a_study_the_other_copy_lacks_differs(shipped, tmp_path):
+    """Nothing compared is not a match (the other copy exists, but has no tables of this study)."""
     _, new = shipped
-    rows = compare_study("toy", str(tmp_path / "nothing"), new)
-    assert levels(rows) == ["note"]
+    (tmp_path / "empty").mkdir()
+    rows = compare_study("toy", str(tmp_path / "empty"), new)
+    assert levels(rows) == ["differs"] and "nothing to compare" in rows[0][2]
+
+
+def test_against_a_folder_that_does_not_exist_is_one_line_error(shipped, tmp_path):
+    _, new = shipped
+    with pytest.raises(CompareError) as e:
+        compare_study("toy", str(tmp_path / "nothing"), new)
+    assert str(e.value) == (f"compare-results: --against {tmp_path / 'nothing'}: neither a directory nor a "
+                            "git revision of this repository")
+
+
+def test_a_table_one_copy_lacks_differs(shipped):
+    old, new = shipped
+    (old / "toy" / "fidelity.csv").unlink()
+    (new / "stats.json").unlink()
+    rows = [(lvl, w, m) for lvl, w, m in compare_study("toy", str(old), new) if lvl == "differs"]
+    assert rows == [("differs", "toy/fidelity.csv", f"not in {old}"),
+                    ("differs", "toy/stats.json", f"not in {new}")]
+
+
+def test_main_fails_before_printing_when_a_study_has_no_results(shipped, capsys):
+    old, new = shipped
+    with pytest.raises(CompareError, match=r"no results of study 'nosuchstudy' .*studies with results: toy\)"):
+        compare_main(["toy", "nosuchstudy"], str(old), results=new.parent)
+    assert capsys.readouterr().out == ""
+
+
+def test_main_prints_match_only_when_something_was_compared(shipped, tmp_path, capsys):
+    old, new = shipped
+    assert compare_main(["toy"], str(old), results=new.parent) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(f"compare-results against {old}: MATCH")
+    (tmp_path / "empty").mkdir()
+    assert compare_main(["toy"], str(tmp_path / "empty"), results=new.parent) == 1
+    out = capsys.readouterr().out
+    assert "MATCH" not in out and "1 difference(s)" in out
 
 
 def test_headline_numbers_fail_when_a_deterministic_input_differs(shipped):
