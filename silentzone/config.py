@@ -1,7 +1,8 @@
 """Study configs: one YAML per study (configs/<study>.yaml), loaded into frozen dataclasses.
 
 Validation happens on load, before any work, and fails with ONE line naming the file, the key and
-what is wrong (unknown key, wrong type, missing file, unknown quant method or parameter).
+what is wrong (unknown key, wrong type, missing file, unknown quant method or parameter, a value out
+of range: zone thresholds, sizes and counts of a profile, context lengths, seeds).
 Profiles (smoke, default, full, ...) scale a study without copying it: a profile may pick a subset
 of quants/tasks/corpora/contexts and sets sizes (items per task, corpus tokens, bootstrap resamples).
 
@@ -11,6 +12,7 @@ of quants/tasks/corpora/contexts and sets sizes (items per task, corpus tokens, 
 
 from __future__ import annotations
 
+import math
 import re
 import types
 import typing
@@ -314,6 +316,42 @@ def _check_subset(values, allowed, key, src):
             raise ConfigError(f"{src}: {key}: unknown value {v!r} (expected one of {list(allowed)})")
 
 
+PROFILE_SIZES = ("n_items", "corpus_tokens", "calib_samples", "bootstrap", "holdout_splits")
+
+
+def _zone_value(t: float, definition: str):
+    """True, or what is wrong with zone threshold `t` under `definition` (see analysis.cohort)."""
+    if not math.isfinite(t):
+        return f"must be a finite number, got {t!r}"
+    if definition == "kld_quantile":
+        return 0 < t <= 1 or f"must be in (0, 1] for definition kld_quantile (a quantile), got {t!r}"
+    return t > 0 or f"must be > 0 for definition {definition}, got {t!r}"
+
+
+def _check_ranges(study: Study, profiles: Mapping[str, ProfileCfg], src: str) -> None:
+    """Values of the right type but out of range: thresholds, sizes, counts, context lengths, seeds."""
+    z = study.zone
+    values = [("zone.threshold", z.threshold)] + [(f"zone.sweep[{i}]", t) for i, t in enumerate(z.sweep)]
+    for where, t in values:
+        verdict = _zone_value(t, z.definition)
+        if verdict is not True:
+            raise ConfigError(f"{src}: {where}: {verdict}")
+    for i, c in enumerate(study.contexts):
+        if c <= 0:
+            raise ConfigError(f"{src}: contexts[{i}]: must be > 0 tokens, got {c!r}")
+    for key, v in vars(study.seeds).items():
+        if v < 0:
+            raise ConfigError(f"{src}: seeds.{key.rstrip('_')}: must be >= 0, got {v!r}")
+    for name, prof in profiles.items():
+        for key in PROFILE_SIZES:
+            v = getattr(prof, key)
+            if v <= 0:
+                raise ConfigError(f"{src}: profiles.{name}.{key}: must be > 0, got {v!r}")
+        for i, c in enumerate(prof.contexts):
+            if c <= 0:
+                raise ConfigError(f"{src}: profiles.{name}.contexts[{i}]: must be > 0 tokens, got {c!r}")
+
+
 def load(path: str | Path, profile: str = "default") -> Study:
     """Load and validate configs/<study>.yaml, apply `profile`; raise ConfigError (one line)."""
     path = Path(path)
@@ -349,6 +387,7 @@ def load(path: str | Path, profile: str = "default") -> Study:
     _check_subset(study.tasks, TASKS, "tasks", src)
     if study.zone.definition not in ZONE_DEFINITIONS:
         raise ConfigError(f"{src}: zone.definition: must be one of {list(ZONE_DEFINITIONS)}")
+    _check_ranges(study, profiles, src)
     lcb = study.livecodebench
     for key in ("start", "end"):
         v = getattr(lcb, key)

@@ -57,6 +57,23 @@ BAD = [
     (lambda r: r["profiles"]["smoke"].update(n_items="20"), "profiles.smoke.n_items: must be int"),
     (lambda r: r.update(tasks=["sciq", "mmlu_pro"]), "tasks: unknown value 'mmlu_pro'"),
     (lambda r: r.pop("reference"), "missing key"),
+    # values of the right type out of range (#21)
+    (lambda r: r["zone"].update(threshold=-1), "zone.threshold: must be > 0 for definition relative, got -1.0"),
+    (lambda r: r["zone"].update(threshold=0), "zone.threshold: must be > 0 for definition relative, got 0.0"),
+    (lambda r: r["zone"].update(definition="absolute", threshold=-0.5), "zone.threshold: must be > 0 for definition absolute"),
+    (lambda r: r["zone"].update(definition="bpw", threshold=0, sweep=[4.0]), "zone.threshold: must be > 0 for definition bpw"),
+    (lambda r: r["zone"].update(definition="kld_quantile", threshold=1.5, sweep=[0.5]),
+     "zone.threshold: must be in (0, 1] for definition kld_quantile (a quantile), got 1.5"),
+    (lambda r: r["zone"].update(definition="kld_quantile", threshold=1, sweep=[0.5, 1.2]), "zone.sweep[1]: must be in (0, 1]"),
+    (lambda r: r["zone"].update(threshold=float("nan")), "zone.threshold: must be a finite number, got nan"),
+    (lambda r: r["zone"].update(sweep=[0.01, -0.02]), "zone.sweep[1]: must be > 0 for definition relative, got -0.02"),
+    (lambda r: r["profiles"]["smoke"].update(n_items=0), "profiles.smoke.n_items: must be > 0, got 0"),
+    (lambda r: r["profiles"]["default"].update(bootstrap=-5), "profiles.default.bootstrap: must be > 0, got -5"),
+    (lambda r: r["profiles"]["full"].update(holdout_splits=0), "profiles.full.holdout_splits: must be > 0"),
+    (lambda r: r["profiles"]["smoke"].update(calib_samples=0), "profiles.smoke.calib_samples: must be > 0"),
+    (lambda r: r["profiles"]["smoke"].update(corpus_tokens=0), "profiles.smoke.corpus_tokens: must be > 0"),
+    (lambda r: r.update(contexts=[256, 0]), "contexts[1]: must be > 0 tokens, got 0"),
+    (lambda r: r["seeds"].update({"global": -1}), "seeds.global: must be >= 0, got -1"),
 ]
 
 
@@ -98,3 +115,19 @@ def test_cli_validate_exit_status_and_no_torch(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "silentzone.cli", "validate",
                          str(CONFIGS / "gemma3.yaml")], capture_output=True, text=True, cwd=REPO)
     assert ok.returncode == 0 and "ok (study gemma3" in ok.stdout
+
+
+@pytest.mark.parametrize("value", [0.02, 1e-9, 2.0])
+def test_positive_thresholds_are_accepted(tmp_path, value):
+    p = _write(tmp_path, lambda r: r["zone"].update(threshold=value))
+    assert load(p, "smoke").zone.threshold == value
+
+
+def test_cli_validate_rejects_a_negative_threshold(tmp_path, capsys):
+    """The issue's case: `silentzone validate` accepted zone.threshold: -1."""
+    from silentzone.cli import main
+    p = _write(tmp_path, lambda r: r["zone"].update(threshold=-1))
+    capsys.readouterr()
+    assert main(["validate", str(p)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"error: {p}: zone.threshold: must be > 0 for definition relative, got -1.0\n"

@@ -111,8 +111,9 @@ def _shown(path: Path) -> str:
 
 def _missing_results(study: str, results: Path) -> CompareError:
     where = _shown(results)
-    known = sorted(d.name for d in results.parent.iterdir()
-                   if d.is_dir() and any((d / n).is_file() for n in TABLES)) if results.parent.is_dir() else []
+    parent = results.parent
+    known = sorted(d.name for d in parent.iterdir()
+                   if d.is_dir() and any((d / n).is_file() for n in TABLES)) if parent.is_dir() else []
     return CompareError(f"compare-results: {where}: no results of study {study!r} to compare (none of "
                         f"{', '.join(TABLES)}; studies with results: {', '.join(known) or 'none'})")
 
