@@ -36,6 +36,14 @@ ZONE_DEFINITIONS = {
 }
 
 Weights = None | str | Mapping[str, float | str | int | Fraction]
+HIGHER_IS_BETTER = ("top1_agreement",)  # fidelity metrics whose larger values mean closer to the reference
+
+
+def oriented(metric: str) -> int:
+    """-1 for metrics where higher means closer to the reference (figures flip their rho, so that a
+    negative rho always reads 'further from the reference, lower score'; the noise ceiling ranks them
+    reversed), else +1."""
+    return -1 if any(metric.startswith(m) for m in HIGHER_IS_BETTER) else 1
 
 
 @dataclass(frozen=True, eq=False)

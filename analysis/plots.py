@@ -16,6 +16,8 @@ import matplotlib.style
 import numpy as np
 import pandas as pd
 
+from .cohort import oriented
+
 STYLE = Path(__file__).resolve().parent.parent / "figures" / "style.mplstyle"
 # Okabe-Ito colorblind-safe palette (the style file's cycle, by name for fixed roles)
 OKABE_ITO = {"blue": "#0072B2", "vermillion": "#D55E00", "green": "#009E73", "orange": "#E69F00",
@@ -108,15 +110,6 @@ def _variant_label(key: tuple, many_settings: bool) -> str:
     """Legend label of a (corpus, ctx, metric) variant."""
     corpus, ctx, metric = key
     return f"{metric} ({corpus}, {ctx})" if many_settings else str(metric)
-
-
-HIGHER_IS_BETTER = ("top1_agreement",)  # metrics whose larger values mean closer to the reference
-
-
-def oriented(metric: str) -> int:
-    """-1 for metrics where higher means closer to the reference (their rho is sign-flipped in plots, so
-    that a negative rho always reads 'further from the reference, lower score'), else +1."""
-    return -1 if any(metric.startswith(m) for m in HIGHER_IS_BETTER) else 1
 
 
 def sweep_curves(ax, sweep_frame: pd.DataFrame, percent: bool = True, band: str | None = None):
