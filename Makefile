@@ -63,8 +63,10 @@ bench: perf
 accuracy: setup
 	$(SZ) bench-accuracy --study smollm2 gemma3 --n-items 200
 
+# JupyterLab on the notebooks (the explorer is notebooks/00_explore.ipynb); as root (containers) it needs
+# --allow-root, which it refuses to assume.
 lab: setup
-	.venv/bin/jupyter lab notebooks/
+	.venv/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 clean-venv:
 	rm -rf .venv
