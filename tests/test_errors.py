@@ -126,6 +126,8 @@ def test_real_bad_inputs_through_the_cli(tmp_path, capsys):
     line = _one_line(capsys, main, ["quantize", "--study", "smollm2", "--profile", "smoke",
                                     "--only", "Q9_9", "--quiet"])
     assert "--only names quant(s) not in profile 'smoke'" in line and "Q9_9" in line
+    line = _one_line(capsys, main, ["bench", "--study", "smollm2", "--profile", "smoke", "--models", "Q4_0=/x"])
+    assert line == "error: silentzone bench: --models needs reference=<GGUF or HF dir>"
 
 
 # ---- quant failures: only the method's declared failures become failed rows ----------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from ..errors import SilentzoneError
 
 
 def _models(study, pairs: list[str] | None) -> dict:
@@ -19,11 +20,11 @@ def _models(study, pairs: list[str] | None) -> dict:
         out = {}
         for p in pairs:
             if "=" not in p:
-                raise SystemExit(f"silentzone bench: --models entries are name=path, got {p!r}")
+                raise SilentzoneError(f"silentzone bench: --models entries are name=path, got {p!r}")
             k, v = p.split("=", 1)
             out[k] = v
         if "reference" not in out:
-            raise SystemExit("silentzone bench: --models needs reference=<GGUF or HF dir>")
+            raise SilentzoneError("silentzone bench: --models needs reference=<GGUF or HF dir>")
         return out
     from ..models import resolve
     from ..paths import study_dir
