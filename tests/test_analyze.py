@@ -287,16 +287,6 @@ def test_errors_name_the_file(tmp_path):
     assert _one_line(err).endswith("file not found (run the analysis products first)")
 
 
-def test_headline_figure(products, tmp_path):
-    r = products[0]
-    pdf, png = analyze.headline_figure([r, r], tmp_path)
-    assert pdf.read_bytes().startswith(b"%PDF") and png.stat().st_size > 0
-    inputs = json.loads((tmp_path / "headline.provenance.json").read_text())["inputs"]
-    assert inputs["results/stats.json"] == hashlib.sha256((r / "stats.json").read_bytes()).hexdigest()
-    with pytest.raises(ContractError, match="stats.json: file not found"):
-        analyze.headline_figure([tmp_path], tmp_path)
-
-
 def test_tiny_study_without_per_prompt_kld(tmp_path):
     """A smoke-sized study (4 ok quants, 20 items per task) whose benchmark gave no per-prompt KLD: every
     product and figure is still written; undefined numbers are empty cells / null, never a crash.

@@ -1,4 +1,4 @@
-"""Analysis products of one study: the tables, stats.json and figures that the paper's claims rest on.
+"""Analysis products of one study: the tables and stats.json that the paper's claims rest on.
 
 A results directory R (e.g. data/smollm2/) holds the three contract tables the pipeline writes,
 R/quants.csv, R/fidelity.csv and R/samples.csv. Four functions read them and write products beside
@@ -9,8 +9,7 @@ the inputs; no timestamps or hostnames, so a rerun with the same inputs and seed
                                     cohort.csv, stats.json
     sensitivity_products(R, cfg)    sweep.csv, holdout.csv, holdout_summary.csv, robustness.csv, power.csv
     per_prompt_products(R, cfg)     failure_prediction.csv, routing.csv
-    figures(R, figdir)              every figure as PDF + PNG, drawn from the saved products only
-    headline_figure([R1, R2], dir)  the headline scatter of several studies side by side
+(The figures drawn from these products are in silentzone.report.figures.)
 
 Choices (each recorded in the products):
   - primary variant: the config's first corpus present in fidelity.csv, at the largest context length
@@ -35,10 +34,7 @@ Never imports torch or the pipeline stages: only analysis, pandas, numpy and the
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import math
-import os
 import zlib
 from pathlib import Path
 
@@ -51,11 +47,10 @@ from analysis.cohort import cohort_quants, item_matrix, metric_columns
 from analysis.contracts import ContractError
 from analysis.decompose import COMPOSITE
 
-from . import paths
-from .config import Study
-from .config import load as load_config
-from .provenance import PACKAGES, git_commit, versions
-from .tables import FIDELITY, QUANTS, SAMPLES, read_table, write_stats
+from .. import io, paths
+from ..config import Study, load_study
+from ..provenance import PACKAGES, git_commit, versions
+from ..tables import FIDELITY, QUANTS, SAMPLES, read_table, write_stats
 
 INPUTS = {"quants.csv": QUANTS, "fidelity.csv": FIDELITY, "samples.csv": SAMPLES}
 FLOAT_FORMAT = "%.10g"
@@ -163,7 +158,7 @@ class _Run:
         self.metric, self.definition = cfg.zone.primary_metric, cfg.zone.definition
         self.threshold = float(cfg.zone.threshold)
         self.n_resamples = int(cfg.profile.bootstrap)
-        self.inputs = {name: _sha256(self.r / name) for name in INPUTS}
+        self.inputs = {name: io.sha256_file(self.r / name) for name in INPUTS}
 
     def rng(self, product: str, seed: int | None = None) -> np.random.Generator:
         """The generator of one product (see module doc)."""
@@ -191,7 +186,7 @@ class _Run:
                 "corpus": self.corpus, "ctx": self.ctx, "metric": self.metric,
                 "zone": {"definition": self.definition, "threshold": self.threshold,
                          "sweep": list(cfg.zone.sweep)},
-                "git_commit": _commit(), "versions": _versions(), "inputs": self.inputs, **params}
+                "git_commit": code_commit(), "versions": code_versions(), "inputs": self.inputs, **params}
 
     def write(self, frame: pd.DataFrame, name: str, exact: bool = False, **params) -> Path:
         """Write R/<name> and its provenance; see `write_csv`."""
@@ -209,9 +204,9 @@ def resolve(study: str, profile: str = "default", results: str | Path = "", figd
             config: str | Path = "") -> tuple[Path, Path, Study]:
     """The notebooks' parameters as (results directory, figure directory, loaded config); empty strings
     mean data/<study>, figures/<study> and configs/<study>.yaml."""
-    cfg = load_config(Path(config) if config else paths.CONFIGS / f"{study}.yaml", profile)
-    return (Path(results) if results else paths.DATA / study,
-            Path(figdir) if figdir else paths.FIGURES / study, cfg)
+    cfg = load_study(config or study, profile)
+    return (Path(results) if results else paths.data_dir(study),
+            Path(figdir) if figdir else paths.figures_dir(study), cfg)
 
 
 # --------------------------------------------------------------------------------------------- output
@@ -223,54 +218,25 @@ def write_csv(frame: pd.DataFrame, path: str | Path, provenance: dict, exact: bo
     text that reads back to the same float (for tables whose identities are checked exactly).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False, float_format=None if exact else FLOAT_FORMAT, lineterminator="\n")
-    write_json(provenance, path.with_name(path.name + ".provenance.json"))
-    os.replace(tmp, path)
+    with io.atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format=None if exact else FLOAT_FORMAT, lineterminator="\n")
+        write_json(provenance, path.with_name(path.name + ".provenance.json"))
     return path
 
 
 def write_json(obj, path: str | Path) -> Path:
-    """Write `obj` as sorted, indented JSON atomically; NaN and infinities become null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _finite(obj):
-    """obj with non-finite floats replaced by None and numpy scalars by Python ones (valid JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def _sha256(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Write `obj` as sorted, indented JSON atomically; NaN and infinities become null (io.write_json)."""
+    return io.write_json(path, obj, default=None)
 
 
 @functools.lru_cache(maxsize=1)
-def _commit() -> str:
+def code_commit() -> str:
     """Git commit of the code, read once per process (so one run's products all agree)."""
     return git_commit()
 
 
 @functools.lru_cache(maxsize=1)
-def _versions() -> dict[str, str]:
+def code_versions() -> dict[str, str]:
     """Package versions that can change results (read once per process)."""
     return versions((*PACKAGES, "matplotlib"))
 
@@ -293,7 +259,7 @@ def study_label(cfg: Study) -> tuple[str, str]:
 
 def _ci(row: pd.Series) -> list:
     """[ci_lo, ci_hi] of a correlation row (None where undefined)."""
-    return [_finite(float(row["ci_lo"])), _finite(float(row["ci_hi"]))]
+    return [io.finite(float(row["ci_lo"])), io.finite(float(row["ci_hi"]))]
 
 
 # ------------------------------------------------------------------------------------------- products
@@ -368,7 +334,7 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
     stats.update(label=label, title=title, zone_rule=run.definition, zone_threshold=run.threshold,
                  n_resamples=run.n_resamples, rho_full_ci=_ci(row["score", "full"]),
                  rho_zone_ci=_ci(row["score", "zone"]), rho_vol_zone_ci=_ci(row["vol_rate", "zone"]),
-                 p_perm_zone=_finite(float(row["score", "zone"]["p_perm"])),
+                 p_perm_zone=io.finite(float(row["score", "zone"]["p_perm"])),
                  # n_zone counts zone members; a member without the metric (fidelity failed) has no pair
                  n_full_rho=int(row["score", "full"]["n"]), n_zone_rho=int(row["score", "zone"]["n"]),
                  ref_score=float(cohort["ref_score"].iloc[0]) if len(cohort) else None,
@@ -384,7 +350,7 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
            "decomposition_correlations.csv": run.write(corr, "decomposition_correlations.csv"),
            "noise_ceiling.csv": run.write(ceiling, "noise_ceiling.csv", n_sims=CEILING_SIMS,
                                           grid=list(U.POWER_GRID))}
-    out["stats.json"] = write_stats(_finite(stats), run.r / "stats.json")
+    out["stats.json"] = write_stats(io.finite(stats), run.r / "stats.json")
     return out
 
 
@@ -417,7 +383,7 @@ def _ceiling_keys(table: pd.DataFrame, needed: dict, coupling: str | None = None
         out.update({f"ceiling_{truth}_rho_median": r["rho_median"], f"ceiling_{truth}_rho_lo": r["rho_lo"],
                     f"ceiling_{truth}_rho_hi": r["rho_hi"], f"ceiling_{truth}_power": r["power"],
                     f"items_for_power_{truth}": needed[truth, coupling]})
-    return {k: _finite(float(v)) if isinstance(v, (float, np.floating)) else v for k, v in out.items()}
+    return {k: io.finite(float(v)) if isinstance(v, (float, np.floating)) else v for k, v in out.items()}
 
 
 def sensitivity_products(results: str | Path, cfg: Study, margin: float = TOST_MARGIN,
@@ -547,190 +513,3 @@ def per_prompt_products(results: str | Path, cfg: Study,
                                                 n_resamples_per_prompt=n_fail),
             "drop_prediction.csv": run.write(drops, "drop_prediction.csv", n_resamples_per_prompt=n_fail),
             "routing.csv": run.write(route, "routing.csv", routing_models=models)}
-
-
-# -------------------------------------------------------------------------------------------- figures
-
-FIGURES = ("kld_vs_score", "sweep", "holdout", "decomposition", "per_prompt_kld", "routing")
-
-
-def figures(results: str | Path, figdir: str | Path) -> dict[str, list[Path]]:
-    """Draw every figure of the study from the saved products of `results` into `figdir`.
-
-    Needs stats.json, cohort.csv, decomposition.csv (decomposition_products), sweep.csv, holdout.csv
-    (sensitivity_products), routing.csv (per_prompt_products) and samples.csv. Writes <name>.pdf and
-    <name>.png (analysis.plots.save, one style) for FIGURES, each with <name>.provenance.json:
-      kld_vs_score    primary metric vs composite score, zone highlighted, full and zone rho
-      sweep           zone rho vs threshold for FIGURE_METRICS of the primary corpus/ctx, bootstrap bands
-      holdout         zone rho over held-out splits: zone from half A vs from half B itself
-      decomposition   gains and losses per quant (composite), quants ordered by the primary metric
-      per_prompt_kld  per-prompt KLD, passed vs failed prompts, of the cohort quant with the median
-                      primary metric
-      routing         routing accuracy on disagreement prompts per routed set, with chance
-    Returns {figure name: [pdf, png]}.
-    """
-    from matplotlib.figure import Figure
-
-    from analysis import plots
-
-    r, figdir = Path(results), Path(figdir)
-    need = ("stats.json", "cohort.csv", "decomposition.csv", "sweep.csv", "holdout.csv", "routing.csv",
-            "samples.csv")
-    for name in need:
-        if not (r / name).is_file():
-            raise ContractError(f"{r / name}: file not found (run the analysis products first)")
-    stats = json.loads((r / "stats.json").read_text())
-    cohort = pd.read_csv(r / "cohort.csv")
-    metric, corpus, ctx = stats["metric"], stats["corpus"], int(stats["ctx"])
-    prov_base = {"study": stats["study"], "label": stats["label"],
-                 "config_hash": stats.get("provenance", {}).get("config_hash", ""),
-                 "git_commit": _commit(), "versions": _versions()}
-    title = stats.get("title") or f"{stats['study']}: {stats['label']}"
-    out = {}
-
-    def save(fig, name: str, inputs: tuple[str, ...]) -> None:
-        out[name] = plots.save(fig, figdir / name)
-        write_json({"figure": name, **prov_base, "inputs": {i: _sha256(r / i) for i in inputs}},
-                   figdir / f"{name}.provenance.json")
-
-    with plots.style_context():
-        fig = Figure(figsize=(5.2, 4.0))
-        ax = fig.add_subplot()
-        zone = cohort["in_zone"].astype(bool).to_numpy()
-        floor = A.zone_floor(stats["ref_score"], stats["zone_rule"], stats["zone_threshold"]) \
-            if stats.get("ref_score") is not None else None
-        plots.scatter_zone(ax, cohort, metric, zone, floor, stats)
-        ax.set_title(f"{title}\n{headline_title(stats)}", fontsize=6)
-        save(fig, "kld_vs_score", ("stats.json", "cohort.csv"))
-
-        sweep = pd.read_csv(r / "sweep.csv")
-        sel = sweep[(sweep["corpus"] == corpus) & (sweep["ctx"] == ctx)
-                    & sweep["metric"].isin([metric, *FIGURE_METRICS])]
-        fig = Figure()
-        plots.sweep_curves(fig.add_subplot(), sel, percent=stats["zone_rule"] == "relative", band=metric)
-        distinct = sel[sel["metric"] == metric]["zone_id"].nunique() if "zone_id" in sel else len(sel)
-        fig.axes[0].set_title(f"{title}: zone rho vs threshold ({corpus}, ctx {ctx})\n"
-                              f"{distinct} distinct zones of {metric} over "
-                              f"{sel['threshold'].nunique()} thresholds; band: its bootstrap 95% CI", fontsize=6)
-        save(fig, "sweep", ("stats.json", "sweep.csv"))
-
-        fig = Figure()
-        plots.holdout_hist(fig.add_subplot(), pd.read_csv(r / "holdout.csv"), observed=stats.get("rho_zone"))
-        fig.axes[0].set_title(f"{title}: held-out zone boundaries, {stats.get('n_splits_heldout')} splits; "
-                              f"primary zone estimate (held-out median) {_fmt(stats.get('rho_zone_heldout'))}",
-                              fontsize=6)
-        save(fig, "holdout", ("stats.json", "holdout.csv"))
-
-        dec = pd.read_csv(r / "decomposition.csv")
-        order = list(cohort.sort_values([metric, "quant_id"], kind="stable")["quant_id"])
-        fig = Figure(figsize=(max(4.5, 0.18 * len(order) + 1.5), 3.4))
-        plots.decomposition_bars(fig.add_subplot(), dec, COMPOSITE, order,
-                                 xlabel=f"quant, ordered by {metric} (low to high)")
-        fig.axes[0].set_title(f"{title}: leapfrogs and drops vs reference; rho({metric}, volume) in the zone "
-                              f"{_fmt(stats.get('rho_vol_zone'))}", fontsize=6)
-        save(fig, "decomposition", ("stats.json", "cohort.csv", "decomposition.csv"))
-
-        samples = read_table(r / "samples.csv", SAMPLES)
-        fig = Figure()
-        ax = fig.add_subplot()
-        model = representative_quant(cohort, metric)
-        inputs = ("stats.json", "cohort.csv", "samples.csv")
-        if model is not None:
-            note = ""
-            if (r / "drop_prediction.csv").is_file():
-                inputs += ("drop_prediction.csv",)
-                dp = pd.read_csv(r / "drop_prediction.csv")
-                row = dp[(dp["model"] == model) & (dp["task"] == "all")]
-                if len(row):
-                    row = row.iloc[0]
-                    note = (f"drops {int(row['n_drops'])} of {int(row['n_drops'] + row['n_kept'])} "
-                            f"reference-correct items, GM KLD ratio {_num(row['gm_ratio'], 2)} "
-                            f"[{_num(row['ratio_lo'], 2)}, {_num(row['ratio_hi'], 2)}], AUROC "
-                            f"{_num(row['auroc'], 2)} [{_num(row['auroc_lo'], 2)}, {_num(row['auroc_hi'], 2)}]")
-            plots.per_prompt_hist(ax, samples, model, note=note)
-            fig.suptitle(f"{title}: median-{metric} quant", fontsize=7)
-        save(fig, "per_prompt_kld", inputs)
-
-        route = pd.read_csv(r / "routing.csv")
-        route = route[route["task"] == "all"].reset_index(drop=True)
-        fig = Figure(figsize=(max(4.5, 0.45 * len(route) + 1.5), 4.2))
-        ax = fig.add_subplot()
-        if len(route):
-            labels = [m.replace("+", " + ") if n == 2 else f"all {n}" for m, n in
-                      zip(route["models"], route["n_models"])]
-            plots.routing_bars(ax, route, labels)
-        none = int((route["n_disagree"] == 0).sum()) if len(route) else 0
-        ax.set_title(f"{title}: routing by lower per-prompt KLD ({len(route)} sets, median "
-                     f"{_num(route['n_disagree'].median(), 0) if len(route) else 'n/a'} disagreements, "
-                     f"{none} with none)", fontsize=6)
-        fig.subplots_adjust(bottom=0.42)
-        save(fig, "routing", ("stats.json", "routing.csv"))
-    return out
-
-
-def headline_title(stats: dict) -> str:
-    """The main figure's title line, from stats.json: full and zone rho with their CIs (quant and item
-    resampling), the hold-out estimate and the noise ceiling."""
-    ci = stats.get("rho_full_ci") or [None, None]
-    zci = stats.get("rho_zone_ci") or [None, None]
-    line1 = (f"full rho {_fmt(stats['rho_full'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]; zone rho "
-             f"{_fmt(stats['rho_zone'])} (n={stats['n_zone']}; quants CI [{_fmt(zci[0])}, {_fmt(zci[1])}], "
-             f"items CI [{_fmt(stats.get('rho_zone_items_lo'))}, {_fmt(stats.get('rho_zone_items_hi'))}])")
-    line2 = (f"held-out zone rho {_fmt(stats.get('rho_zone_heldout'))}; a perfect metric would show "
-             f"{_fmt(stats.get('ceiling_conservative_rho_median'))} to "
-             f"{_fmt(stats.get('ceiling_optimistic_rho_median'))} (power "
-             f"{_pct(stats.get('ceiling_conservative_power'))} to {_pct(stats.get('ceiling_optimistic_power'))}); "
-             f"{stats['zone_definition']}")
-    return f"{line1}\n{line2}"
-
-
-def _num(v, digits: int) -> str:
-    """A number as text with `digits` decimals; 'n/a' when undefined."""
-    return "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
-
-
-def _pct(v) -> str:
-    """A share as a whole percentage; 'n/a' when undefined."""
-    return "n/a" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.0f}%"
-
-
-def headline_figure(results: list[str | Path], figdir: str | Path, name: str = "headline") -> list[Path]:
-    """One panel per study (e.g. both embedded studies): primary metric vs composite score with the zone
-    highlighted, full and zone rho, from each directory's stats.json and cohort.csv (made by
-    `decomposition_products`). Writes <figdir>/<name>.pdf, .png and .provenance.json; returns [pdf, png]."""
-    from matplotlib.figure import Figure
-
-    from analysis import plots
-
-    dirs = [Path(r) for r in results]
-    for r in dirs:
-        for f in ("stats.json", "cohort.csv"):
-            if not (r / f).is_file():
-                raise ContractError(f"{r / f}: file not found (run decomposition_products first)")
-    with plots.style_context():
-        fig = Figure(figsize=(4.5 * len(dirs), 3.4))
-        for i, r in enumerate(dirs):
-            stats, cohort = json.loads((r / "stats.json").read_text()), pd.read_csv(r / "cohort.csv")
-            floor = (A.zone_floor(stats["ref_score"], stats["zone_rule"], stats["zone_threshold"])
-                     if stats.get("ref_score") is not None else None)
-            ax = fig.add_subplot(1, len(dirs), i + 1)
-            zone = cohort["in_zone"].astype(bool).to_numpy()
-            plots.scatter_zone(ax, cohort, stats["metric"], zone, floor, stats)
-            ax.set_title(f"{stats.get('title') or stats['study']}\n{stats['zone_definition']}", fontsize=7)
-        saved = plots.save(fig, Path(figdir) / name)
-    write_json({"figure": name, "git_commit": _commit(), "versions": _versions(),
-                "inputs": {f"{r.name}/{f}": _sha256(r / f) for r in dirs
-                           for f in ("stats.json", "cohort.csv")}},
-               Path(figdir) / f"{name}.provenance.json")
-    return saved
-
-
-def _fmt(rho: float | None) -> str:
-    """rho as signed text with two decimals; 'n/a' when undefined."""
-    return "n/a" if rho is None or not math.isfinite(rho) else f"{rho:+.2f}"
-
-
-def representative_quant(cohort: pd.DataFrame, metric: str) -> str | None:
-    """The cohort quant at the (lower) median of `metric` (ties by quant_id); None if none has it."""
-    c = cohort[np.isfinite(cohort[metric].to_numpy(float))].sort_values([metric, "quant_id"], kind="stable")
-    return None if c.empty else str(c["quant_id"].iloc[(len(c) - 1) // 2])
