@@ -21,13 +21,15 @@ from __future__ import annotations
 import os
 import sys
 
+from .settings import current
+
 GLOBAL_LIBSTDCXX: str | None = None
 
 
 def global_libstdcxx() -> str | None:
     """dlopen libstdc++.so.6 with RTLD_GLOBAL (promoting it if already loaded); its path, or None."""
     global GLOBAL_LIBSTDCXX
-    if GLOBAL_LIBSTDCXX or not sys.platform.startswith("linux") or os.environ.get("SILENTZONE_NO_GLOBAL_LIBSTDCXX"):
+    if GLOBAL_LIBSTDCXX or not sys.platform.startswith("linux") or current().no_global_libstdcxx:
         return GLOBAL_LIBSTDCXX
     import ctypes
     try:

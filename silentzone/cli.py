@@ -36,10 +36,9 @@ def _schema(args) -> int:
 
 
 def _prepare(args) -> int:
-    from .config import load
+    from .config import load_study
     from .models import resolve
-    from .paths import CONFIGS
-    study = load(args.config or CONFIGS / f"{args.study}.yaml", args.profile)
+    study = load_study(args.config or args.study, args.profile)
     ref = resolve(study.reference.model, study.reference.dtype)
     print(json.dumps({"study": study.study, "hf_dir": str(ref.hf_dir), "gguf": str(ref.gguf),
                       "check": ref.info["check"]}, indent=2))

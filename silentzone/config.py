@@ -438,3 +438,12 @@ def livecodebench_file(study: Study) -> Path:
     from .paths import REPO
     p = Path(study.livecodebench.file).expanduser()
     return p if p.is_absolute() else REPO / p
+
+
+def load_study(name_or_path: str | Path, profile: str = "default") -> Study:
+    """A study by name (configs/<name>.yaml) or by the path of its YAML file, with `profile` applied:
+    load_study("smollm2", "smoke") == load(paths.CONFIGS / "smollm2.yaml", "smoke")."""
+    from .paths import CONFIGS
+    text = str(name_or_path)
+    is_path = Path(text).is_file() or text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text
+    return load(Path(text) if is_path else CONFIGS / f"{text}.yaml", profile)

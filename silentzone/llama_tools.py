@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .paths import REPO, cache_home
+from .paths import REPO, build_root
 
 TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity")
 
@@ -18,7 +18,7 @@ TOOLS = ("llama-quantize", "llama-imatrix", "llama-perplexity")
 def build_dir() -> Path:
     ver = md.version("llama_cpp_python")
     tag = f"cp{sys.version_info[0]}{sys.version_info[1]}"
-    return cache_home() / "build" / f"llama-cpp-python-{ver}-{tag}"
+    return build_root() / f"llama-cpp-python-{ver}-{tag}"
 
 
 def tool_dir() -> Path:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .settings import current
 
 
 def load_llama(gguf: Path | str, n_ctx: int = 2048, threads: int | None = None, logits_all=True,
@@ -17,8 +18,9 @@ def load_llama(gguf: Path | str, n_ctx: int = 2048, threads: int | None = None, 
     llama-perplexity's default) but moves logits (up to 0.036 on an F32 SmolLM2), so every shipped
     number was computed without it, and a study must not mix the two."""
     import llama_cpp
-    t = threads or int(os.environ.get("SILENTZONE_THREADS", os.cpu_count() or 1))
-    fa = os.environ.get("SILENTZONE_FLASH_ATTN", "0") == "1"
+    s = current()
+    t = threads or s.threads
+    fa = s.flash_attn
     return llama_cpp.Llama(str(gguf), n_ctx=n_ctx, n_batch=min(n_ctx, 512), n_ubatch=min(n_ctx, 512),
                            logits_all=logits_all, n_threads=t, n_threads_batch=t, verbose=False,
                            seed=0, n_gpu_layers=n_gpu_layers, flash_attn=fa)

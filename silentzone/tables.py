@@ -7,13 +7,13 @@ provenance record beside it as <file>.provenance.json.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.contracts import FIDELITY, QUANTS, SAMPLES, SCHEMAS, STATS_KEYS, ContractError, Schema, validate
+
+from .io import atomic_path, write_json
 
 __all__ = ["FIDELITY", "QUANTS", "SAMPLES", "SCHEMAS", "ContractError", "read_table", "write_table",
            "write_stats"]
@@ -23,14 +23,12 @@ def write_table(frame: pd.DataFrame, schema: Schema, path: str | Path, provenanc
     """Validate `frame` and write it as CSV (.csv) or Parquet (.parquet), atomically."""
     path = Path(path)
     validate(frame, schema, where=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".parquet":
-        frame.to_parquet(tmp, index=False)
-    else:
-        frame.to_csv(tmp, index=False, float_format="%.10g", lineterminator="\n")
-    _write_json(path.with_name(path.name + ".provenance.json"), {"schema": schema.name, **provenance})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False, float_format="%.10g", lineterminator="\n")
+        write_json(path.with_name(path.name + ".provenance.json"), {"schema": schema.name, **provenance})
     return path
 
 
@@ -61,12 +59,4 @@ def write_stats(stats: dict, path: str | Path) -> Path:
     missing = [k for k in STATS_KEYS if k not in stats]
     if missing:
         raise ContractError(f"{path}: stats.json lacks key(s) {missing}")
-    _write_json(Path(path), stats)
-    return Path(path)
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+    return write_json(path, stats)

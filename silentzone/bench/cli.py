@@ -4,8 +4,9 @@
     silentzone bench --study smollm2 --models reference=/path/ref.gguf Q4_0=/path/quants/Q4_0
     silentzone bench-accuracy --study smollm2 gemma3 --n-items 300   # README's accuracy table
     silentzone bench-import --study smollm2 --model Q4_K_M-vllm out/samples_piqa_*.jsonl
-Without --models: the study's float reference (GGUF) plus every quant of the profile whose
-artifact directory exists under <study_dir>/quants/<quant_id>/ (artifact.json).
+Without --models: the study's float reference (GGUF) plus every quant of the profile that
+`silentzone quantize` finished (bench.run.default_models: paths.quant_artifact_dir); the quants
+without a finished artifact are named in one line on stderr.
 """
 
 from __future__ import annotations
@@ -26,23 +27,16 @@ def _models(study, pairs: list[str] | None) -> dict:
         if "reference" not in out:
             raise SilentzoneError("silentzone bench: --models needs reference=<GGUF or HF dir>")
         return out
-    from ..models import resolve
-    from ..paths import study_dir
-    out = {"reference": str(resolve(study.reference.model, study.reference.dtype).gguf)}
-    qdir = study_dir(study.study, study.profile_name) / "quants"
-    for q in study.quants:
-        if (qdir / q.id / "artifact.json").is_file():
-            out[q.id] = str(qdir / q.id)
-    return out
+    from .run import default_models
+    return default_models(study)
 
 
 def _bench(args) -> int:
     import logging
-    from ..config import load
-    from ..paths import CONFIGS
+    from ..config import load_study
     from .run import run_benchmarks
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    study = load(args.config or CONFIGS / f"{args.study}.yaml", args.profile)
+    study = load_study(args.config or args.study, args.profile)
     models = _models(study, args.models)
     frame = run_benchmarks(study, models, tasks=args.tasks, n_items=args.n_items, k=args.k,
                            threads=args.threads, out_dir=args.out)
@@ -54,12 +48,11 @@ def _bench(args) -> int:
 
 def _accuracy(args) -> int:
     import logging
-    from ..config import load
-    from ..paths import CONFIGS
+    from ..config import load_study
     from .report import reference_accuracy
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in args.study:
-        study = load(args.config or CONFIGS / f"{name}.yaml", args.profile)
+        study = load_study(args.config or name, args.profile)
         table = reference_accuracy(study, args.n_items, tasks=args.tasks, out=args.out,
                                    threads=args.threads)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

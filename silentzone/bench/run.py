@@ -1,7 +1,8 @@
 """Benchmark driver: per-prompt rows (SAMPLES schema) for the reference and every quant.
 
     study = config.load("configs/smollm2.yaml", "smoke")
-    frame = run_benchmarks(study, {"reference": ref.gguf, "Q4_0": "/.../quants/Q4_0"})
+    frame = run_benchmarks(study, {"reference": ref.gguf, "Q4_0": "<cache>/quants/<ref>/Q4_0-<hash>"})
+    frame = run_benchmarks(study, default_models(study))   # the reference and every finished quant
 
 Layout under study_dir(study, profile):
     samples/<model>/<task>.csv     one finished (model, task) pair; written atomically, so an
@@ -17,14 +18,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..paths import study_dir
+from ..paths import samples_dir, study_dir
 from ..provenance import hash_obj, record
+from ..settings import current
 from ..tables import SAMPLES, write_table
 from . import mc, tasks as T
 from .generate import greedy
@@ -137,6 +138,28 @@ def score_pair(name: str, model, task: T.Task, prepared: list[dict], enc: Encode
     return pd.DataFrame(rows)
 
 
+def default_models(study, reference=None) -> dict[str, str]:
+    """{"reference": the float reference's GGUF, quant_id: finished artifact dir} for every quant of
+    the study's profile that silentzone.quantize has finished (quantize.artifact_of). The quants that
+    have none (not made yet, or failed) are named in one line on stderr, not skipped silently."""
+    import sys
+    from ..models import resolve
+    from ..quantize import artifact_of
+    ref = reference or resolve(study.reference.model, study.reference.dtype)
+    out, missing = {"reference": str(ref.gguf)}, []
+    for q in study.quants:
+        art = artifact_of(study, q, ref)
+        if art is None:
+            missing.append(q.id)
+        else:
+            out[q.id] = str(art)
+    if missing:
+        print(f"silentzone bench: no finished artifact for {len(missing)} of {len(study.quants)} quant(s) "
+              f"of {study.study}/{study.profile_name} (run silentzone quantize): {', '.join(missing)}",
+              file=sys.stderr, flush=True)
+    return out
+
+
 def read_samples(path: str | Path) -> pd.DataFrame:
     """Read a SAMPLES csv; float columns are cast first (a column of zeros is written as '0')."""
     from analysis.contracts import validate
@@ -189,16 +212,15 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
     device    cpu or cuda: where HF-format models and load-time quants run (backends.open_model)
     """
     from ..backends import open_model
-    from ..config import load
-    from ..paths import CONFIGS
+    from ..config import load_study
     if isinstance(study, str):
-        study = load(CONFIGS / f"{study}.yaml", profile)
+        study = load_study(study, profile)
     if "reference" not in models:
         raise ValueError("models must include 'reference' (its distributions are the KLD baseline)")
     root = Path(out_dir) if out_dir else study_dir(study.study, study.profile_name)
     task_names = list(tasks or study.tasks)
     n = n_items if n_items is not None else study.profile.n_items
-    threads = threads or int(os.environ.get("SILENTZONE_THREADS", os.cpu_count() or 1))
+    threads = threads or current().threads
     if tokenizer is None:
         from ..models import resolve
         tokenizer = resolve(study.reference.model, study.reference.dtype).tokenizer()
@@ -219,7 +241,7 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
         for tn in task_names:
             task, prep = T.get(tn), prepared[tn]
             sig = _signature(task, prep)
-            out = root / "samples" / name / f"{tn}.csv"
+            out = samples_dir(study.study, study.profile_name, name, root) / f"{tn}.csv"
             ref_path = root / "bench_ref" / f"{tn}.npz"
             done = _finished(out, sig) and (name != "reference" or _store_matches(ref_path, sig))
             if done:

@@ -42,9 +42,8 @@ def _kld(args) -> int:
 
 
 def _study(args):
-    from ..config import load
-    from ..paths import CONFIGS
-    return load(args.config or CONFIGS / f"{args.study}.yaml", args.profile)
+    from ..config import load_study
+    return load_study(args.config or args.study, args.profile)
 
 
 def _capture(args) -> int:

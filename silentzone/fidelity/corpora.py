@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..paths import cache_home, package_dir
+from ..io import atomic_write_text, sha256_text
+from ..paths import corpora_dir, package_dir, tokens_dir
 from ..errors import SilentzoneError
 
 EXLLAMA_FILES = {"wiki": "wiki.utf8", "c4": "c4.utf8", "code": "code.utf8", "tinystories": "tiny.utf8",
@@ -65,7 +66,7 @@ def _shakespeare() -> str:
 
 
 def _wikitext2() -> str:
-    cached = cache_home() / "corpora" / "wikitext2.txt"
+    cached = corpora_dir() / "wikitext2.txt"
     if cached.is_file():
         return cached.read_text(encoding="utf-8")
     repo, fname = WIKITEXT2
@@ -80,10 +81,7 @@ def _wikitext2() -> str:
                           f"({type(e).__name__}: {msg}; HF_HUB_OFFLINE="
                           f"{os.environ.get('HF_HUB_OFFLINE', '0')})") from None
     text = "".join(lines)  # each row keeps its trailing newline: this is wiki.test.raw
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(cached.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, cached)
+    atomic_write_text(cached, text, encoding="utf-8")
     return text
 
 
@@ -135,10 +133,10 @@ def corpus_tokens(reference, corpus_id: str, n_tokens: int) -> tuple[np.ndarray,
     gguf = _gguf_of(reference)
     text = corpus_text(corpus_id)
     st = gguf.stat()
-    model_key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}".encode()).hexdigest()[:8]
-    text_key = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+    model_key = sha256_text(f"{gguf.resolve()}|{st.st_size}")[:8]
+    text_key = sha256_text(text)[:12]
     name = getattr(reference, "name", "") or gguf.parent.name
-    path = cache_home() / "tokens" / f"{name}-{model_key}" / f"{corpus_id}-{text_key}.npy"
+    path = tokens_dir() / f"{name}-{model_key}" / f"{corpus_id}-{text_key}.npy"
     if path.is_file():
         ids = np.load(path)
     else:

@@ -63,6 +63,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+
+from ..io import atomic_write_text
 from ..errors import SilentzoneError
 
 SCORING = ("half", "all")
@@ -223,9 +225,7 @@ class Store:
         else:
             path.mkdir(parents=True, exist_ok=True)
             _save_npy(path / "tokens.npy", windows.astype(np.int32))
-            tmp = mf.with_name("meta.json.tmp")
-            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-            os.replace(tmp, mf)
+            atomic_write_text(mf, json.dumps(meta, indent=2, sort_keys=True))
         return cls(path)
 
     def rng(self, i: int) -> np.random.Generator:

@@ -35,22 +35,40 @@ import shutil
 import time
 from pathlib import Path
 
-from ..paths import cache_home
+from ..backends import open_model
+from ..paths import imatrix_dir, quant_artifact_dir, quants_root
+from ..settings import current
 from .failures import TOOL_FAILURES, QuantFailed
+from .loadtime import check_recipe, read_back
 
-__all__ = ["make_quant", "make_cohort", "cohort_frame", "artifact_root", "artifact_dir"]
+__all__ = ["make_quant", "make_cohort", "cohort_frame", "artifact_root", "artifact_dir", "artifact_of"]
 
 
 def artifact_root() -> Path:
-    return cache_home() / "quants"
+    return quants_root()
 
 
 def artifact_dir(reference, quant_id: str, rhash: str, root: Path | None = None) -> Path:
-    return Path(root or artifact_root()) / reference.name / f"{quant_id}-{rhash}"
+    """Where the artifact of (reference, quant_id, recipe hash) lives: paths.quant_artifact_dir."""
+    return quant_artifact_dir(reference.name, quant_id, rhash, root)
+
+
+def _expected_dir(study, quant_cfg, reference, root: Path | None = None) -> Path:
+    """The artifact directory of a quant of the study (its effective recipe's hash)."""
+    from . import manifest as mf
+    recipe = mf.effective_recipe(quant_cfg.method, dict(quant_cfg.params), study.profile)
+    return artifact_dir(reference, quant_cfg.id, mf.recipe_hash(recipe, reference, quant_cfg.method), root)
+
+
+def artifact_of(study, quant_cfg, reference, root: Path | None = None) -> Path | None:
+    """The finished artifact directory of one quant of the study (as make_quant wrote it), or None
+    when it has not been made (or failed). What bench and fidelity open without an explicit path."""
+    final = _expected_dir(study, quant_cfg, reference, root)
+    return final if _finished(final) is not None else None
 
 
 def _threads() -> int:
-    return int(os.environ.get("SILENTZONE_THREADS", os.cpu_count() or 1))
+    return current().threads
 
 
 def _pid_alive(pid: int) -> bool:
@@ -92,7 +110,7 @@ _REF_LOGITS: dict[tuple, tuple] = {}
 def _reference_key(reference, device: str) -> str:
     """What the reference's check logits depend on: CHECK_TEXT, the device kind, the dtype and the
     weight files (name, size, mtime), so a re-exported reference is never read from an old cache."""
-    import hashlib
+    from ..io import sha256_text
     from ..models import CHECK_TEXT
     stat = []
     for p in sorted(Path(reference.hf_dir).iterdir()):
@@ -101,7 +119,7 @@ def _reference_key(reference, device: str) -> str:
             stat.append((p.name, st.st_size, st.st_mtime_ns))
     kind = "cuda" if str(device).startswith("cuda") else str(device)
     blob = json.dumps([CHECK_TEXT, kind, reference.dtype, stat])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return sha256_text(blob)[:16]
 
 
 def _reference_logits(reference, device: str = "cpu"):
@@ -138,15 +156,13 @@ def _reference_logits(reference, device: str = "cpu"):
 def _check(art_dir: Path, reference, method: str, recipe: dict, device: str = "cpu") -> dict:
     """Open the artifact, score CHECK_TEXT; QuantFailed if logits are not finite. Returns extras."""
     import numpy as np
-    from ..backends import open_model
     from ..fidelity.kernels import token_kld
     t0 = time.time()
     ids, ref_logits = _reference_logits(reference, device)
     m = open_model(art_dir, device=device, threads=_threads(), n_ctx=max(256, len(ids)))
     out = {}
     if method in ("bnb", "torchao", "quanto", "hqq"):  # before any forward: bnb int8 moves its
-        from .loadtime import read_back                # row scales (SCB) out of the weight then
-        out["info"] = read_back(m.model, method, recipe)
+        out["info"] = read_back(m.model, method, recipe)  # row scales (SCB) out of the weight then
     logits = m.logits(ids)
     del m
     if logits.shape != ref_logits.shape:
@@ -172,7 +188,7 @@ def _build(tmp: Path, quant_id: str, recipe: dict, reference, root: Path, thread
         imat = None
         if recipe.get("imatrix"):
             imat = gguf.imatrix(reference, recipe["imatrix"], int(recipe["imatrix_chunks"]),
-                                Path(root) / reference.name / "imatrix", ctx=int(recipe["imatrix_ctx"]),
+                                imatrix_dir(reference.name, root), ctx=int(recipe["imatrix_ctx"]),
                                 threads=threads)
         out = tmp / "model.gguf"
         log = gguf.quantize(reference.gguf, out, recipe, imatrix_file=imat, threads=threads,
@@ -200,7 +216,6 @@ def _build(tmp: Path, quant_id: str, recipe: dict, reference, root: Path, thread
         return {"info": hf.read_back(tmp / "hf"), "nbytes": sum(p.stat().st_size for p in files),
                 "sha256": mf.sha256_dir(tmp / "hf")}
     if method in ("bnb", "torchao", "quanto", "hqq"):
-        from .loadtime import _check as check_recipe
         check_recipe(method, params)
         art = {"format": "loadtime", "method": method, "recipe": params,
                "reference_hf": str(Path(reference.hf_dir).resolve())}
@@ -294,8 +309,7 @@ def make_cohort(study, only: list[str] | str | None = None, root: Path | None = 
     for q in bar:
         bar.set_postfix_str(q.id)
         if only and q.id not in only:
-            recipe = mf.effective_recipe(q.method, dict(q.params), study.profile)
-            done = _finished(artifact_dir(reference, q.id, mf.recipe_hash(recipe, reference, q.method), root))
+            done = _finished(_expected_dir(study, q, reference, root))
             if done is not None:
                 rows.append({**done, "study": study.study, "reused": True})
             continue

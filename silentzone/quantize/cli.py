@@ -6,10 +6,10 @@ import sys
 
 
 def _quantize(args) -> int:
-    from ..config import load
-    from ..paths import CONFIGS, study_dir
+    from ..config import load_study
+    from ..paths import study_dir
     from . import make_cohort
-    study = load(args.config or CONFIGS / f"{args.study}.yaml", args.profile)
+    study = load_study(args.config or args.study, args.profile)
     frame = make_cohort(study, only=args.only or None, progress=not args.quiet, device=args.device)
     cols = ["quant_id", "method", "requested_type", "main_type", "bpw", "bytes", "wall_s", "status"]
     show = frame[cols].assign(MB=(frame["bytes"] / 1e6).round(1), bpw=frame["bpw"].round(3),

@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from .. import llama_tools
+from ..settings import current
 
 FLOAT_TYPES = ("f32", "f16", "bf16")
 
@@ -91,7 +92,7 @@ def quantize(source_gguf: Path, out_file: Path, recipe: dict, imatrix_file: Path
         args += ["--token-embedding-type", recipe["token_embedding_type"]]
     if recipe.get("pure"):
         args += ["--pure"]
-    nthread = str(threads or int(os.environ.get("SILENTZONE_THREADS", os.cpu_count() or 1)))
+    nthread = str(threads or current().threads)
     # llama-quantize takes nthreads as its last positional argument (not -t).
     p = llama_tools.run("llama-quantize", *args, str(source_gguf), str(out_file), recipe["type"],
                         nthread, log=log, cwd=cwd)

@@ -101,7 +101,7 @@ def identity(files: list[Path]) -> tuple[int, str]:
     """(total bytes, sha256) of the fetched files: the file's sha256, or for shards the sha256 of
     'name NUL sha256 LF' over the shards in order."""
     import hashlib
-    from .manifest import sha256_file
+    from ..io import sha256_file
     sizes = sum(Path(f).resolve().stat().st_size for f in files)
     if len(files) == 1:
         return sizes, sha256_file(Path(files[0]).resolve())

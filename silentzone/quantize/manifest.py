@@ -8,12 +8,15 @@ artifact, and RECIPE_VERSION (bumped when this code changes what a recipe means)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 
+from ..io import sha256_dir, sha256_file, sha256_text  # noqa: F401 - re-exported
 from ..provenance import canonical_json, hash_obj, versions
+from . import gguf_file, hf, loadtime
+from .gguf import IMATRIX_CTX
+from .hf import DEFAULTS
 
 RECIPE_VERSION = 1
 
@@ -37,8 +40,6 @@ EXTRA_COLUMNS = ("reference", "artifact", "bpw_all", "main_type", "fallback_frac
 
 def effective_recipe(method: str, params: dict, profile) -> dict:
     """Config params with defaults filled in (profile.calib_samples sets calibration sizes)."""
-    from .gguf import IMATRIX_CTX
-    from .hf import DEFAULTS
     p = dict(params)
     if method == "gguf":
         if p.get("imatrix"):
@@ -86,33 +87,10 @@ def requested_type(recipe: dict) -> str:
     if m == "gguf":
         return recipe["type"]
     if m == "gguf_file":
-        from .gguf_file import requested_type as rt
-        return rt(recipe)
+        return gguf_file.requested_type(recipe)
     if m in ("gptq", "awq"):
-        from .hf import requested_type as rt
-        return rt(m, recipe)
-    from .loadtime import requested_type as rt
-    return rt(m, recipe)
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
-
-
-def sha256_dir(d: Path) -> str:
-    """sha256 over 'relative path NUL sha256(file) LF' of every file, sorted by path."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(d).rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(d).as_posix()}\0{sha256_file(f)}\n".encode())
-    return h.hexdigest()
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+        return hf.requested_type(m, recipe)
+    return loadtime.requested_type(m, recipe)
 
 
 def row(study: str, quant_id: str, recipe: dict, rhash: str, reference, *, status: str = "ok",

@@ -9,17 +9,17 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
+
+from ..settings import current
 
 STAGES = ("reference", "quant", "capture", "score", "bench")
 
 
 def _study(args):
-    from ..config import load
-    from ..paths import CONFIGS
-    return load(args.config or CONFIGS / f"{args.study}.yaml", args.profile)
+    from ..config import load_study
+    return load_study(args.config or args.study, args.profile)
 
 
 def _stage(args) -> int:
@@ -88,7 +88,7 @@ def register(sub) -> None:
     s.add_argument("--quant-marker", help="the quant's wf/quants/<id>.json (score, bench)")
     s.add_argument("--corpus")
     s.add_argument("--ctx", type=int)
-    s.add_argument("--device", default=os.environ.get("SILENTZONE_DEVICE", "cpu"),
+    s.add_argument("--device", default=current().device,
                    help="cpu or cuda (default: $SILENTZONE_DEVICE, else cpu); every stage takes it")
     s.add_argument("--out", required=True, help="marker JSON written when the job is complete")
     s.set_defaults(fn=_stage)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from ..io import atomic_write_text
 from ..paths import DATA, FIGURES, study_dir
 from ..errors import SilentzoneError
 
@@ -48,12 +49,7 @@ def write_config(study, results: Path, figures: Path, device: str = "cpu", job_t
     cfg = {"study": study.study, "profile": study.profile_name, "config": str(Path(study.source).resolve()),
            "results": str(results), "figures": str(figures), "device": device,
            "job_threads": int(job_threads), "python": sys.executable}
-    path = wd / "wf" / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(wd / "wf" / "config.yaml", yaml.safe_dump(cfg, sort_keys=True))
 
 
 def snakemake_cmd(study, configfile: Path, cores: int | None = None, dry_run: bool = False,

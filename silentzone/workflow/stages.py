@@ -22,24 +22,19 @@ default profile), with machine paths replaced by $SILENTZONE_HOME.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import replace
 from pathlib import Path
 
-from ..paths import cache_home, study_dir
+from ..io import write_json
+from ..paths import cache_home, fidelity_dir, samples_dir, study_dir
 
 FAILED_QUANT = "quantization failed"
 
 
 def _write_json(path: Path, obj) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in obj.items()}
-    tmp.write_text(json.dumps(clean, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    """A marker: io.write_json under a per-process temporary name (parallel jobs)."""
+    return write_json(path, obj, suffix=f".tmp-{os.getpid()}")
 
 
 def sd(study) -> Path:
@@ -81,7 +76,7 @@ def _row(marker: Path) -> dict:
 
 
 def fidelity_table(study, quant_id: str) -> Path:
-    return sd(study) / "fidelity" / quant_id / "fidelity.csv"
+    return fidelity_dir(study.study, study.profile_name, quant_id) / "fidelity.csv"
 
 
 def score(study, quant_id: str, quant_marker: Path, out: Path, device: str = "cpu") -> Path:
@@ -191,7 +186,7 @@ def gather_samples(study, results: Path | None = None):
         if _marker_row(study, "bench", model)["status"] != "ok":
             continue
         for task in study.tasks:
-            frames.append(read_samples(sd(study) / "samples" / model / f"{task}.csv"))
+            frames.append(read_samples(samples_dir(study.study, study.profile_name, model) / f"{task}.csv"))
     frame = pd.concat(frames, ignore_index=True)
     frame = frame.sort_values(["model", "task", "item_id"], kind="stable").reset_index(drop=True)
     prov = record(study.config_hash, vars(study.seeds), stage="bench", profile=study.profile_name,
