@@ -48,8 +48,8 @@ class Result:
 def tables(study: str, data: Path = DATA) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The checked contract tables of data/<study>/ (samples, fidelity, quants), failed fidelity rows
     dropped and the samples restricted to the cohort (reference + quants with status ok)."""
-    from .. import analyze
-    samples, fidelity, quants = analyze.load(Path(data) / study)
+    from .products import load
+    samples, fidelity, quants = load(Path(data) / study)
     keep = {A.REFERENCE, *A.cohort.cohort_quants(quants)}
     return samples[samples["model"].isin(keep)].reset_index(drop=True), fidelity, quants
 
