@@ -84,3 +84,15 @@ def test_explorer_notebook_runs_headless_and_writes_nothing(tmp_path):
               if v["model_name"] in ("DropdownModel", "FloatTextModel")}
     assert values["threshold"] == 1.0
     assert _snapshot() == before
+
+
+def test_notebooks_are_committed_as_jupyterlab_keeps_them():
+    """Opening a notebook must not mark it modified: the kernelspec JupyterLab writes back, no outputs
+    (the executed copies live under data/<study>/notebooks/), a parameters cell."""
+    for path in sorted(NOTEBOOKS.glob("0*.ipynb")):
+        nb = json.loads(path.read_text())
+        assert nb["metadata"]["kernelspec"] == {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                                "name": "python3"}, path.name
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), path.name
+        assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in code), path.name
