@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 
@@ -24,7 +23,8 @@ class Model:
 
     kind         the engine, "llama.cpp" | "transformers": recorded as the `backend` of stores
                  and samples (for the record only: nothing branches on it)
-    name, device, vocab_size, n_ctx (llama.cpp) ...
+    name, device, vocab_size, n_ctx (llama.cpp) ...; `source` (the path it was opened from) is set by
+    fidelity.capture.open_scorer, and absent otherwise
     logits(ids)                        float32 [len(ids), V] numpy, fresh context each call
     tokenize(text)                     the model's own token ids of text, or None without a tokenizer
     bos()                              the BOS id windows start with, or None
@@ -40,7 +40,6 @@ class Model:
     name = ""
     device = "cpu"
     vocab_size = 0
-    source: Path | None = None
 
     def logits(self, ids: list[int]) -> np.ndarray:
         raise NotImplementedError

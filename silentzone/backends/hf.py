@@ -154,7 +154,7 @@ class HFModel(Model):
 def _saved_tokenizer(m: HFModel):
     """The HF tokenizer that belongs to a transformers model, or None if none is saved with it."""
     from transformers import AutoTokenizer
-    cands = [getattr(m.model, "name_or_path", "") or "", str(getattr(m, "source", "") or "")]
+    cands = [getattr(m.model, "name_or_path", "") or "", str(getattr(m, "source", ""))]
     for c in cands:
         d = Path(c)
         if c and d.is_dir() and any((d / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
