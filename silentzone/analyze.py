@@ -55,6 +55,7 @@ from . import paths
 from .config import Study
 from .config import load as load_config
 from .provenance import PACKAGES, git_commit, versions
+from .report.numbers import pct, r2
 from .tables import FIDELITY, QUANTS, SAMPLES, read_table, write_stats
 
 INPUTS = {"quants.csv": QUANTS, "fidelity.csv": FIDELITY, "samples.csv": SAMPLES}
@@ -617,7 +618,7 @@ def figures(results: str | Path, figdir: str | Path) -> dict[str, list[Path]]:
         fig = Figure()
         plots.holdout_hist(fig.add_subplot(), pd.read_csv(r / "holdout.csv"), observed=stats.get("rho_zone"))
         fig.axes[0].set_title(f"{title}: held-out zone boundaries, {stats.get('n_splits_heldout')} splits; "
-                              f"primary zone estimate (held-out median) {_fmt(stats.get('rho_zone_heldout'))}",
+                              f"primary zone estimate (held-out median) {r2(stats.get('rho_zone_heldout'))}",
                               fontsize=6)
         save(fig, "holdout", ("stats.json", "holdout.csv"))
 
@@ -627,7 +628,7 @@ def figures(results: str | Path, figdir: str | Path) -> dict[str, list[Path]]:
         plots.decomposition_bars(fig.add_subplot(), dec, COMPOSITE, order,
                                  xlabel=f"quant, ordered by {metric} (low to high)")
         fig.axes[0].set_title(f"{title}: leapfrogs and drops vs reference; rho({metric}, volume) in the zone "
-                              f"{_fmt(stats.get('rho_vol_zone'))}", fontsize=6)
+                              f"{r2(stats.get('rho_vol_zone'))}", fontsize=6)
         save(fig, "decomposition", ("stats.json", "cohort.csv", "decomposition.csv"))
 
         samples = read_table(r / "samples.csv", SAMPLES)
@@ -673,13 +674,13 @@ def headline_title(stats: dict) -> str:
     resampling), the hold-out estimate and the noise ceiling."""
     ci = stats.get("rho_full_ci") or [None, None]
     zci = stats.get("rho_zone_ci") or [None, None]
-    line1 = (f"full rho {_fmt(stats['rho_full'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]; zone rho "
-             f"{_fmt(stats['rho_zone'])} (n={stats['n_zone']}; quants CI [{_fmt(zci[0])}, {_fmt(zci[1])}], "
-             f"items CI [{_fmt(stats.get('rho_zone_items_lo'))}, {_fmt(stats.get('rho_zone_items_hi'))}])")
-    line2 = (f"held-out zone rho {_fmt(stats.get('rho_zone_heldout'))}; a perfect metric would show "
-             f"{_fmt(stats.get('ceiling_conservative_rho_median'))} to "
-             f"{_fmt(stats.get('ceiling_optimistic_rho_median'))} (power "
-             f"{_pct(stats.get('ceiling_conservative_power'))} to {_pct(stats.get('ceiling_optimistic_power'))}); "
+    line1 = (f"full rho {r2(stats['rho_full'])} [{r2(ci[0])}, {r2(ci[1])}]; zone rho "
+             f"{r2(stats['rho_zone'])} (n={stats['n_zone']}; quants CI [{r2(zci[0])}, {r2(zci[1])}], "
+             f"items CI [{r2(stats.get('rho_zone_items_lo'))}, {r2(stats.get('rho_zone_items_hi'))}])")
+    line2 = (f"held-out zone rho {r2(stats.get('rho_zone_heldout'))}; a perfect metric would show "
+             f"{r2(stats.get('ceiling_conservative_rho_median'))} to "
+             f"{r2(stats.get('ceiling_optimistic_rho_median'))} (power "
+             f"{pct(stats.get('ceiling_conservative_power'))} to {pct(stats.get('ceiling_optimistic_power'))}); "
              f"{stats['zone_definition']}")
     return f"{line1}\n{line2}"
 
@@ -687,11 +688,6 @@ def headline_title(stats: dict) -> str:
 def _num(v, digits: int) -> str:
     """A number as text with `digits` decimals; 'n/a' when undefined."""
     return "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
-
-
-def _pct(v) -> str:
-    """A share as a whole percentage; 'n/a' when undefined."""
-    return "n/a" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.0f}%"
 
 
 def headline_figure(results: list[str | Path], figdir: str | Path, name: str = "headline") -> list[Path]:
@@ -723,11 +719,6 @@ def headline_figure(results: list[str | Path], figdir: str | Path, name: str = "
                            for f in ("stats.json", "cohort.csv")}},
                Path(figdir) / f"{name}.provenance.json")
     return saved
-
-
-def _fmt(rho: float | None) -> str:
-    """rho as signed text with two decimals; 'n/a' when undefined."""
-    return "n/a" if rho is None or not math.isfinite(rho) else f"{rho:+.2f}"
 
 
 def representative_quant(cohort: pd.DataFrame, metric: str) -> str | None:
