@@ -18,6 +18,7 @@ from analysis.decompose import COMPOSITE
 
 from .. import io
 from ..tables import SAMPLES, read_table
+from .numbers import pct, r2
 from .products import FIGURE_METRICS, code_commit, code_versions, write_json
 
 FIGURES = ("kld_vs_score", "sweep", "holdout", "decomposition", "per_prompt_kld", "routing")
@@ -86,7 +87,7 @@ def figures(results: str | Path, figdir: str | Path) -> dict[str, list[Path]]:
         fig = Figure()
         plots.holdout_hist(fig.add_subplot(), pd.read_csv(r / "holdout.csv"), observed=stats.get("rho_zone"))
         fig.axes[0].set_title(f"{title}: held-out zone boundaries, {stats.get('n_splits_heldout')} splits; "
-                              f"primary zone estimate (held-out median) {_fmt(stats.get('rho_zone_heldout'))}",
+                              f"primary zone estimate (held-out median) {r2(stats.get('rho_zone_heldout'))}",
                               fontsize=6)
         save(fig, "holdout", ("stats.json", "holdout.csv"))
 
@@ -96,7 +97,7 @@ def figures(results: str | Path, figdir: str | Path) -> dict[str, list[Path]]:
         plots.decomposition_bars(fig.add_subplot(), dec, COMPOSITE, order,
                                  xlabel=f"quant, ordered by {metric} (low to high)")
         fig.axes[0].set_title(f"{title}: leapfrogs and drops vs reference; rho({metric}, volume) in the zone "
-                              f"{_fmt(stats.get('rho_vol_zone'))}", fontsize=6)
+                              f"{r2(stats.get('rho_vol_zone'))}", fontsize=6)
         save(fig, "decomposition", ("stats.json", "cohort.csv", "decomposition.csv"))
 
         samples = read_table(r / "samples.csv", SAMPLES)
@@ -142,13 +143,13 @@ def headline_title(stats: dict) -> str:
     resampling), the hold-out estimate and the noise ceiling."""
     ci = stats.get("rho_full_ci") or [None, None]
     zci = stats.get("rho_zone_ci") or [None, None]
-    line1 = (f"full rho {_fmt(stats['rho_full'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]; zone rho "
-             f"{_fmt(stats['rho_zone'])} (n={stats['n_zone']}; quants CI [{_fmt(zci[0])}, {_fmt(zci[1])}], "
-             f"items CI [{_fmt(stats.get('rho_zone_items_lo'))}, {_fmt(stats.get('rho_zone_items_hi'))}])")
-    line2 = (f"held-out zone rho {_fmt(stats.get('rho_zone_heldout'))}; a perfect metric would show "
-             f"{_fmt(stats.get('ceiling_conservative_rho_median'))} to "
-             f"{_fmt(stats.get('ceiling_optimistic_rho_median'))} (power "
-             f"{_pct(stats.get('ceiling_conservative_power'))} to {_pct(stats.get('ceiling_optimistic_power'))}); "
+    line1 = (f"full rho {r2(stats['rho_full'])} [{r2(ci[0])}, {r2(ci[1])}]; zone rho "
+             f"{r2(stats['rho_zone'])} (n={stats['n_zone']}; quants CI [{r2(zci[0])}, {r2(zci[1])}], "
+             f"items CI [{r2(stats.get('rho_zone_items_lo'))}, {r2(stats.get('rho_zone_items_hi'))}])")
+    line2 = (f"held-out zone rho {r2(stats.get('rho_zone_heldout'))}; a perfect metric would show "
+             f"{r2(stats.get('ceiling_conservative_rho_median'))} to "
+             f"{r2(stats.get('ceiling_optimistic_rho_median'))} (power "
+             f"{pct(stats.get('ceiling_conservative_power'))} to {pct(stats.get('ceiling_optimistic_power'))}); "
              f"{stats['zone_definition']}")
     return f"{line1}\n{line2}"
 
@@ -158,14 +159,6 @@ def _num(v, digits: int) -> str:
     return "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
 
 
-def _pct(v) -> str:
-    """A share as a whole percentage; 'n/a' when undefined."""
-    return "n/a" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.0f}%"
-
-
-def _fmt(rho: float | None) -> str:
-    """rho as signed text with two decimals; 'n/a' when undefined."""
-    return "n/a" if rho is None or not math.isfinite(rho) else f"{rho:+.2f}"
 
 
 def representative_quant(cohort: pd.DataFrame, metric: str) -> str | None:
