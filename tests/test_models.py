@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from silentzone import models
+from silentzone import models, paths
 from silentzone.fidelity.kernels import token_kld
 from silentzone.logits import llama_logits
 
@@ -56,7 +56,7 @@ def test_gemma3_tokenizer_adds_bos_and_uses_bpe(gemma3_ref):
 
 def test_local_hf_dir_is_converted_with_llama_cpp_and_checked(tiny_llama_dir, tmp_path, monkeypatch):
     """A local HF directory goes through convert_hf_to_gguf.py of the same llama.cpp tree."""
-    monkeypatch.setattr(models, "models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr(paths, "models_dir", lambda: tmp_path / "models")
     ref = models.resolve(str(tiny_llama_dir))
     info = json.loads((ref.root / "reference.json").read_text())
     assert info["check"]["ids_equal"] and info["check"]["kl_hf_llama"] < 1e-4
@@ -70,7 +70,7 @@ def test_local_hf_dir_is_converted_with_llama_cpp_and_checked(tiny_llama_dir, tm
 def test_half_written_export_is_not_taken_for_finished(tiny_llama_dir, tmp_path, monkeypatch):
     """An export interrupted after the HF directory (no reference.json) is completed, and an
     HF directory without weights is rebuilt rather than trusted."""
-    monkeypatch.setattr(models, "models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr(paths, "models_dir", lambda: tmp_path / "models")
     ref = models.resolve(str(tiny_llama_dir), check=False)
     (ref.root / "reference.json").unlink()
     for f in ref.hf_dir.glob("*.safetensors"):
@@ -80,7 +80,7 @@ def test_half_written_export_is_not_taken_for_finished(tiny_llama_dir, tmp_path,
 
 
 def test_hub_id_offline_fails_with_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr(paths, "models_dir", lambda: tmp_path / "models")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(models.ModelError) as e:
         models.resolve("HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -91,7 +91,7 @@ def test_hub_id_offline_fails_with_one_line(tmp_path, monkeypatch):
                                       ("/no/such.gguf", "GGUF file not found"),
                                       ("not a spec!", "not an embedded model")])
 def test_bad_specs(spec, msg, tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "models_dir", lambda: tmp_path / "models")
+    monkeypatch.setattr(paths, "models_dir", lambda: tmp_path / "models")
     with pytest.raises(models.ModelError, match=msg):
         models.resolve(spec)
 
