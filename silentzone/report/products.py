@@ -398,7 +398,8 @@ def sensitivity_products(results: str | Path, cfg: Study, margin: float = TOST_M
                            n/rho/p for heldout, insample and full
       holdout_summary.csv  `analysis.holdout_summary`: scope, n_splits_valid, rho_median, rho_mean,
                            rho_lo, rho_hi, frac_significant, n_median
-      robustness.csv       `analysis.robustness_table` (every variant, Holm-adjusted, TOST at `margin`)
+      robustness.csv       `analysis.robustness_table` (every variant, Holm-adjusted, TOST at `margin`;
+                           held-out zone rho per variant on the hold-out splits for score-based zones)
       power.csv            per scope (full, zone) of the primary variant: n, rho, p, alpha, mdr (minimum
                            |rho| detectable with power 0.8), power_at_margin, power_at_full_rho (power to
                            detect the full-cohort rho at this n), margin, tost_p_lower, tost_p_upper,
@@ -424,8 +425,13 @@ def sensitivity_products(results: str | Path, cfg: Study, margin: float = TOST_M
     summary = A.holdout_summary(hold)
     zones = A.distinct_zones(sw[(sw["corpus"] == run.corpus) & (sw["ctx"] == run.ctx)
                                 & (sw["metric"] == run.metric)])
+    # held-out zone rho of every variant on the primary hold-out's splits (same generator and seed as
+    # holdout.csv, so the primary variant's row repeats stats.json's rho_zone_heldout)
+    held = run.definition in ("relative", "absolute")
     rob = A.robustness_table(s, f, q, run.definition, run.threshold,
-                             run.rng("robustness") if bootstrap_all else None, n, margin=margin, alpha=ALPHA)
+                             run.rng("robustness") if bootstrap_all else None, n, margin=margin, alpha=ALPHA,
+                             holdout_rng=run.rng("holdout", run.cfg.seeds.holdout) if held else None,
+                             holdout_splits=int(run.cfg.profile.holdout_splits) if held else 0)
     power = power_table(run.cohort(), run.metric, run.definition, run.threshold, margin)
     params = dict(margin=margin, bootstrap_all=bootstrap_all, figure_metrics=list(FIGURE_METRICS))
     return {name: run.write(frame, name, **params) for name, frame in
