@@ -102,3 +102,23 @@ def test_shipped_stats_json_equals_independent_exact_recomputation(study):
     assert shipped["n_zone"] == want["n_zone"]
     for k in ("rho_full", "p_full", "rho_zone", "p_zone", "rho_vol_zone", "rho_delta_zone"):
         assert abs(shipped[k] - want[k]) < 1e-9, k
+
+
+@pytest.mark.parametrize("study", ["smollm2", "gemma3"])
+def test_shipped_variants_table_repeats_the_primary_holdout(study):
+    """robustness.csv's held-out columns (analysis.zone.holdout_variants, all variants on shared splits)
+    must give the primary variant exactly the held-out estimate that stats.json reports from
+    analysis.zone.holdout (one variant), since both draw the same splits from the same seed."""
+    import json
+    d = DATA / study
+    rob = pd.read_csv(d / "robustness.csv")
+    stats = json.loads((d / "stats.json").read_text())
+    prov = stats["provenance"]
+    row = rob[(rob["corpus"] == prov["corpus"]) & (rob["ctx"] == prov["ctx"]) & (rob["metric"] == stats["metric"])]
+    assert len(row) == 1
+    for col, key in (("rho_heldout", "rho_zone_heldout"), ("rho_heldout_lo", "rho_zone_heldout_lo"),
+                     ("rho_heldout_hi", "rho_zone_heldout_hi")):
+        assert row[col].iloc[0] == pytest.approx(stats[key], abs=1e-9), col  # csv keeps 10 digits
+    # and every variant has a held-out value over the configured number of splits
+    assert (rob["n_splits_valid"] <= prov["holdout_splits"]).all()
+    assert rob["rho_heldout"].notna().mean() > 0.9
