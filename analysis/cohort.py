@@ -36,7 +36,8 @@ ZONE_DEFINITIONS = {
 }
 
 Weights = None | str | Mapping[str, float | str | int | Fraction]
-HIGHER_IS_BETTER = ("top1_agreement",)  # fidelity metrics whose larger values mean closer to the reference
+# fidelity metrics whose larger values mean closer to the reference (fdt_: first divergent token)
+HIGHER_IS_BETTER = ("top1_agreement", "fdt_")
 
 
 def oriented(metric: str) -> int:

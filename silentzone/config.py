@@ -179,6 +179,12 @@ class LiveCodeBenchCfg:
 
 
 @dataclass(frozen=True)
+class FidelityCfg:
+    # opt-in fidelity variants beyond the default metric set (silentzone.fidelity.score.METRICS)
+    divergent_tokens: int = 0  # Divergent Token Metrics fdt_mean, sdt_share: greedy continuation length (0: off)
+
+
+@dataclass(frozen=True)
 class SeedsCfg:
     global_: int = 0
     bootstrap: int = 0
@@ -197,6 +203,7 @@ class Study:
     zone: ZoneCfg = ZoneCfg()
     seeds: SeedsCfg = SeedsCfg()
     livecodebench: LiveCodeBenchCfg = LiveCodeBenchCfg()
+    fidelity: FidelityCfg = FidelityCfg()
     profiles: Mapping[str, ProfileCfg] = field(default_factory=dict)
     # Filled by load():
     profile_name: str = "default"
@@ -328,6 +335,27 @@ def _zone_value(t: float, definition: str):
     return t > 0 or f"must be > 0 for definition {definition}, got {t!r}"
 
 
+def divergent_length(n: int, ctx: int):
+    """True, or what is wrong with the Divergent Token continuation length `n` for windows of `ctx`
+    tokens: the prompts keep at least half a window of context (fidelity.divergent)."""
+    if n <= 0:
+        return f"must be > 0 tokens, got {n!r}"
+    if n > ctx - ctx // 2:
+        return f"must be at most half of every context length (ctx {ctx} allows {ctx - ctx // 2}), got {n!r}"
+    return True
+
+
+def _check_fidelity(study: Study, profiles: Mapping[str, ProfileCfg], given: dict, src: str) -> None:
+    """The opt-in fidelity variants, when the file names them (an explicit 0 is refused, not read
+    as off: leaving the key out is off)."""
+    if "divergent_tokens" in given:
+        n = study.fidelity.divergent_tokens
+        for c in sorted({*study.contexts, *(c for p in profiles.values() for c in p.contexts)}) or [1 << 30]:
+            verdict = divergent_length(n, c)
+            if verdict is not True:
+                raise ConfigError(f"{src}: fidelity.divergent_tokens: {verdict}")
+
+
 def _check_ranges(study: Study, profiles: Mapping[str, ProfileCfg], src: str) -> None:
     """Values of the right type but out of range: thresholds, sizes, counts, context lengths, seeds."""
     z = study.zone
@@ -388,6 +416,7 @@ def load(path: str | Path, profile: str = "default") -> Study:
     if study.zone.definition not in ZONE_DEFINITIONS:
         raise ConfigError(f"{src}: zone.definition: must be one of {list(ZONE_DEFINITIONS)}")
     _check_ranges(study, profiles, src)
+    _check_fidelity(study, profiles, raw.get("fidelity") or {}, src)
     lcb = study.livecodebench
     for key in ("start", "end"):
         v = getattr(lcb, key)
@@ -430,6 +459,7 @@ def as_dict(study: Study) -> dict:
         # only when set, so that the hashes of studies without it stay as they were
         **({"livecodebench": vars(study.livecodebench)}
            if study.livecodebench != LiveCodeBenchCfg() else {}),
+        **({"fidelity": vars(study.fidelity)} if study.fidelity != FidelityCfg() else {}),
     }
 
 

@@ -109,7 +109,7 @@ def test_cli_validate_exit_status_and_no_torch(tmp_path):
     assert r.returncode == 2, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert lines == [f"error: {p}: contxts: unknown key (expected one of "
-                     "['contexts', 'corpora', 'description', 'livecodebench', 'profiles', 'quants', 'reference', "
+                     "['contexts', 'corpora', 'description', 'fidelity', 'livecodebench', 'profiles', 'quants', 'reference', "
                      "'seeds', 'study', 'tasks', "
                      "'zone'])"]
     ok = subprocess.run([sys.executable, "-m", "silentzone.cli", "validate",

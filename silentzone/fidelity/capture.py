@@ -163,6 +163,7 @@ def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, m: int = DEF
     the same).
     """
     from .corpora import corpus_tokens
+    from .divergent import ensure_reference
     ref = reference_of(study)
     n = study.profile.corpus_tokens
     tokens = {c: corpus_tokens(ref, c, n) for c in study.corpora}  # (ids, hash), cached on disk
@@ -183,7 +184,19 @@ def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, m: int = DEF
         capture(model, ids, ctx, store_dir(study, c, ctx, scoring), scoring=scoring, kinds=kinds,
                 k=k, m=m, batch=model.window_batch(),
                 extra={"corpus": c, "corpus_tokens_hash": h, "study": study.study}, log=log)
-    return [Store(store_dir(study, c, ctx, scoring)) for c in study.corpora for ctx in study.contexts]
+    stores = [Store(store_dir(study, c, ctx, scoring)) for c in study.corpora for ctx in study.contexts]
+
+    def reference_model():
+        nonlocal model
+        if model is None:
+            model = open_scorer(reference_source(ref, backend, device), n_ctx=max(study.contexts),
+                                device=device, threads=threads, name="reference")
+        return model
+
+    # opt-in (fidelity.divergent_tokens): the reference's greedy continuations, once per store
+    for st in stores if study.fidelity.divergent_tokens else ():
+        ensure_reference(st, study.fidelity.divergent_tokens, reference_model, log)
+    return stores
 
 
 def _complete(path: Path, kinds, k: int, m: int, corpus_hash: str | None = None) -> bool:

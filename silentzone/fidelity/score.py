@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import BackendError
+from ..backends import BackendError, reference_source
 from .capture import one_behind, open_scorer, probe_text, reference_of, store_dir
+from .divergent import METRICS as DIVERGENT, ensure_reference, score_divergent
 from .kernels import PER_TOKEN, compact_token_metrics, compiled, floor_kld_name, summarize, token_metrics
 from .store import KINDS, Store, StoreError, first_scored, make_windows
 from ..errors import SilentzoneError
@@ -406,9 +407,13 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
     out = Path(out) if out is not None else fidelity_path(study)
     table = read_table(out, FIDELITY) if out.is_file() else pd.DataFrame(columns=[*FIDELITY.names])
     floors = tuple((int(k), float(f)) for k, f in floors)
-    metrics = METRICS + floor_metrics(floors)
+    n_div = study.fidelity.divergent_tokens  # 0: off (the config's opt-in fidelity.divergent_tokens)
+    kld_metrics = METRICS + floor_metrics(floors)
+    metrics = kld_metrics + (DIVERGENT if n_div else ())
     extra = {"topk_floor": [{"k": k, "floor": f, "metrics": list(floor_metrics([(k, f)]))}
                             for k, f in floors]} if floors else {}
+    if n_div:
+        extra["divergent_tokens"] = {"n": n_div, "metrics": list(DIVERGENT)}
     prov = record(config_hash=study.config_hash, seeds=vars(study.seeds), stage="fidelity",
                   store=kind, scoring=scoring, **extra)
 
@@ -461,10 +466,20 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
                 np.save(d / f"{name}.npy", arr.astype(np.float32))
             summary = summarize(per_token)
             (d / "summary.json").write_text(json.dumps(summary, indent=2))
-            save(_rows(study, qid, c, ctx, summary, st.tokens_hash, kind, scoring, metrics=metrics),
-                 qid, c, ctx)
+            rows = _rows(study, qid, c, ctx, summary, st.tokens_hash, kind, scoring, metrics=kld_metrics)
+            if n_div:  # n_tokens: the positions compared (n x prompts), not the KLD's scored tokens
+                ref = ensure_reference(st, n_div, lambda: open_scorer(
+                    reference_source(reference_of(study), None, device), n_ctx=max(study.contexts),
+                    device=device, threads=threads, name="reference"), log)
+                dsum, counts = score_divergent(m, st, ref)
+                np.save(d / f"fdt-{n_div}.npy", counts["fdt"])  # per prompt: the integer counts
+                (d / f"divergent-{n_div}.json").write_text(json.dumps(
+                    {k: v for k, v in counts.items() if k != "fdt"} | {"fdt_sum": int(counts["fdt"].sum())}))
+                rows += _rows(study, qid, c, ctx, dsum, st.tokens_hash, kind, scoring, metrics=DIVERGENT)
+            save(rows, qid, c, ctx)
             if log:
                 log(f"score {qid} {c} ctx={ctx}: kld_mean {summary['kld_mean']:.5f} "
-                    f"top1 {summary['top1_agreement']:.4f} n={summary['n_tokens']}")
+                    f"top1 {summary['top1_agreement']:.4f} n={summary['n_tokens']}"
+                    + (f" fdt_mean {dsum['fdt_mean']:.2f} sdt_share {dsum['sdt_share']:.4f}" if n_div else ""))
         del m
     return table
