@@ -132,6 +132,31 @@ def test_config_key_is_opt_in_and_leaves_the_shipped_hash_alone(tmp_path):
     assert load(_config(tmp_path / "plain", "")).config_hash == shipped.config_hash
 
 
+# ----------------------------------------------------------------------------- analysis
+
+def test_rows_flow_into_the_cohort_table_oriented_higher_is_better_for_fdt():
+    # the shipped SmolLM2 tables plus fdt_mean / sdt_share rows for every quant at wiki 512, with
+    # the store's tokens_hash (as score_cohort writes them): they become cohort columns like any
+    # variant, and fdt_mean reads as higher-is-better (figures flip its rho), sdt_share as lower
+    from analysis import cohort
+    from silentzone.paths import data_dir
+    d = data_dir("smollm2")
+    quants, fidelity, samples = (pd.read_csv(d / f"{t}.csv") for t in ("quants", "fidelity", "samples"))
+    kld = fidelity[(fidelity["corpus"] == "wiki") & (fidelity["ctx"] == 512) & (fidelity["metric"] == "kld_mean")]
+    n, P = 32, 16
+    extra = pd.concat([kld.assign(metric="fdt_mean", value=n / (1 + 10 * kld["value"]), n_tokens=n * P),
+                       kld.assign(metric="sdt_share", value=(kld["value"] * 3).clip(upper=1), n_tokens=n * P)])
+    table = cohort.cohort_table(samples, pd.concat([fidelity, extra]), quants, corpus="wiki", ctx=512)
+    assert {"fdt_mean", "sdt_share"} <= set(cohort.metric_columns(table))
+    assert cohort.oriented("fdt_mean") == -1 and cohort.oriented("sdt_share") == 1
+    assert cohort.oriented("kld_mean") == 1 and cohort.oriented("top1_agreement") == -1
+    # a monotone decreasing transform of KLD: its Spearman rho with the score is KLD's, sign flipped
+    from analysis import stats
+    r_kld, _ = stats.spearman(table["kld_mean"], table["score"])
+    r_fdt, _ = stats.spearman(table["fdt_mean"], table["score"])
+    assert r_fdt == pytest.approx(-r_kld, abs=1e-12)
+
+
 # ----------------------------------------------------------------------------- tiny model
 
 def test_tiny_llama_against_itself_never_diverges(tiny_llama_dir):
