@@ -160,7 +160,8 @@ def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, m: int = DEF
     The reference runs in llama.cpp on its F32/BF16 GGUF (backend "llama.cpp", the default on the
     CPU) or in transformers from its HF export (backend "transformers", the default on a GPU); token
     ids always come from llama.cpp's tokenizer (models.resolve has checked the HF tokenizer gives
-    the same).
+    the same). With fidelity.divergent_tokens N in the study config, each store also gets the
+    reference's greedy continuations of N tokens (fidelity.divergent.ensure_reference).
     """
     from .corpora import corpus_tokens
     from .divergent import ensure_reference

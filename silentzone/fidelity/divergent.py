@@ -24,6 +24,10 @@ Both are ratios of integers: the fidelity rows carry n_tokens = n x P, so sdt_sh
 count of divergent positions and fdt_mean x n_tokens / n the sum of first divergent indices (exact:
 both counts are far below 2^53). Ties: an argmax is the lowest token id among equal maxima, as
 numpy.argmax and torch.argmax give, for the reference's greedy choice and the quant's alike.
+The reference's greedy decode runs on its KV cache and the quant's pass without one: on the CPU in
+float32 the reference's own teacher-forced pass reproduces its greedy tokens (tested on SmolLM2),
+so a quant's divergences are its own; in bfloat16 on a GPU the two paths can part at near-ties, a
+floor under every quant's sdt_share that scoring the reference against itself measures.
 """
 
 from __future__ import annotations

@@ -391,7 +391,10 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
     floors: ((k, floor), ...) adds the top-k KLD with a fixed log-probability floor (paper Eq. 5)
     as metrics floor_metrics(floors), recorded in the provenance (`topk_floor`). Opt-in: the
     default () writes exactly the METRICS rows, so existing tables are reproduced unchanged;
-    a triple scored without a requested variant is scored again.
+    a triple scored without a requested variant is scored again. The study config's
+    fidelity.divergent_tokens N (opt-in, 0 off) adds the Divergent Token Metrics fdt_mean and
+    sdt_share (fidelity.divergent) with n_tokens = the positions compared; the reference's
+    continuations come from the store (capture_study), or are computed here when missing.
     """
     import pandas as pd
     from ..paths import study_dir
