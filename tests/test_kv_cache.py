@@ -23,9 +23,9 @@ def _hf_logp(ref, ids):
 
 
 def test_f32_kv_cache_matches_transformers_and_f16_does_not(smollm2_ref):
-    """SmolLM2's F32 GGUF: with an F32 cache every next-token log-likelihood is within DNLL_TOL of
-    transformers fp32; with llama.cpp's default F16 cache at least one is not (measured 2.1e-5 and
-    5.8e-3 nats on a code text; rounding K and V to half precision is the same on every CPU)."""
+    """SmolLM2's F32 GGUF: with an F32 cache every next-token log-likelihood is within 1e-4 nats of
+    transformers fp32; with llama.cpp's default F16 cache at least one is more than 1e-3 off
+    (measured 2.1e-5 and 5.8e-3 nats; rounding K and V to half precision is the same on every CPU)."""
     ids = smollm2_ref.tokenizer()(CHECK_TEXT * 3)["input_ids"][:300]
     ref = _hf_logp(smollm2_ref, ids)
     tgt = torch.tensor(ids[1:])[:, None]
@@ -36,12 +36,13 @@ def test_f32_kv_cache_matches_transformers_and_f16_does_not(smollm2_ref):
         assert m.attention()["kv_cache"] == kv
         lq = torch.log_softmax(torch.from_numpy(m.logits(ids)).double(), -1)
         got[kv] = float((lq[:-1].gather(1, tgt)[:, 0] - want).abs().max())
-    assert got["f32"] < DNLL_TOL / 10
-    assert got["f16"] > DNLL_TOL
+    assert got["f32"] < 1e-4
+    assert got["f16"] > 1e-3
     # the reference check's own measurement agrees with this one's order of magnitude
     agree = next_token_agreement(ref.float(), smollm2_ref.gguf, ids)
     assert agree["max_dnll_f32_kv"] == pytest.approx(got["f32"], rel=0.5, abs=1e-6)
-    assert agree["max_dnll_f16_kv"] > DNLL_TOL
+    assert agree["max_dnll_f16_kv"] > 1e-3
+    assert agree["max_dnll_f32_kv"] < DNLL_TOL
 
 
 def test_quants_keep_the_engine_default_and_bad_types_fail(smollm2_ref):
