@@ -38,7 +38,7 @@ analysis: setup
 	for s in smollm2 gemma3; do for nb in $(ANALYSIS_NBS); do \
 	  out=data/$$s/notebooks/$$nb.ipynb; \
 	  $(PY) -m papermill notebooks/$$nb.ipynb $$out.part -k python3 --cwd notebooks --no-progress-bar \
-	    -p study $$s -p profile default && mv $$out.part $$out && \
+	    -p study $$s -p profile default -p results ../data/$$s -p figures ../figures/$$s && mv $$out.part $$out && \
 	  $(PY) -m nbconvert --to html --log-level WARN $$out || exit 1; done; done
 	$(MAKE) numbers
 

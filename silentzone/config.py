@@ -138,6 +138,9 @@ class ReferenceCfg:
     model: str  # embedded:<name> | local path (HF dir or .gguf) | hub id org/name
     dtype: str = "float32"  # float32 | bfloat16: dtype of the exported HF reference
     revision: str = ""  # hub revision for real runs (empty: default branch)
+    # KV cache of the reference on llama.cpp: f16 (the engine's default; the shipped default-profile
+    # results) | f32 (a float reference that is float: issue 19). Quants always keep the default.
+    kv_cache: str = "f16"
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,10 @@ class ProfileCfg:
     calib_samples: int = 64  # calibration samples for GPTQ/AWQ/imatrix
     bootstrap: int = 10000  # bootstrap resamples
     holdout_splits: int = 200  # hold-out zone splits
+    reference_kv_cache: str = ""  # the reference's KV cache in this profile (empty: reference.kv_cache)
+    # items per task held back for the task-selection rule (bench.selection): the last ones in the
+    # task's source order, scored by the reference alone, never part of the study's items
+    selection_items: int = 0
 
 
 @dataclass(frozen=True)
@@ -210,6 +217,11 @@ class Study:
     profile: ProfileCfg = ProfileCfg()
     source: str = ""
     config_hash: str = ""
+
+    @property
+    def kv_cache(self) -> str:
+        """The reference's llama.cpp KV cache type in this profile ("f16" or "f32")."""
+        return self.profile.reference_kv_cache or self.reference.kv_cache
 
     def quant(self, quant_id: str) -> QuantCfg:
         for q in self.quants:
@@ -323,6 +335,7 @@ def _check_subset(values, allowed, key, src):
             raise ConfigError(f"{src}: {key}: unknown value {v!r} (expected one of {list(allowed)})")
 
 
+KV_CACHES = ("f16", "f32")  # logits.KV_CACHE_TYPES
 PROFILE_SIZES = ("n_items", "corpus_tokens", "calib_samples", "bootstrap", "holdout_splits")
 
 
@@ -430,6 +443,16 @@ def load(path: str | Path, profile: str = "default") -> Study:
     # the file's existence is checked when the task loads (a dry run validates offline)
     if study.reference.dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"{src}: reference.dtype: must be float32 or bfloat16")
+    if study.reference.kv_cache not in KV_CACHES:
+        raise ConfigError(f"{src}: reference.kv_cache: must be one of {list(KV_CACHES)}, "
+                          f"got {study.reference.kv_cache!r}")
+    for name, prof in profiles.items():
+        if prof.reference_kv_cache not in ("", *KV_CACHES):
+            raise ConfigError(f"{src}: profiles.{name}.reference_kv_cache: must be one of "
+                              f"{list(KV_CACHES)}, got {prof.reference_kv_cache!r}")
+        if prof.selection_items < 0:
+            raise ConfigError(f"{src}: profiles.{name}.selection_items: must be >= 0, "
+                              f"got {prof.selection_items!r}")
     if profile not in profiles:
         raise ConfigError(f"{src}: profiles: no profile {profile!r} (have {sorted(profiles)})")
     prof = profiles[profile]
@@ -450,12 +473,17 @@ def load(path: str | Path, profile: str = "default") -> Study:
 
 def as_dict(study: Study) -> dict:
     """The resolved study as plain data (what config_hash hashes)."""
+    # keys added after results were shipped enter the hash only when set away from their default,
+    # so that the hashes of studies without them stay as they were
+    reference = {k: v for k, v in vars(study.reference).items() if not (k == "kv_cache" and v == "f16")}
+    profile = {k: v for k, v in vars(study.profile).items()
+               if not (k in ("reference_kv_cache", "selection_items") and not v)}
     return {
-        "study": study.study, "reference": vars(study.reference),
+        "study": study.study, "reference": reference,
         "quants": [{"id": q.id, **q.recipe()} for q in study.quants],
         "corpora": list(study.corpora), "contexts": list(study.contexts), "tasks": list(study.tasks),
         "zone": vars(study.zone), "seeds": vars(study.seeds), "profile": study.profile_name,
-        "profile_settings": vars(study.profile),
+        "profile_settings": profile,
         # only when set, so that the hashes of studies without it stay as they were
         **({"livecodebench": vars(study.livecodebench)}
            if study.livecodebench != LiveCodeBenchCfg() else {}),

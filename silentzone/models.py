@@ -111,6 +111,7 @@ def resolve(spec: str, dtype: str = "float32", check: bool = True) -> Reference:
     gg = "f32" if dtype == "float32" else "bf16"
     ref = Reference(spec, name, root, root / f"hf-{gg}", root / f"model-{gg}.gguf", dtype)
     if _ready(ref, check):
+        _repair_specials(ref)
         return ref
     root.mkdir(parents=True, exist_ok=True)
     # Several processes (parallel workflow jobs) may ask for the same reference: one exports,
@@ -119,7 +120,34 @@ def resolve(spec: str, dtype: str = "float32", check: bool = True) -> Reference:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _ready(ref, check):
             _export(ref, spec, dtype, check)
+    _repair_specials(ref)
     return ref
+
+
+def gguf_specials(gguf: Path) -> dict[str, str]:
+    """The special tokens a GGUF names by id (bos_token, eos_token, unk_token, pad_token), as text."""
+    from gguf import GGUFReader
+    f = GGUFReader(str(gguf)).fields
+    tokens = f["tokenizer.ggml.tokens"].contents()
+    ids = {name: f[f"tokenizer.ggml.{key}_token_id"].contents() for name, key in
+           (("bos_token", "bos"), ("eos_token", "eos"), ("unk_token", "unknown"), ("pad_token", "padding"))
+           if f"tokenizer.ggml.{key}_token_id" in f}
+    return {name: tokens[int(i)] for name, i in ids.items()}
+
+
+def _repair_specials(ref: Reference) -> None:
+    """Give an exported HF tokenizer the GGUF's special tokens where it has others. transformers
+    builds SmolLM2's from the GGUF with '<|im_start|>' (id 1) as eos where the GGUF says
+    id 2 ('<|im_end|>'): harmless for multiple choice, not for generation that stops at eos. Exports
+    made before the fix are repaired once, in place (tokenizer files only)."""
+    want = gguf_specials(ref.gguf)
+    tok = ref.tokenizer()
+    wrong = {k: v for k, v in want.items() if getattr(tok, k, None) != v}
+    if not wrong:
+        return
+    for k, v in wrong.items():
+        setattr(tok, k, v)
+    tok.save_pretrained(ref.hf_dir)
 
 
 def _ready(ref: Reference, check: bool = True) -> bool:
@@ -216,6 +244,8 @@ def tokenizer_from_gguf(source: Path):
         # has a token) but llama.cpp's convert_hf_to_gguf then mistakes it for a SentencePiece vocab.
         if kind == "gpt2":
             tok.backend_tokenizer.model.byte_fallback = False
+        for k, v in gguf_specials(source).items():  # transformers may pick others (SmolLM2's eos)
+            setattr(tok, k, v)
         return tok
     from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
@@ -316,10 +346,18 @@ def llama_tokenize(gguf: Path, text: str) -> list[int]:
 
 
 def check_reference(ref: Reference, text: str = CHECK_TEXT) -> dict:
-    """Prove the HF and GGUF references agree: identical token ids and tiny KL on `text`.
+    """Prove the HF and GGUF references agree: identical token ids and tiny KL on `text`, and, for a
+    float32 reference, the same log-likelihood of every next token.
 
-    Returns {'n_tokens', 'ids_equal', 'kl_hf_llama'} (KL(transformers || llama.cpp), nats/token);
-    raises ModelError if the ids differ or KL >= 1e-4.
+    Returns {'n_tokens', 'ids_equal', 'kl_hf_llama'} (KL(transformers || llama.cpp), nats/token),
+    and for float32 'max_dnll_f32_kv' and 'max_dnll_f16_kv': the largest |difference| of a token's
+    log-likelihood between transformers and llama.cpp with an F32 and with its default F16 KV cache.
+    Raises ModelError if the ids differ, KL >= 1e-4, or max_dnll_f32_kv >= DNLL_TOL. The KL alone
+    does not see a half-precision KV cache (SmolLM2: KL 2.8e-6 with it), the log-likelihoods do, and
+    multiple-choice answers are decided by them. Measured on CHECK_TEXT: SmolLM2 3.4e-5 nats with an
+    F32 cache, 2.6e-2 with F16; Gemma 3 1.1e-2 and 3.7e-2 (llama.cpp's Gemma 3 graph differs from
+    transformers' beyond the cache; where is not established). DNLL_TOL is a guard against a broken
+    export that holds for both; the recorded values say how float each reference is.
     """
     import numpy as np
     import torch
@@ -339,4 +377,31 @@ def check_reference(ref: Reference, text: str = CHECK_TEXT) -> dict:
     kl = float((p.exp() * (p - q)).sum(-1).mean())
     if not kl < 1e-4:
         raise ModelError(f"{ref.spec}: KL(transformers || llama.cpp) = {kl:.2e} >= 1e-4 nats/token")
-    return {"n_tokens": len(ids_hf), "ids_equal": True, "kl_hf_llama": kl}
+    out = {"n_tokens": len(ids_hf), "ids_equal": True, "kl_hf_llama": kl}
+    if ref.dtype == "float32":
+        out.update(next_token_agreement(p, ref.gguf, ids_ll))
+        if not out["max_dnll_f32_kv"] < DNLL_TOL:
+            raise ModelError(f"{ref.spec}: a next-token log-likelihood differs by "
+                             f"{out['max_dnll_f32_kv']:.2e} >= {DNLL_TOL:g} nats between transformers and "
+                             f"llama.cpp with an F32 KV cache")
+    return out
+
+
+DNLL_TOL = 5e-2  # nats: a float32 reference's per-token log-likelihoods, transformers vs llama.cpp (F32 KV)
+
+
+def next_token_agreement(logp_hf, gguf, ids: list[int]) -> dict:
+    """max |log p_hf(next) - log p_llama(next)| over the positions of `ids`, llama.cpp with an F32
+    and with an F16 KV cache. logp_hf: torch [len(ids), V] log-probs of transformers."""
+    import numpy as np
+    import torch
+    from .logits import llama_logits, load_llama
+    nxt = torch.tensor(ids[1:])[:, None]
+    ref = logp_hf[:-1].double().gather(1, nxt)[:, 0]
+    out = {}
+    for kv in ("f32", "f16"):
+        llm = load_llama(gguf, n_ctx=max(len(ids), 16), kv_cache=kv)
+        lq = torch.log_softmax(torch.from_numpy(np.asarray(llama_logits(llm, ids))).double(), -1)
+        out[f"max_dnll_{kv}_kv"] = float((lq[:-1].gather(1, nxt)[:, 0] - ref).abs().max())
+        del llm
+    return out

@@ -101,6 +101,12 @@ def samples_dir(study: str, profile: str, model: str, root: Path | None = None) 
 
 # ------------------------------------------------------------------------- shipped (in the repo)
 
+def scratch_dir(study: str, profile: str) -> Path:
+    """Where notebooks run by hand write (report.products.resolve): a copy of the shipped results in
+    the cache, so that exploring never changes data/ or figures/."""
+    return cache_home() / "scratch" / f"{study}-{profile}"
+
+
 def data_dir(study: str) -> Path:
     """The shipped results of a study's default profile: data/<study>/."""
     return DATA / study

@@ -33,24 +33,26 @@ ENGINES = ("llama.cpp", "transformers")
 
 
 def open_model(path: str | Path, device: str = "cpu", n_ctx: int = 2048, threads: int | None = None,
-               name: str = "", dtype: str | None = None) -> Model:
+               name: str = "", dtype: str | None = None, kv_cache: str | None = None) -> Model:
     """Open a GGUF file, an HF directory or a quant artifact directory for scoring.
 
     device: cpu or cuda[:i] (llama.cpp offloads every layer when it is a CUDA build). dtype: the
     torch dtype of HF models and of load-time quants' unquantized parts, "float32" or "bfloat16";
-    default float32 on the CPU and bfloat16 on a GPU."""
+    default float32 on the CPU and bfloat16 on a GPU. kv_cache: the KV cache type of a llama.cpp
+    model, "f16" (the engine's default, what quants keep) or "f32" (a float reference; the study's
+    reference.kv_cache); transformers keeps its cache in the model's dtype."""
     path = Path(path)
     name = name or path.name
     if path.suffix == ".gguf":
         if not path.is_file():
             raise BackendError(f"{path}: GGUF file not found")
-        return _llama(path, n_ctx, threads, name, device)
+        return _llama(path, n_ctx, threads, name, device, kv_cache)
     if not path.is_dir():
         raise BackendError(f"{path}: not a GGUF file or a model directory")
     art = path / "artifact.json"
     meta = json.loads(art.read_text()) if art.is_file() else None
     if meta and meta.get("format") == "gguf":
-        return _llama(path / meta["file"], n_ctx, threads, name, device)
+        return _llama(path / meta["file"], n_ctx, threads, name, device, kv_cache)
     if threads:
         torch_threads(threads)
     if meta:
@@ -66,8 +68,9 @@ def open_model(path: str | Path, device: str = "cpu", n_ctx: int = 2048, threads
     raise BackendError(f"{path}: no artifact.json or config.json")
 
 
-def _llama(gguf: Path, n_ctx: int, threads: int | None, name: str, device: str) -> LlamaCppModel:
-    m = LlamaCppModel(gguf, n_ctx=n_ctx, threads=threads, name=name, device=device)
+def _llama(gguf: Path, n_ctx: int, threads: int | None, name: str, device: str,
+           kv_cache: str | None = None) -> LlamaCppModel:
+    m = LlamaCppModel(gguf, n_ctx=n_ctx, threads=threads, name=name, device=device, kv_cache=kv_cache)
     if threads:  # after the load, so that the import does not hold the GIL during it
         torch_threads(threads, background=True)
     return m

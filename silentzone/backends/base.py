@@ -26,6 +26,7 @@ class Model:
     name, device, vocab_size, n_ctx (llama.cpp) ...; `source` (the path it was opened from) is set by
     fidelity.capture.open_scorer, and absent otherwise
     logits(ids)                        float32 [len(ids), V] numpy, fresh context each call
+    attention()                        {engine, kv_cache, attention}: recorded in provenance
     tokenize(text)                     the model's own token ids of text, or None without a tokenizer
     bos()                              the BOS id windows start with, or None
     window_logits(windows, first, out) logits of the scored rows of a batch of windows
@@ -42,6 +43,11 @@ class Model:
     vocab_size = 0
 
     def logits(self, ids: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def attention(self) -> dict:
+        """How this model attends, for provenance: engine, kv_cache (the KV cache's number type) and
+        attention (the attention path)."""
         raise NotImplementedError
 
     def tokenize(self, text: str) -> list[int] | None:

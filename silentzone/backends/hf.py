@@ -30,6 +30,12 @@ class HFModel(Model):
             out = self.model(torch.tensor([ids], device=self.device)).logits[0]
         return out.float().cpu().numpy()
 
+    def attention(self) -> dict:
+        cfg = self.model.config
+        dtype = str(getattr(self.model, "dtype", "")).replace("torch.", "")
+        return {"engine": self.kind, "kv_cache": dtype or "unknown",
+                "attention": str(getattr(cfg, "_attn_implementation", None) or "eager")}
+
     def tokenizer(self):
         """The HF tokenizer saved with the model (beside its weights or at `source`), or None;
         looked up once."""

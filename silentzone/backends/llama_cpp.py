@@ -24,14 +24,20 @@ class LlamaCppModel(Model):
     kind = "llama.cpp"
 
     def __init__(self, gguf: Path, n_ctx: int = 2048, threads: int | None = None, name: str = "",
-                 device: str = "cpu"):
+                 device: str = "cpu", kv_cache: str | None = None):
         self.path = Path(gguf)
         self.name = name or self.path.stem
         self.n_ctx = n_ctx
         self.device = device
+        self.kv_cache = kv_cache or "f16"
         self.llm = load_llama(self.path, n_ctx=n_ctx, threads=threads,
-                              n_gpu_layers=0 if str(device) == "cpu" else -1)
+                              n_gpu_layers=0 if str(device) == "cpu" else -1, kv_cache=self.kv_cache)
         self.vocab_size = int(self.llm.n_vocab())
+
+    def attention(self) -> dict:
+        from ..settings import current
+        return {"engine": self.kind, "kv_cache": self.kv_cache,
+                "attention": "flash" if current().flash_attn else "ggml (no flash attention)"}
 
     def logits(self, ids: list[int]) -> np.ndarray:
         if len(ids) > self.n_ctx:

@@ -62,6 +62,20 @@ def _accuracy(args) -> int:
     return 0
 
 
+def _select(args) -> int:
+    import logging
+    from ..config import load_study
+    from .selection import select_tasks
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in args.study:
+        study = load_study(args.config or name, args.profile)
+        table = select_tasks(study, tasks=args.tasks, threads=args.threads, out=args.out)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        chosen = table[table["selected"]]["task"]
+        print(f"{study.study}: selected {', '.join(chosen) or 'none'}")
+    return 0
+
+
 def _import(args) -> int:
     import pandas as pd
     from ..paths import study_dir
@@ -99,6 +113,15 @@ def register(sub) -> None:
     a.add_argument("--threads", type=int)
     a.add_argument("--out", help="default: data/<study>/reference_accuracy.csv")
     a.set_defaults(fn=_accuracy)
+    s = sub.add_parser("bench-select", help="the task-selection rule of a powered profile: the reference "
+                                            "alone on held-back items (data/<study>/task_selection.csv)")
+    s.add_argument("--study", nargs="+", default=["smollm2"])
+    s.add_argument("--config")
+    s.add_argument("--profile", default="power")
+    s.add_argument("--tasks", nargs="+", help="default: every likelihood-scored task")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--out", help="default: data/<study>/task_selection.csv")
+    s.set_defaults(fn=_select)
     i = sub.add_parser("bench-import", help="import lm-eval --log_samples jsonl into a SAMPLES table")
     i.add_argument("files", nargs="+")
     i.add_argument("--study", default="smollm2")

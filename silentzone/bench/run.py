@@ -33,7 +33,9 @@ from .kld import RefStore
 
 log = logging.getLogger("silentzone.bench")
 
-END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>", "</s>", "<eos>")
+# Tokens that end a generated answer besides the tokenizer's eos: the ends of a turn or text, and the
+# start of a new turn (a chat model that opens one has finished its answer).
+END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|im_start|>", "<end_of_turn>", "<|eot_id|>", "</s>", "<eos>")
 
 
 class Encoder:
@@ -178,9 +180,12 @@ def read_samples(path: str | Path) -> pd.DataFrame:
     return validate(frame, SAMPLES, where=str(path))
 
 
-def _signature(task: T.Task, prepared: list[dict]) -> dict:
+def _signature(task: T.Task, prepared: list[dict], kv_cache: str = "f16") -> dict:
+    """What a finished task file was made from: the items and prompts, and the reference's KV cache
+    (every row's per-prompt KLD is against the reference; the key is absent for the default f16)."""
     return {"task": task.name, "task_version": task.version, "n_items": len(prepared),
-            "items_hash": hash_obj([(p["item"].id, p["item_hash"], p["prompt_hash"]) for p in prepared])}
+            "items_hash": hash_obj([(p["item"].id, p["item_hash"], p["prompt_hash"]) for p in prepared]),
+            **({"reference_kv_cache": kv_cache} if kv_cache != "f16" else {})}
 
 
 def _finished(path: Path, sig: dict) -> bool:
@@ -200,13 +205,16 @@ def _store_matches(path: Path, sig: dict) -> bool:
 def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items: int | None = None,
                    profile: str = "default", k: int = 1024, threads: int | None = None,
                    tokenizer=None, out_dir: str | Path | None = None, progress: bool = True,
-                   seed: int | None = None, combined: bool = True, device: str = "cpu") -> pd.DataFrame:
+                   seed: int | None = None, combined: bool = True, device: str = "cpu",
+                   part: str = "study") -> pd.DataFrame:
     """Score every model on every task; resume finished (model, task) pairs; return all rows.
 
     study     a loaded Study (config.load) or a study name (configs/<name>.yaml, `profile`)
     models    {'reference': GGUF file or HF dir, quant_id: artifact path, ...}
     tasks     default: the study's (profile's) tasks; n_items default: profile.n_items
     k         top-k reference log-probs kept for KLD (k >= vocab: exact full-vocabulary KLD)
+    part      "study": the study's items (n_items of each task, without the profile's held-back
+              selection_items); "selection": the held-back items alone (bench.selection)
     combined  also write samples.csv of every requested pair (the workflow runs one quant per job
               and gathers the pairs itself, so its jobs pass False)
     device    cpu or cuda: where HF-format models and load-time quants run (backends.open_model)
@@ -234,13 +242,20 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
     prepared = {}
     for tn in task_names:
         task = T.get(tn)
-        prepared[tn] = prepare(task, task.items(n, seed), enc)
+        held = int(getattr(study.profile, "selection_items", 0))
+        if part == "selection":
+            items = task.held_back_items(held)
+        elif part == "study":
+            items = task.items(n, seed, held_back=held)
+        else:
+            raise ValueError(f"part must be 'study' or 'selection', got {part!r}")
+        prepared[tn] = prepare(task, items, enc)
     frames = []
     for name in order:
         model = None
         for tn in task_names:
             task, prep = T.get(tn), prepared[tn]
-            sig = _signature(task, prep)
+            sig = _signature(task, prep, study.kv_cache)
             out = samples_dir(study.study, study.profile_name, name, root) / f"{tn}.csv"
             ref_path = root / "bench_ref" / f"{tn}.npz"
             done = _finished(out, sig) and (name != "reference" or _store_matches(ref_path, sig))
@@ -249,7 +264,8 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
                 frames.append(read_samples(out))
                 continue
             if model is None:
-                model = open_model(models[name], threads=threads, name=name, device=device)
+                model = open_model(models[name], threads=threads, name=name, device=device,
+                                   kv_cache=study.kv_cache if name == "reference" else None)
             is_ref = name == "reference"
             store = RefStore(ref_path, k=k) if is_ref else RefStore.load(ref_path, expect=sig)
             frame = score_pair(name, model, task, prep, enc, store, is_ref, progress)
@@ -257,7 +273,7 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
             if is_ref:
                 store.save({"bench": sig})
             write_table(frame, SAMPLES, out, {**prov, "bench": sig, "model_path": str(models[name]),
-                                              "kld_top_k": k})
+                                              "kld_top_k": k, "attention": model.attention()})
             log.info("%s/%s: %d items, acc %.3f", name, tn, len(frame), frame["correct"].mean())
             frames.append(read_samples(out))
         del model

@@ -52,9 +52,23 @@ class Task:
     # by livecodebench.configure), so the registry does not keep a stale copy
     cached: bool = True
 
-    def items(self, n: int | None = None, seed: int | None = None) -> list[Item]:
-        """First n items (seed None) or a seeded sample of n in source order; all if n is None."""
-        return select(_load(self.name) if self.cached else self.loader(), n, seed)
+    def items(self, n: int | None = None, seed: int | None = None, held_back: int = 0) -> list[Item]:
+        """First n items (seed None) or a seeded sample of n in source order; all if n is None.
+        held_back: leave out the last `held_back` items of the source order (`held_back_items`)."""
+        return select(self._all()[: len(self._all()) - held_back if held_back else None], n, seed)
+
+    def held_back_items(self, k: int) -> list[Item]:
+        """The last k items in source order: the ones a profile's selection rule scores
+        (profile.selection_items), disjoint from `items(..., held_back=k)`."""
+        if k <= 0:
+            raise TaskError(f"{self.name}: held-back items need k > 0, got {k}")
+        every = self._all()
+        if k >= len(every):
+            raise TaskError(f"{self.name}: {k} held-back items leave none of its {len(every)} for the study")
+        return list(every[len(every) - k:])
+
+    def _all(self) -> list[Item]:
+        return _load(self.name) if self.cached else self.loader()
 
 
 def select(items: list[Item], n: int | None, seed: int | None = None) -> list[Item]:

@@ -44,9 +44,10 @@ def probe_text() -> str:
     return CHECK_TEXT
 
 
-def open_scorer(path, n_ctx: int, device: str = "cpu", threads: int | None = None, name: str = ""):
+def open_scorer(path, n_ctx: int, device: str = "cpu", threads: int | None = None, name: str = "",
+                kv_cache: str | None = None):
     """backends.open_model, remembering the path it came from (for its tokenizer)."""
-    m = open_model(path, device=device, n_ctx=n_ctx, threads=threads, name=name)
+    m = open_model(path, device=device, n_ctx=n_ctx, threads=threads, name=name, kv_cache=kv_cache)
     m.source = Path(path)
     return m
 
@@ -84,7 +85,8 @@ def capture(reference, ids, ctx: int, out, *, scoring: str = "half", kinds=("com
     windows = make_windows(ids, ctx, model_bos(model))
     first = first_scored(ctx, scoring)
     meta = {"reference": str(getattr(model, "source", model.name)), "backend": model.kind,
-            "probe_ids": model_tokenize(model, probe_text()), **(extra or {})}
+            "probe_ids": model_tokenize(model, probe_text()), "attention": model.attention(),
+            **(extra or {})}
     st = Store.create(out, windows, n_vocab=model.vocab_size, scoring=scoring, kinds=kinds, k=k, m=m,
                       extra=meta)
     todo = [i for i in range(st.n_windows) if not st.done(i)]
@@ -172,26 +174,28 @@ def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, m: int = DEF
     for c in study.corpora:
         for ctx in study.contexts:
             d = store_dir(study, c, ctx, scoring)
-            if _complete(d, kinds, k, m, tokens[c][1]):
+            if _complete(d, kinds, k, m, tokens[c][1], study.kv_cache):
                 continue
-            _drop_if_other_corpus(d, tokens[c][1], log)
+            _drop_if_other_corpus(d, tokens[c][1], log, study.kv_cache)
             todo.append((c, ctx))
     model = None
     for c, ctx in todo:
         if model is None:
-            model = open_scorer(reference_source(ref, backend, device), n_ctx=max(study.contexts), device=device, threads=threads,
-                                name="reference")
+            model = open_scorer(reference_source(ref, backend, device), n_ctx=max(study.contexts),
+                                device=device, threads=threads, name="reference", kv_cache=study.kv_cache)
         ids, h = tokens[c]
         capture(model, ids, ctx, store_dir(study, c, ctx, scoring), scoring=scoring, kinds=kinds,
                 k=k, m=m, batch=model.window_batch(),
-                extra={"corpus": c, "corpus_tokens_hash": h, "study": study.study}, log=log)
+                extra={"corpus": c, "corpus_tokens_hash": h, "study": study.study,
+                       **({"reference_kv_cache": study.kv_cache} if study.kv_cache != "f16" else {})},
+                log=log)
     stores = [Store(store_dir(study, c, ctx, scoring)) for c in study.corpora for ctx in study.contexts]
 
     def reference_model():
         nonlocal model
         if model is None:
             model = open_scorer(reference_source(ref, backend, device), n_ctx=max(study.contexts),
-                                device=device, threads=threads, name="reference")
+                                device=device, threads=threads, name="reference", kv_cache=study.kv_cache)
         return model
 
     # opt-in (fidelity.divergent_tokens): the reference's greedy continuations, once per store
@@ -200,9 +204,11 @@ def capture_study(study, *, kinds=("compact",), k: int = DEFAULT_K, m: int = DEF
     return stores
 
 
-def _complete(path: Path, kinds, k: int, m: int, corpus_hash: str | None = None) -> bool:
-    """A finished store with these parameters, made from the corpus tokens `corpus_hash` (anything
-    else goes to capture, which resumes it or refuses a mismatch with one line)."""
+def _complete(path: Path, kinds, k: int, m: int, corpus_hash: str | None = None,
+              kv_cache: str = "f16") -> bool:
+    """A finished store with these parameters, made from the corpus tokens `corpus_hash` with the
+    reference's KV cache `kv_cache` (anything else goes to capture, which resumes it or refuses a
+    mismatch with one line)."""
     try:
         st = Store(path)
     except Exception:  # noqa: BLE001 - missing or unreadable: capture it
@@ -210,26 +216,32 @@ def _complete(path: Path, kinds, k: int, m: int, corpus_hash: str | None = None)
     same = set(st.kinds) == set(kinds) and ("compact" not in kinds or (st.k, st.m) == (k, m))
     if corpus_hash is not None and st.meta.get("corpus_tokens_hash") != corpus_hash:
         return False
+    if st.meta.get("reference_kv_cache", "f16") != kv_cache:
+        return False
     return same and st.complete()
 
 
-def _drop_if_other_corpus(path: Path, corpus_hash: str, log=None) -> None:
-    """Remove a store made from other corpus tokens (the profile's corpus_tokens changed): it sits
-    at the same path and would otherwise be taken as this corpus's reference. Renamed first, so an
-    interruption never leaves a half-deleted store under the real name."""
+def _drop_if_other_corpus(path: Path, corpus_hash: str, log=None, kv_cache: str = "f16") -> None:
+    """Remove a store made from other corpus tokens (the profile's corpus_tokens changed) or with
+    another reference KV cache: it sits at the same path and would otherwise be taken as this
+    corpus's reference. Renamed first, so an interruption never leaves a half-deleted store under
+    the real name."""
     import shutil
     try:
-        old = Store(path).meta.get("corpus_tokens_hash")
+        meta = Store(path).meta
     except Exception:  # noqa: BLE001 - missing or unreadable: nothing to drop
         return
-    if old == corpus_hash:
+    old, old_kv = meta.get("corpus_tokens_hash"), meta.get("reference_kv_cache", "f16")
+    if old == corpus_hash and old_kv == kv_cache:
         return
     gone = path.with_name(path.name + ".stale")
     shutil.rmtree(gone, ignore_errors=True)
     path.rename(gone)
     shutil.rmtree(gone, ignore_errors=True)
     if log:
-        log(f"capture {path}: store made from other corpus tokens ({old} != {corpus_hash}): captured again")
+        why = (f"other corpus tokens ({old} != {corpus_hash})" if old != corpus_hash
+               else f"a reference KV cache {old_kv} (now {kv_cache})")
+        log(f"capture {path}: store made from {why}: captured again")
 
 
 def stderr_log(msg: str) -> None:

@@ -202,11 +202,35 @@ def shown(path: str | Path) -> str:
 
 def resolve(study: str, profile: str = "default", results: str | Path = "", figdir: str | Path = "",
             config: str | Path = "") -> tuple[Path, Path, Study]:
-    """The notebooks' parameters as (results directory, figure directory, loaded config); empty strings
-    mean data/<study>, figures/<study> and configs/<study>.yaml."""
+    """The notebooks' parameters as (results directory, figure directory, loaded config).
+
+    An empty `results` (a notebook opened and run by hand) is a scratch copy of the shipped
+    data/<study>/ (paths.scratch_dir: results/ and figures/ in the cache), so that exploring never
+    rewrites the shipped results; the workflow and `make analysis` name their directories. An empty
+    `figdir` is figures/<study> beside given results and the scratch figures beside scratch ones; an
+    empty `config` is configs/<study>.yaml."""
     cfg = load_study(config or study, profile)
-    return (Path(results) if results else paths.data_dir(study),
-            Path(figdir) if figdir else paths.figures_dir(study), cfg)
+    if results:
+        return Path(results), Path(figdir) if figdir else paths.figures_dir(study), cfg
+    scratch = paths.scratch_dir(study, profile)
+    return (scratch_copy(paths.data_dir(study), scratch / "results"),
+            Path(figdir) if figdir else scratch / "figures", cfg)
+
+
+def scratch_copy(src: Path, dst: Path) -> Path:
+    """Copy the files of `src` (not its notebooks/) into `dst`. Files a notebook made there are kept
+    (04's products for 05-07), unless an input table (INPUTS) differs from the source's: then the
+    shipped results changed and everything is copied again."""
+    import shutil
+    if not src.is_dir():
+        raise ContractError(f"{src}: no shipped results to explore (run the study or name `results`)")
+    dst.mkdir(parents=True, exist_ok=True)
+    stale = any(not (dst / n).is_file() or io.sha256_file(dst / n) != io.sha256_file(src / n)
+                for n in INPUTS if (src / n).is_file())
+    for f in sorted(src.iterdir()):
+        if f.is_file() and (stale or not (dst / f.name).exists()):
+            shutil.copy2(f, dst / f.name)
+    return dst
 
 
 # --------------------------------------------------------------------------------------------- output
