@@ -91,6 +91,16 @@ def _import(args) -> int:
     return 0
 
 
+def _reference_only(p, profile: str, tasks: str, out: str) -> None:
+    """The arguments of the commands that run the reference alone on several studies."""
+    p.add_argument("--study", nargs="+", default=["smollm2"])
+    p.add_argument("--config")
+    p.add_argument("--profile", default=profile)
+    p.add_argument("--tasks", nargs="+", help=f"default: {tasks}")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out", help=f"default: {out}")
+
+
 def register(sub) -> None:
     b = sub.add_parser("bench", help="per-prompt benchmarks (SAMPLES table) for reference and quants")
     b.add_argument("--study", default="smollm2")
@@ -105,22 +115,12 @@ def register(sub) -> None:
     b.set_defaults(fn=_bench)
     a = sub.add_parser("bench-accuracy", help="the float reference alone on its tasks with more items: "
                                               "accuracy with Wilson CIs vs chance (data/<study>/reference_accuracy.csv)")
-    a.add_argument("--study", nargs="+", default=["smollm2"])
-    a.add_argument("--config")
-    a.add_argument("--profile", default="default")
-    a.add_argument("--tasks", nargs="+", help="default: the profile's tasks")
+    _reference_only(a, "default", "the profile's tasks", "data/<study>/reference_accuracy.csv")
     a.add_argument("--n-items", type=int, default=300)
-    a.add_argument("--threads", type=int)
-    a.add_argument("--out", help="default: data/<study>/reference_accuracy.csv")
     a.set_defaults(fn=_accuracy)
     s = sub.add_parser("bench-select", help="the task-selection rule of a powered profile: the reference "
                                             "alone on held-back items (data/<study>/task_selection.csv)")
-    s.add_argument("--study", nargs="+", default=["smollm2"])
-    s.add_argument("--config")
-    s.add_argument("--profile", default="power")
-    s.add_argument("--tasks", nargs="+", help="default: every likelihood-scored task")
-    s.add_argument("--threads", type=int)
-    s.add_argument("--out", help="default: data/<study>/task_selection.csv")
+    _reference_only(s, "power", "every likelihood-scored task", "data/<study>/task_selection.csv")
     s.set_defaults(fn=_select)
     i = sub.add_parser("bench-import", help="import lm-eval --log_samples jsonl into a SAMPLES table")
     i.add_argument("files", nargs="+")
