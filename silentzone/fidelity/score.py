@@ -473,7 +473,7 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
             if n_div:  # n_tokens: the positions compared (n x prompts), not the KLD's scored tokens
                 ref = ensure_reference(st, n_div, lambda: open_scorer(
                     reference_source(reference_of(study), None, device), n_ctx=max(study.contexts),
-                    device=device, threads=threads, name="reference"), log)
+                    device=device, threads=threads, name="reference", kv_cache=study.kv_cache), log)
                 dsum, counts = score_divergent(m, st, ref)
                 np.save(d / f"fdt-{n_div}.npy", counts["fdt"])  # per prompt: the integer counts
                 (d / f"divergent-{n_div}.json").write_text(json.dumps(
