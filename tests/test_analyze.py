@@ -306,9 +306,16 @@ def test_tiny_study_without_per_prompt_kld(tmp_path):
     assert sorted(p.name for p in figdir.glob("*.pdf")) == sorted(f"{n}.pdf" for n in analyze.FIGURES)
 
 
-def test_resolve_defaults():
+def test_resolve_defaults(tmp_path, monkeypatch):
+    """Empty results (a notebook run by hand): a scratch copy of data/<study> in the cache, figures
+    beside it; given results: figures/<study> unless named."""
+    monkeypatch.setenv("SILENTZONE_HOME", str(tmp_path))
     r, figdir, cfg = analyze.resolve("smollm2", "smoke")
-    assert (r, figdir) == (DATA / "smollm2", FIGURES / "smollm2")
+    scratch = tmp_path / "scratch" / "smollm2-smoke"
+    assert (r, figdir) == (scratch / "results", scratch / "figures")
+    assert (r / "samples.csv").read_bytes() == (DATA / "smollm2" / "samples.csv").read_bytes()
+    assert not (r / "notebooks").exists()
+    assert analyze.resolve("smollm2", "smoke", DATA / "smollm2")[:2] == (DATA / "smollm2", FIGURES / "smollm2")
     assert cfg.study == "smollm2" and cfg.profile_name == "smoke"
     label, title = analyze.study_label(cfg)
     assert label == ("small-model replication (SmolLM2-135M-Instruct, embedded default), "
