@@ -305,8 +305,8 @@ def power_page(data: Path = DATA) -> str:
         prof = load_study(study, "power")
         chosen = list(table.loc[table["selected"], "task"])
         out += [f"## {NAMES[study]}", "",
-                f"Rule, fixed before any quant of this profile ran: {prov['rule']}. The reference ran with a "
-                f"{prov['reference_kv_cache'].upper()} KV cache. The held-back items are the last of each task's source "
+                f"Rule, fixed before any quant of this profile ran: {prov['rule']}. The reference ran with its KV cache in "
+                f"{prov['reference_kv_cache'].upper()}. The held-back items are the last of each task's source "
                 f"order, not a random sample where a source is ordered (HellaSwag's: ActivityNet first, WikiHow last).", "",
                 "| task | kind | chance | held-back items | reference correct | accuracy [Wilson 95%] | selected "
                 "| items for the study |", "|---|---|---|---|---|---|---|---|"]
