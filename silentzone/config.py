@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from .logits import KV_CACHE_TYPES
 from .provenance import hash_obj
 from .errors import SilentzoneError
 
@@ -335,7 +336,7 @@ def _check_subset(values, allowed, key, src):
             raise ConfigError(f"{src}: {key}: unknown value {v!r} (expected one of {list(allowed)})")
 
 
-KV_CACHES = ("f16", "f32")  # logits.KV_CACHE_TYPES
+KV_CACHES = tuple(KV_CACHE_TYPES)  # reference.kv_cache values: the types llama.cpp is opened with
 PROFILE_SIZES = ("n_items", "corpus_tokens", "calib_samples", "bootstrap", "holdout_splits")
 
 

@@ -139,15 +139,22 @@ def _repair_specials(ref: Reference) -> None:
     """Give an exported HF tokenizer the GGUF's special tokens where it has others. transformers
     builds SmolLM2's from the GGUF with '<|im_start|>' (id 1) as eos where the GGUF says
     id 2 ('<|im_end|>'): harmless for multiple choice, not for generation that stops at eos. Exports
-    made before the fix are repaired once, in place (tokenizer files only)."""
+    made before the fix are repaired once, in place (tokenizer files only); reference.json then says
+    so (SPECIALS), and later calls read nothing more."""
+    info = ref.info
+    if info.get("tokenizer_specials") == SPECIALS:
+        return
     want = gguf_specials(ref.gguf)
     tok = ref.tokenizer()
     wrong = {k: v for k, v in want.items() if getattr(tok, k, None) != v}
-    if not wrong:
-        return
     for k, v in wrong.items():
         setattr(tok, k, v)
-    tok.save_pretrained(ref.hf_dir)
+    if wrong:
+        tok.save_pretrained(ref.hf_dir)
+    atomic_write_text(ref.root / "reference.json", json.dumps({**info, "tokenizer_specials": SPECIALS}, indent=2))
+
+
+SPECIALS = "gguf"  # reference.json's tokenizer_specials once the tokenizer has the GGUF's special tokens
 
 
 def _ready(ref: Reference, check: bool = True) -> bool:
