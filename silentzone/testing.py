@@ -25,3 +25,20 @@ def make_tiny_llama(out: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(out)
     return out
+
+
+def private_home(tmp: Path) -> Path:
+    """A fresh SILENTZONE_HOME under `tmp` sharing the user's build, models, token and corpus caches
+    (read-mostly), for tests that run the workflow or stages without touching the user's studies."""
+    from .llama_tools import tool_dir
+    from .models import resolve
+    from .paths import cache_home
+    tool_dir()  # the llama.cpp tools must exist (make setup)
+    resolve("embedded:smollm2-135m-instruct")  # exported once into the user's cache
+    home = tmp / "home"
+    home.mkdir()
+    for sub in ("build", "models", "tokens", "corpora"):
+        src = cache_home() / sub
+        src.mkdir(parents=True, exist_ok=True)
+        (home / sub).symlink_to(src)
+    return home

@@ -18,24 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from silentzone.paths import REPO, cache_home
+from silentzone.testing import private_home
+from silentzone.paths import REPO
 
 CLI = [sys.executable, "-m", "silentzone.cli"]
 SMOKE = ["--study", "smollm2", "--profile", "smoke"]
 
-
-def _private_home(tmp: Path) -> Path:
-    from silentzone.llama_tools import tool_dir
-    from silentzone.models import resolve
-    tool_dir()  # the llama.cpp tools must exist (make setup)
-    resolve("embedded:smollm2-135m-instruct")  # exported once into the user's cache
-    home = tmp / "home"
-    home.mkdir()
-    for sub in ("build", "models", "tokens", "corpora"):
-        src = cache_home() / sub
-        src.mkdir(parents=True, exist_ok=True)
-        (home / sub).symlink_to(src)
-    return home
 
 
 def _run(home: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -48,7 +36,7 @@ def _run(home: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProc
 
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
-    home = _private_home(tmp_path_factory.mktemp("roundtrip"))
+    home = private_home(tmp_path_factory.mktemp("roundtrip"))
     _run(home, "quantize", *SMOKE, "--only", "Q8_0", "--quiet")
     return home
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from silentzone.testing import private_home
 from silentzone.paths import CONFIGS, REPO, cache_home
 
 CLI = [sys.executable, "-m", "silentzone.cli"]
@@ -62,20 +63,6 @@ def test_reproduce_refuses_a_bad_config_in_one_line(tmp_path):
 
 # ----------------------------------------------------------------------------- the smoke DAG
 
-def _private_home(tmp: Path) -> Path:
-    """A fresh SILENTZONE_HOME sharing the user's build, models and token caches (read-mostly)."""
-    from silentzone.llama_tools import tool_dir
-    from silentzone.models import resolve
-    tool_dir()  # the llama.cpp tools must exist (make setup)
-    resolve("embedded:smollm2-135m-instruct")  # exported once into the user's cache
-    home = tmp / "home"
-    home.mkdir()
-    for sub in ("build", "models", "tokens", "corpora"):
-        src = cache_home() / sub
-        src.mkdir(parents=True, exist_ok=True)
-        (home / sub).symlink_to(src)
-    return home
-
 
 def _files(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -92,7 +79,7 @@ def _reproduce(home: Path, *extra: str, timeout: int = 1500) -> subprocess.Compl
 def smoke(tmp_path_factory):
     """Start the smoke DAG, SIGKILL its whole process group at a random moment while it runs, rerun
     it to completion. Returns a dict with the home, study dir, results and what existed at the kill."""
-    home = _private_home(tmp_path_factory.mktemp("smoke"))
+    home = private_home(tmp_path_factory.mktemp("smoke"))
     sd = home / "studies" / "smollm2" / "smoke"
     seed = int(os.environ.get("SILENTZONE_KILL_SEED", random.SystemRandom().randrange(10**6)))
     delay = random.Random(seed).uniform(30, 90)
