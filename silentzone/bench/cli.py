@@ -3,6 +3,7 @@
     silentzone bench --study smollm2 --profile smoke
     silentzone bench --study smollm2 --models reference=/path/ref.gguf Q4_0=/path/quants/Q4_0
     silentzone bench-accuracy --study smollm2 gemma3 --n-items 300   # README's accuracy table
+    silentzone bench-select --study smollm2 gemma3 --tasks bfcl      # tool calling through the rule
     silentzone bench-import --study smollm2 --model Q4_K_M-vllm out/samples_piqa_*.jsonl
 Without --models: the study's float reference (GGUF) plus every quant of the profile that
 `silentzone quantize` finished (bench.run.default_models: paths.quant_artifact_dir); the quants
@@ -120,7 +121,8 @@ def register(sub) -> None:
     a.set_defaults(fn=_accuracy)
     s = sub.add_parser("bench-select", help="the task-selection rule of a powered profile: the reference "
                                             "alone on held-back items (data/<study>/task_selection.csv)")
-    _reference_only(s, "power", "every likelihood-scored task", "data/<study>/task_selection.csv")
+    _reference_only(s, "power", "every likelihood-scored task; opt-in generation families: "
+                    "bfcl (its row joins the table)", "data/<study>/task_selection.csv")
     s.set_defaults(fn=_select)
     i = sub.add_parser("bench-import", help="import lm-eval --log_samples jsonl into a SAMPLES table")
     i.add_argument("files", nargs="+")

@@ -101,9 +101,11 @@ def _score_likelihood(task, model, p, shared=True) -> dict:
             "ll_gold": float(ll[it.gold]), "kld_logits": g["kld_logits"], "ids": g["ids"]}
 
 
-def score_pair(name: str, model, task: T.Task, prepared: list[dict], enc: Encoder, store: RefStore,
+def score_pair(name: str, model, task: T.Task, prepared: list[dict], enc: Encoder, store: RefStore | None,
                is_reference: bool, progress: bool = True) -> pd.DataFrame:
-    """Rows for one (model, task). The reference fills `store`; quants read it for KLD."""
+    """Rows for one (model, task). The reference fills `store`; quants read it for KLD. store None
+    (the reference alone, part="selection"): no distributions kept, and a generation item skips the
+    teacher-forced forward that only KLD needs."""
     rows = []
     it_ = prepared
     if progress:
@@ -119,12 +121,13 @@ def score_pair(name: str, model, task: T.Task, prepared: list[dict], enc: Encode
             res = {"correct": correct, "correct_norm": correct, "margin": math.nan,
                    "ll_gold": math.nan, "pred": -1}
             ids = p["prompt_ids"] + gen_ids if is_reference else store.ids(item.id)
-            kld_logits = model.logits(ids)[:-1]
+            kld_logits = model.logits(ids)[:-1] if store is not None else None
         else:
             res = _score_likelihood(task, model, p)
             ids, kld_logits = res["ids"], res["kld_logits"]
         if is_reference:
-            store.put(item.id, ids, kld_logits)
+            if store is not None:
+                store.put(item.id, ids, kld_logits)
             kl = np.zeros(1)
         else:
             kl = store.kld(item.id, ids, kld_logits)
@@ -214,7 +217,8 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
     tasks     default: the study's (profile's) tasks; n_items default: profile.n_items
     k         top-k reference log-probs kept for KLD (k >= vocab: exact full-vocabulary KLD)
     part      "study": the study's items (n_items of each task, without the profile's held-back
-              selection_items); "selection": the held-back items alone (bench.selection)
+              selection_items); "selection": the held-back items alone (bench.selection), for the
+              reference alone: no quant is scored on them, so no reference distributions are kept
     combined  also write samples.csv of every requested pair (the workflow runs one quant per job
               and gathers the pairs itself, so its jobs pass False)
     device    cpu or cuda: where HF-format models and load-time quants run (backends.open_model)
@@ -225,6 +229,8 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
         study = load_study(study, profile)
     if "reference" not in models:
         raise ValueError("models must include 'reference' (its distributions are the KLD baseline)")
+    if part == "selection" and set(models) != {"reference"}:
+        raise ValueError("part='selection' scores the reference alone (the held-back items)")
     root = Path(out_dir) if out_dir else study_dir(study.study, study.profile_name)
     task_names = list(tasks or study.tasks)
     n = n_items if n_items is not None else study.profile.n_items
@@ -258,7 +264,8 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
             sig = _signature(task, prep, study.kv_cache)
             out = samples_dir(study.study, study.profile_name, name, root) / f"{tn}.csv"
             ref_path = root / "bench_ref" / f"{tn}.npz"
-            done = _finished(out, sig) and (name != "reference" or _store_matches(ref_path, sig))
+            keep = part != "selection"  # no quant is scored on held-back items: no KLD baseline
+            done = _finished(out, sig) and (name != "reference" or not keep or _store_matches(ref_path, sig))
             if done:
                 log.info("%s/%s: finished earlier, reusing %s", name, tn, out)
                 frames.append(read_samples(out))
@@ -267,10 +274,10 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
                 model = open_model(models[name], threads=threads, name=name, device=device,
                                    kv_cache=study.kv_cache if name == "reference" else None)
             is_ref = name == "reference"
-            store = RefStore(ref_path, k=k) if is_ref else RefStore.load(ref_path, expect=sig)
+            store = (RefStore(ref_path, k=k) if keep else None) if is_ref else RefStore.load(ref_path, expect=sig)
             frame = score_pair(name, model, task, prep, enc, store, is_ref, progress)
             frame.insert(0, "study", study.study)
-            if is_ref:
+            if store is not None and is_ref:
                 store.save({"bench": sig})
             write_table(frame, SAMPLES, out, {**prov, "bench": sig, "model_path": str(models[name]),
                                               "kld_top_k": k, "attention": model.attention()})

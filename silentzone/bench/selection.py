@@ -2,6 +2,7 @@
 
     table = select_tasks(study)          # study: a profile with selection_items > 0 (e.g. `power`)
     table[table.selected].task           # the tasks the profile should list
+    select_tasks(study, ["bfcl"])        # an opt-in generation family: its row joins the table
 
 The rule (RULE below): for every candidate task, the float reference alone answers the task's
 held-back items (the last `selection_items` of its source order, `Task.held_back_items`; the study
@@ -9,10 +10,18 @@ never scores them); the task is selected when the lower end of the Wilson 95% in
 reference's accuracy lies above the task's chance level. Only the reference is run, so the choice
 cannot depend on how any quant scores, and the items it looks at are not the study's.
 
-Candidates are the likelihood-scored tasks of the registry (multiple choice and LAMBADA's last
-word): the generation families (IFEval, GSM8K, MATH-500, HumanEval, MBPP, tool calling,
-LiveCodeBench) cost one decode per item and answer, which a powered CPU or one-GPU run of thousands
-of items per task cannot pay; the paper configs keep them.
+Candidates (`candidates()`, the default) are the likelihood-scored tasks of the registry (multiple
+choice and LAMBADA's last word). The generation families cost one greedy decode per item (up to
+`max_new_tokens`), so they are an explicit opt-in (`OPT_IN`, `silentzone bench-select --tasks bfcl`)
+and their rows are merged into the table: the rows of the tasks not asked for are kept as they are,
+and the provenance lists every run (`runs`: tasks, commit, time). Tool calling (`bfcl`: BFCL's five
+single-turn categories interleaved) has as its chance level the no-call floor
+(`tasks.BFCL_NO_CALL`: a model that never calls a function is right on the irrelevance items alone,
+240 of 1,240); its per-category counts on the held-back items go to
+data/<study>/task_selection_bfcl.csv (descriptive: the rule reads the mixed task only).
+LiveCodeBench cannot be put through the rule without a released problem file (`livecodebench.file`);
+the embedded studies have none offline, only the project's fixture, which tests the pipeline and
+is not LiveCodeBench, so asking for it there is refused in one line (`NOT_MEASURED`).
 
 The table goes to data/<study>/task_selection.csv with provenance (the rule, the held-back count,
 the reference's KV cache); `tests/bench/test_selection.py` checks that each embedded study's
@@ -21,6 +30,7 @@ the reference's KV cache); `tests/bench/test_selection.py` checks that each embe
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +44,14 @@ RULE = ("the float reference alone answers the last {k} items of each candidate 
 
 COLUMNS = ("study", "task", "kind", "chance", "n", "correct", "acc", "acc_ci_low", "acc_ci_high",
            "selected", "n_study")
+# provenance keys that every run of one table shares (the others are kept per run: `runs`)
+SHARED = ("rule", "selection_items", "profile", "stage", "seeds", "reference_kv_cache", "runs")
+# generation tasks that may be put through the rule on request (not in the default candidates)
+OPT_IN = ("bfcl", "livecodebench")
+NOT_MEASURED = {"livecodebench": "no release file offline (the embedded studies have only the project's "
+                                 "fixture, a pipeline check, not LiveCodeBench problems)"}
+CATEGORY_COLUMNS = ("study", "task", "category", "n", "correct", "acc", "acc_ci_low", "acc_ci_high",
+                    "no_call_floor")
 
 
 def candidates() -> list[str]:
@@ -45,6 +63,35 @@ def decide(correct: int, n: int, chance: float) -> tuple[float, float, bool]:
     """(Wilson 95% low, high, selected) for `correct` of `n` items at chance level `chance`."""
     lo, hi = wilson(int(correct), int(n))
     return lo, hi, bool(lo > chance)
+
+
+def bfcl_categories(frame: pd.DataFrame, task: str = "bfcl") -> pd.DataFrame:
+    """Per BFCL category of the reference's rows of `task` (SAMPLES rows; categories from the items'
+    meta), then "all": n, correct, accuracy with its Wilson 95% interval, and the no-call floor on
+    those very items (1 on irrelevance, 0 elsewhere; for "all", the irrelevance share)."""
+    cat = {it.id: it.meta["category"] for it in TASKS[task]._all()}
+    g = frame[frame["task"] == task]
+    cats = g["item_id"].map(cat)
+    rows = []
+    for c in [c for c in ("simple", "multiple", "parallel", "parallel_multiple", "irrelevance")
+              if (cats == c).any()] + ["all"]:
+        sub = g if c == "all" else g[cats == c]
+        n, k = len(sub), int(sub["correct"].sum())
+        lo, hi = wilson(k, n)
+        floor = float((cats == "irrelevance").mean()) if c == "all" else float(c == "irrelevance")
+        rows.append({"study": g["study"].iloc[0], "task": task,
+                     "category": c, "n": n, "correct": k, "acc": k / n, "acc_ci_low": lo,
+                     "acc_ci_high": hi, "no_call_floor": floor})
+    return pd.DataFrame(rows, columns=list(CATEGORY_COLUMNS))
+
+
+def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
+    """`new`'s rows replace the same tasks' rows of `old`; the rest of `old` stays as it was;
+    rows in registry order."""
+    keep = old[~old["task"].isin(new["task"])] if old is not None else None
+    table = pd.concat([f for f in (keep, new) if f is not None and len(f)], ignore_index=True)
+    order = {t: i for i, t in enumerate(TASKS)}
+    return table.sort_values("task", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
 def select_tasks(study, tasks: list[str] | None = None, threads: int | None = None,
@@ -63,6 +110,13 @@ def select_tasks(study, tasks: list[str] | None = None, threads: int | None = No
         raise SilentzoneError(f"{study.source}: profiles.{study.profile_name}.selection_items: the "
                               f"selection rule needs held-back items (> 0), got {k}")
     names = list(tasks or candidates())
+    for t in names:
+        if t not in candidates() and t not in OPT_IN:
+            raise SilentzoneError(f"bench-select: {t!r} is not a candidate of the rule (likelihood tasks "
+                                  f"{', '.join(candidates())}; opt-in {', '.join(OPT_IN)})")
+        if t in NOT_MEASURED and not study.livecodebench.file:
+            raise SilentzoneError(f"{study.source}: {t}: not measured: {NOT_MEASURED[t]}; name a "
+                                  f"release in livecodebench.file to put it through the rule")
     ref = resolve(study.reference.model, study.reference.dtype)
     root = study_dir(study.study, study.profile_name) / f"selection-k{k}"
     frame = run_benchmarks(study, {"reference": str(ref.gguf)}, tasks=names, threads=threads,
@@ -76,11 +130,28 @@ def select_tasks(study, tasks: list[str] | None = None, threads: int | None = No
         rows.append({"study": study.study, "task": t, "kind": task.kind, "chance": task.chance, "n": n,
                      "correct": c, "acc": c / n, "acc_ci_low": lo, "acc_ci_high": hi, "selected": sel,
                      "n_study": len(task.items(None, held_back=k))})
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    new = pd.DataFrame(rows, columns=list(COLUMNS))
     out = Path(out) if out else REPO / "data" / study.study / "task_selection.csv"
+    prov_path = out.with_name(out.name + ".provenance.json")
+    old = pd.read_csv(out) if out.is_file() else None
+    prev = json.loads(prov_path.read_text()) if old is not None and prov_path.is_file() else {}
+    if old is not None and (old["n"] != k).any():
+        raise SilentzoneError(f"{out}: rows with other than {k} held-back items; write elsewhere (--out)")
     prov = record(study.config_hash, {"selection": "held_back_last"}, stage="task_selection",
                   rule=RULE.format(k=k), selection_items=k, profile=study.profile_name,
                   reference_kv_cache=study.kv_cache)
     prov.pop("created_utc", None)
-    write_csv(table, out, prov)
+    # every run that wrote rows of this table, with what may differ between runs (config hash, commit,
+    # versions, settings); the first one (before runs were listed) from its record
+    def run_of(rec: dict, done: list[str]) -> dict:
+        return {**{key: v for key, v in rec.items() if key not in SHARED}, "tasks": done}
+    runs = prev.get("runs") or ([run_of(prev, [t for t in old["task"] if t not in names])]
+                                if old is not None else [])
+    runs = [r for r in runs if set(r["tasks"]) - set(names)]  # runs whose rows are all replaced go
+    runs.append({**run_of(prov, names), "threads": threads, "device": device})
+    table = merge(old, new)
+    write_csv(table, out, {**prov, "runs": runs})
+    if "bfcl" in names:
+        write_csv(bfcl_categories(frame.assign(study=study.study)), out.with_name(out.stem + "_bfcl.csv"),
+                  {**prov, "source": "the reference's bfcl rows on its held-back items, per category"})
     return table
