@@ -152,6 +152,10 @@ def select_tasks(study, tasks: list[str] | None = None, threads: int | None = No
     table = merge(old, new)
     write_csv(table, out, {**prov, "runs": runs})
     if "bfcl" in names:
+        every = TASKS["bfcl"]._all()
         write_csv(bfcl_categories(frame.assign(study=study.study)), out.with_name(out.stem + "_bfcl.csv"),
-                  {**prov, "source": "the reference's bfcl rows on its held-back items, per category"})
+                  {**prov, "source": "the reference's bfcl rows on its held-back items, per category",
+                   "bfcl_items": len(every), "max_new_tokens": TASKS["bfcl"].max_new_tokens,
+                   "bfcl_irrelevance_items": sum(it.meta["category"] == "irrelevance" for it in every),
+                   "not_measured": NOT_MEASURED})
     return table

@@ -333,36 +333,39 @@ def power_page(data: Path = DATA) -> str:
 def _generation_families(study: str, table: pd.DataFrame, data: Path) -> list[str]:
     """power_page's paragraphs on the paper's generation families: tool calling put through the
     rule (data/<study>/task_selection_bfcl.csv per category), LiveCodeBench not measured."""
-    from ..bench.selection import NOT_MEASURED
-    from ..bench.tasks import TASKS
     row = table[table["task"] == "bfcl"]
     if row.empty:
         raise NumbersError(f"{data / study / 'task_selection.csv'}: no bfcl row "
                            f"(run `silentzone bench-select --study {study} --tasks bfcl`)")
     r = row.iloc[0]
-    t = TASKS["bfcl"]
-    every = t._all()
-    irr = sum(it.meta["category"] == "irrelevance" for it in every)
-    cats = pd.read_csv(data / study / "task_selection_bfcl.csv").set_index("category")
+    path = data / study / "task_selection_bfcl.csv"
+    cats = pd.read_csv(path).set_index("category")
+    prov = json.loads(path.with_name(path.name + ".provenance.json").read_text())
+    irr, every = prov["bfcl_irrelevance_items"], prov["bfcl_items"]
     held_irr = int(cats.loc["irrelevance", "n"]) if "irrelevance" in cats.index else 0
     where = "below" if r.acc_ci_high < r.chance else "at"
+    calls = cats.drop(index=["irrelevance", "all"], errors="ignore")
+    none_right = (int(calls["correct"].sum()) == 0 and held_irr and
+                  int(cats.loc["irrelevance", "correct"]) == held_irr)
+    none_right = (" It got no item that needs a call right and every irrelevance item (it did not call): "
+                  "its score is these items' no-call floor exactly." if none_right else "")
     verdict = (f"above the floor: **bfcl enters the embedded composite** (`power` lists it)" if r.selected else
                f"**bfcl: {where} floor, not added** (the lower end of the interval is not above the floor; "
                f"the `power` profile's tasks stay as they are)")
     out = [f"**Tool calling** (`bfcl`: BFCL v4's five single-turn categories interleaved; greedy decoding, "
-           f"at most {t.max_new_tokens} new tokens). Its chance level is the no-call floor, the score of a model "
-           f"that never calls a function: right on the irrelevance items alone, {irr:,} of {len(every):,} "
+           f"at most {prov['max_new_tokens']} new tokens). Its chance level is the no-call floor, the score of a model "
+           f"that never calls a function: right on the irrelevance items alone, {irr:,} of {every:,} "
            f"({pct(r.chance, 1)}); on these {int(r.n)} held-back items the floor is {held_irr} of {int(r.n)} "
            f"({pct(held_irr / int(r.n), 1)}), and the rule compares with the pre-specified {pct(r.chance, 1)}. "
            f"The reference answers {int(r.correct)} of {int(r.n)}: {pct(r.acc, 1)} [{pct(r.acc_ci_low, 1)}, "
-           f"{pct(r.acc_ci_high, 1)}] (Wilson 95%), {verdict}. Per category (descriptive; the rule reads the "
-           f"mixed task only):", "",
+           f"{pct(r.acc_ci_high, 1)}] (Wilson 95%), {verdict}.{none_right} Per category (descriptive; the rule "
+           f"reads the mixed task only):", "",
            "| category | held-back items | reference correct | accuracy [Wilson 95%] | no-call score |",
            "|---|---|---|---|---|"]
     for c in cats.itertuples():
         out.append(f"| {c.Index} | {int(c.n)} | {int(c.correct)} | {pct(c.acc, 1)} [{pct(c.acc_ci_low, 1)}, "
                    f"{pct(c.acc_ci_high, 1)}] | {pct(c.no_call_floor, 1)} |")
-    out += ["", f"**LiveCodeBench** (`livecodebench`): not measured: {NOT_MEASURED['livecodebench']}. The rule "
+    out += ["", f"**LiveCodeBench** (`livecodebench`): not measured: {prov['not_measured']['livecodebench']}. The rule "
                 f"cannot be applied to it here, so it does not enter the embedded composite.", ""]
     return out
 
