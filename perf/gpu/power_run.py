@@ -1,0 +1,166 @@
+"""A powered profile's stages on the lent GPU machine, in resumable chunks (issue 19).
+
+    python3 perf/gpu/power_run.py --study smollm2 --profile power --device cuda --jobs 12 \
+        --methods gguf --deadline 520 --out $OUT
+
+Runs the workflow's own jobs (`silentzone stage <name>`, the commands the Snakefile runs, see
+silentzone/workflow/stages.py) in dependency order: the reference, the quants, the reference
+captures, the fidelity scores, the reference's benchmark pass, then each quant's. Per-quant jobs run
+`--jobs` at a time, each in its own process (one CPU thread each: on the GPU the host side of a
+135M-parameter model is the bottleneck, so processes, not threads, fill the card). Every job reuses
+what is finished, so a later call continues an interrupted one. No job starts after `--deadline`
+seconds; then what is finished is packed for the trip back, paths relative to $SILENTZONE_HOME:
+
+    $OUT/<study>-<profile>-results.tar.xz   wf/ markers, samples/<model>/<task>.csv (+ provenance),
+                                            fidelity/<quant>/fidelity.csv (+ provenance), logs/
+    $OUT/<study>-<profile>-timing.json      wall seconds per stage and per job, the device, versions
+
+Unpacked into the development machine's $SILENTZONE_HOME (set the same path on both machines, so
+the markers' paths hold), the CPU workflow finds these jobs finished and runs the gathers and the
+analysis. `--methods gguf` restricts the quants to some methods (the others' libraries may not be
+on the GPU machine); `--stages` to some stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+STAGES = ("reference", "quant", "capture", "score", "bench-reference", "bench")
+
+
+def _stage_cmd(args, name: str, out: Path, **kw) -> list[str]:
+    cmd = [sys.executable, "-m", "silentzone.cli", "stage", name, "--study", args.study,
+           "--profile", args.profile, "--device", args.device, "--out", str(out)]
+    for k, v in kw.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    return cmd
+
+
+class Runner:
+    def __init__(self, args, sd: Path):
+        self.args, self.sd, self.t0 = args, sd, time.time()
+        self.logs = sd / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.timing: dict = {"stages": {}, "jobs": {}, "skipped": []}
+
+    def left(self) -> float:
+        return self.args.deadline - (time.time() - self.t0)
+
+    def job(self, label: str, cmd: list[str], marker: Path) -> bool:
+        if marker.is_file():
+            return True
+        if self.left() <= 0:
+            self.timing["skipped"].append(label)
+            return False
+        t = time.time()
+        env = {**os.environ, "SILENTZONE_THREADS": str(self.args.job_threads)}
+        with open(self.logs / f"{label.replace('/', '_')}.log", "w") as log:
+            try:  # killed at the hard deadline: its finished (model, task) files stay, the rest reruns
+                rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                    timeout=max(5.0, self.args.hard - (time.time() - self.t0))).returncode
+            except subprocess.TimeoutExpired:
+                rc = "killed at the hard deadline"
+        self.timing["jobs"][label] = {"s": round(time.time() - t, 2), "rc": rc}
+        tail = (self.logs / f"{label.replace('/', '_')}.log").read_text().strip().splitlines()[-1:]
+        print(f"[{time.time() - self.t0:6.0f}s] {label}: exit {rc} in {time.time() - t:.0f}s"
+              f"{'' if rc == 0 else ' | ' + ' '.join(tail)[:300]}", flush=True)
+        return rc == 0 and marker.is_file()
+
+    def stage(self, name: str, jobs: list[tuple[str, list[str], Path]], parallel: int) -> None:
+        if name not in self.args.stages:
+            return
+        t = time.time()
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as ex:
+            done = list(ex.map(lambda j: self.job(*j), jobs))
+        self.timing["stages"][name] = {"s": round(time.time() - t, 2), "jobs": len(jobs),
+                                       "ok": int(sum(done))}
+        print(f"== {name}: {sum(done)}/{len(jobs)} finished, {time.time() - t:.0f}s", flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--profile", default="power")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--jobs", type=int, default=12)
+    ap.add_argument("--job-threads", type=int, default=1)
+    ap.add_argument("--methods", nargs="*", default=None, help="quant methods to run (default: all)")
+    ap.add_argument("--stages", nargs="*", default=list(STAGES), choices=STAGES)
+    ap.add_argument("--deadline", type=float, default=520.0, help="seconds after which no job starts")
+    ap.add_argument("--hard", type=float, default=None,
+                    help="seconds at which running jobs are killed (default: deadline + 60)")
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/power-out")))
+    ap.add_argument("--tag", default="", help="suffix of the timing file (one per call)")
+    args = ap.parse_args(argv)
+    args.hard = args.deadline + 60 if args.hard is None else args.hard
+
+    from silentzone.config import load_study
+    from silentzone.paths import cache_home
+    study = load_study(args.study, args.profile)
+    from silentzone.workflow.stages import sd as study_root
+    sd = study_root(study)
+    wf = sd / "wf"
+    quants = [q.id for q in study.quants if args.methods is None or q.method in args.methods]
+    r = Runner(args, sd)
+    print(f"{args.study}/{args.profile} on {args.device}: {len(quants)} quants, {len(study.tasks)} tasks, "
+          f"{study.profile.n_items} items per task at most; deadline {args.deadline:.0f}s", flush=True)
+
+    r.stage("reference", [("reference", _stage_cmd(args, "reference", wf / "reference.json"),
+                           wf / "reference.json")], 1)
+    r.stage("quant", [(f"quant/{q}", _stage_cmd(args, "quant", wf / "quants" / f"{q}.json", quant=q),
+                       wf / "quants" / f"{q}.json") for q in quants], args.jobs)
+    r.stage("capture", [(f"capture/{c}-{x}", _stage_cmd(args, "capture", wf / "capture" / f"{c}-{x}.json",
+                                                         corpus=c, ctx=x),
+                         wf / "capture" / f"{c}-{x}.json")
+                        for c in study.corpora for x in study.contexts], args.jobs)
+    made = [q for q in quants if (wf / "quants" / f"{q}.json").is_file()]
+    r.stage("score", [(f"score/{q}", _stage_cmd(args, "score", wf / "fidelity" / f"{q}.json", quant=q,
+                                                quant_marker=wf / "quants" / f"{q}.json"),
+                       wf / "fidelity" / f"{q}.json") for q in made], args.jobs)
+    r.stage("bench-reference", [("bench/reference", _stage_cmd(args, "bench", wf / "bench" / "reference.json",
+                                                               quant="reference"),
+                                 wf / "bench" / "reference.json")], 1)
+    if (wf / "bench" / "reference.json").is_file():
+        r.stage("bench", [(f"bench/{q}", _stage_cmd(args, "bench", wf / "bench" / f"{q}.json", quant=q,
+                                                    quant_marker=wf / "quants" / f"{q}.json"),
+                           wf / "bench" / f"{q}.json") for q in made], args.jobs)
+
+    # pack what is finished (paths relative to $SILENTZONE_HOME)
+    home = cache_home()
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"{args.study}-{args.profile}"
+    keep = []
+    for p in sorted(sd.rglob("*")):
+        rel = p.relative_to(sd)
+        if not p.is_file() or rel.parts[0] in ("bench_ref",) or p.suffix in (".npz", ".npy"):
+            continue
+        if rel.parts[0] in ("wf", "samples", "fidelity", "logs") and p.stat().st_size < 64 << 20:
+            keep.append(p)
+    with tarfile.open(args.out / f"{name}-results.tar.xz", "w:xz", preset=6) as tar:
+        for p in keep:
+            tar.add(p, arcname=str(p.relative_to(home)))
+    import torch
+    r.timing.update({"study": args.study, "profile": args.profile, "device": args.device,
+                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                     "cpu_cores": os.cpu_count(), "jobs": args.jobs, "job_threads": args.job_threads,
+                     "methods": args.methods, "wall_s": round(time.time() - r.t0, 2),
+                     "files_packed": len(keep), "torch": torch.__version__})
+    (args.out / f"{name}-timing{args.tag}.json").write_text(json.dumps(r.timing, indent=1))
+    print(f"packed {len(keep)} files into {args.out / (name + '-results.tar.xz')}; "
+          f"wall {time.time() - r.t0:.0f}s; skipped {len(r.timing['skipped'])} jobs", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

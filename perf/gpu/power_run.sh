@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# A powered profile on the lent GPU machine (issue 19), over consecutive calls of one warm machine,
+# from the repository root there; the carries come from perf/gpu/power_carry.sh:
+#
+#   bash perf/gpu/power_run.sh tree    # carry .pw1: unpack the llama.cpp tree, start its CUDA build
+#                                      #   in the background (about 5 min on 16 cores), check imports
+#   bash perf/gpu/power_run.sh pkgs    # carry .pw2: unpack the package folders
+#   bash perf/gpu/power_run.sh run ARGS  # carry .pw3 (first time): assemble and check the model, wait
+#                                      #   for the build, then perf/gpu/power_run.py ARGS (resumable)
+#
+# SILENTZONE_HOME is the development machine's path, so that the job markers packed into $OUT name
+# paths that hold where they are unpacked.
+set -uo pipefail
+phase=${1:?tree, pkgs or run}; shift
+OUT=${OUT:-/tmp/power-out}; mkdir -p "$OUT"
+export SILENTZONE_HOME=${SILENTZONE_HOME:-/root/.cache/silentzone}
+tag=cp$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
+B=$SILENTZONE_HOME/build/llama-cpp-python-0.3.36-$tag
+PK=/root/pwpkgs
+export PYTHONPATH=$PK:$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
+  PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore LLAMA_CPP_LIB_PATH=$B/bin
+mkdir -p "$B" "$PK"
+imports() {
+  python3 - <<'EOF'
+import importlib, sys
+need = "numpy pandas pyarrow scipy statsmodels yaml tqdm jinja2 safetensors sentencepiece tokenizers transformers accelerate torch diskcache gguf".split()
+missing = []
+for m in need:
+    try:
+        mod = importlib.import_module(m); print(f"{m} {getattr(mod, '__version__', '?')}")
+    except Exception as e:  # noqa: BLE001
+        missing.append(m); print(f"{m} MISSING ({type(e).__name__}: {e})")
+print("python", sys.version.split()[0], "missing:", " ".join(missing) or "none")
+EOF
+}
+case $phase in
+tree)
+  [ -d "$B/src/vendor" ] || tar xJf .pw1/llama-src.tar.xz -C "$B"
+  mkdir -p /root/pwmodel && cp .pw1/model.part* /root/pwmodel/
+  if [ ! -x "$B/cmake-build-cuda/bin/llama-quantize" ]; then
+    setsid nohup bash -c "t0=\$(date +%s); cmake -S '$B/src/vendor/llama.cpp' -B '$B/cmake-build-cuda' -G Ninja \
+      -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_NATIVE=ON \
+      -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+      -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DGGML_CUDA_NCCL=OFF -DGGML_CCACHE=OFF \
+      && cmake --build '$B/cmake-build-cuda' -j16 --target llama llama-perplexity llama-quantize llama-imatrix; \
+      echo \"build exit \$? in \$(( \$(date +%s) - t0 )) s\" > '$B/build.done'" > "$B/build.log" 2>&1 < /dev/null &
+    echo "CUDA build started in the background"
+  fi
+  imports; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; df -h /root | tail -1
+  ;;
+pkgs)
+  tar xf .pw2/pkgs.tar -C "$PK" && cp .pw2/model.part* /root/pwmodel/ && echo "packages unpacked: $(ls $PK | tr '\n' ' ')"
+  imports | tail -3; tail -2 "$B/build.log"
+  ;;
+run)
+  name=$(cat .pw3/model.name 2>/dev/null || cat /root/pwmodel/model.name)
+  if [ ! -f "$PK/$name" ]; then
+    cp .pw3/model.* /root/pwmodel/ 2>/dev/null
+    cat /root/pwmodel/model.part* > "$PK/$name.tmp"
+    if [ "$(sha256sum "$PK/$name.tmp" | cut -d' ' -f1)" != "$(cat /root/pwmodel/model.sha256)" ]; then
+      echo "power_run.sh: $name: sha256 differs from the development machine's (parts missing?)"; exit 3
+    fi
+    mv "$PK/$name.tmp" "$PK/$name" && echo "model $name assembled, sha256 ok"
+  fi
+  t0=$(date +%s)
+  while [ ! -f "$B/build.done" ]; do sleep 2; [ $(( $(date +%s) - t0 )) -gt 420 ] && { echo "build not done"; tail -5 "$B/build.log"; exit 4; }; done
+  echo "waited $(( $(date +%s) - t0 )) s for the build: $(cat "$B/build.done")"
+  cp "$B/build.log" "$OUT/build.log" 2>/dev/null
+  grep -q "exit 0" "$B/build.done" || { tail -30 "$B/build.log"; exit 5; }
+  ln -sfn cmake-build-cuda/bin "$B/bin"
+  waited=$(( $(date +%s) - t0 ))  # the call's 600 s: what the build wait left, less the packing
+  python3 perf/gpu/power_run.py --out "$OUT" --deadline $(( ${BUDGET:-500} - waited )) \
+    --hard $(( ${BUDGET:-500} + 40 - waited )) "$@"
+  ;;
+*) echo "unknown phase $phase"; exit 2 ;;
+esac
