@@ -68,6 +68,25 @@ def open_model(path: str | Path, device: str = "cpu", n_ctx: int = 2048, threads
     raise BackendError(f"{path}: no artifact.json or config.json")
 
 
+def llama_offloads() -> bool:
+    """Whether the installed llama.cpp can offload layers to a GPU (a CUDA build). A CPU build says
+    False, and so does an import that fails."""
+    try:
+        import llama_cpp
+        return bool(llama_cpp.llama_supports_gpu_offload())
+    except Exception:  # noqa: BLE001 - no llama.cpp, or an old binding: no offload
+        return False
+
+
+def reference_path(ref, device: str = "cpu") -> str:
+    """What the float reference is scored from: its GGUF through llama.cpp on the CPU and on a GPU
+    where llama.cpp is a CUDA build (the same engine, weights and F32 KV cache as the captures), else
+    its HF export through transformers (opened in float32: the reference stays float)."""
+    if str(device) == "cpu" or llama_offloads():
+        return str(ref.gguf)
+    return str(ref.hf_dir)
+
+
 def _llama(gguf: Path, n_ctx: int, threads: int | None, name: str, device: str,
            kv_cache: str | None = None) -> LlamaCppModel:
     m = LlamaCppModel(gguf, n_ctx=n_ctx, threads=threads, name=name, device=device, kv_cache=kv_cache)

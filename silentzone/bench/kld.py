@@ -36,9 +36,11 @@ class RefStoreError(SilentzoneError, RuntimeError):
     """Reference distributions are missing or do not match (one-line message)."""
 
 
-def _log_softmax_t(x):
+def _log_softmax_t(x, device=None):
     import torch
     x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    if device is not None:
+        x = x.to(device)
     return torch.log_softmax(x.float(), -1)
 
 
@@ -50,23 +52,26 @@ class RefStore:
         self.arrays: dict[str, np.ndarray] = {}
 
     # -- writing (reference pass) --
-    def put(self, item_id: str, ids: list[int], logits: np.ndarray) -> None:
+    def put(self, item_id: str, ids: list[int], logits: np.ndarray, device=None) -> None:
+        """`device`: the torch device of the log-softmax and top-k (the model's metric_device(): on a
+        GPU these [T, V] passes cost a host thread tens of ms per item); the stored arrays are the
+        same numpy arrays wherever they were computed."""
         import torch
         if len(logits) != len(ids) - 1:
             raise RefStoreError(f"{item_id}: {len(logits)} logit rows for {len(ids)} ids (need T-1)")
-        lp = _log_softmax_t(logits)
+        lp = _log_softmax_t(logits, device)
         n = len(self.manifest["items"])
         entry = {"ids_hash": hash_obj(list(ids)), "ids": list(ids), "key": f"a{n}",
                  "n_rows": len(logits)}
         key = entry["key"]
         if self.k >= lp.shape[-1]:
-            self.arrays[key + "_lp"] = lp.numpy().astype(np.float32)
+            self.arrays[key + "_lp"] = lp.cpu().numpy().astype(np.float32)
         else:
             top, idx = torch.topk(lp, self.k, dim=-1)
             rest = torch.log1p(-top.double().exp().sum(-1).clamp(max=1 - 1e-12))
-            self.arrays[key + "_lp"] = top.numpy().astype(np.float32)
-            self.arrays[key + "_idx"] = idx.numpy().astype(np.int32)
-            self.arrays[key + "_rest"] = rest.numpy().astype(np.float64)
+            self.arrays[key + "_lp"] = top.cpu().numpy().astype(np.float32)
+            self.arrays[key + "_idx"] = idx.cpu().numpy().astype(np.int32)
+            self.arrays[key + "_rest"] = rest.cpu().numpy().astype(np.float64)
         self.manifest["items"][item_id] = entry
 
     def save(self, extra: dict | None = None) -> Path:
@@ -111,8 +116,9 @@ class RefStore:
         except KeyError:
             raise RefStoreError(f"{self.path}: no reference for item {item_id!r}") from None
 
-    def kld(self, item_id: str, ids: list[int], cand_logits: np.ndarray) -> np.ndarray:
-        """Per-token KLD(reference || candidate) [T-1] for the candidate's logits on `ids`."""
+    def kld(self, item_id: str, ids: list[int], cand_logits: np.ndarray, device=None) -> np.ndarray:
+        """Per-token KLD(reference || candidate) [T-1] for the candidate's logits on `ids`
+        (`device`: where the top-k form's float64 log-softmax runs, as in put)."""
         import torch
         e = self._entry(item_id)
         if hash_obj(list(ids)) != e["ids_hash"]:
@@ -124,22 +130,27 @@ class RefStore:
             raise RefStoreError(f"{item_id}: {len(cand_logits)} candidate rows vs {len(ref_lp)} reference")
         if key + "_idx" not in self.arrays:
             return token_kld(ref_lp, np.asarray(cand_logits, dtype=np.float32))
-        return coarse_kld(ref_lp, self.arrays[key + "_idx"], self.arrays[key + "_rest"], cand_logits)
+        return coarse_kld(ref_lp, self.arrays[key + "_idx"], self.arrays[key + "_rest"], cand_logits,
+                          device)
 
 
-def coarse_kld(ref_top_lp, ref_idx, ref_rest, cand_logits) -> np.ndarray:
+def coarse_kld(ref_top_lp, ref_idx, ref_rest, cand_logits, device=None) -> np.ndarray:
     """KLD over (top-k tokens of the reference + one bucket for the rest), nats, float64 [T].
 
     sum_{i in K} p_i (log p_i - log q_i) + P_rest (log P_rest - log Q_rest).
+    `device`: the torch device it runs on (default the CPU); the result is a numpy array.
     """
     import torch
-    q = torch.log_softmax(torch.from_numpy(np.asarray(cand_logits, dtype=np.float64)), -1)
-    idx = torch.from_numpy(np.asarray(ref_idx, dtype=np.int64))
-    lp = torch.from_numpy(np.asarray(ref_top_lp, dtype=np.float64))
+
+    def t(a, dtype):
+        return torch.from_numpy(np.asarray(a, dtype=dtype)).to(device or "cpu")
+    q = torch.log_softmax(t(cand_logits, np.float64), -1)
+    idx = t(ref_idx, np.int64)
+    lp = t(ref_top_lp, np.float64)
     lq = q.gather(-1, idx)
     head = (lp.exp() * (lp - lq)).sum(-1)
-    p_rest_log = torch.from_numpy(np.asarray(ref_rest, dtype=np.float64))
+    p_rest_log = t(ref_rest, np.float64)
     q_rest_log = torch.log1p(-lq.exp().sum(-1).clamp(max=1 - 1e-12))
     p_rest = p_rest_log.exp()
     tail = torch.where(p_rest > 0, p_rest * (p_rest_log - q_rest_log), torch.zeros_like(p_rest))
-    return (head + tail).clamp(min=0).numpy()
+    return (head + tail).clamp(min=0).cpu().numpy()

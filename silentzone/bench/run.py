@@ -83,14 +83,14 @@ def prepare(task: T.Task, items: list[T.Item], enc: Encoder) -> list[dict]:
     return out
 
 
-def _score_likelihood(task, model, p, shared=True) -> dict:
+def _score_likelihood(task, model, p, shared=True, batched: bool | None = None) -> dict:
     it, ctxs, conts = p["item"], p["ctxs"], p["conts"]
     if task.kind == "lastword":
-        return mc.score_lastword(model, ctxs[0], conts[0], shared=shared)
+        return mc.score_lastword(model, ctxs[0], conts[0], shared=shared, batched=batched)
     if all(c == ctxs[0] for c in ctxs):
-        return mc.score_mc(model, ctxs[0], conts, it.gold, p["n_chars"], shared=shared)
+        return mc.score_mc(model, ctxs[0], conts, it.gold, p["n_chars"], shared=shared, batched=batched)
     # per-choice contexts (winogrande "partial" scoring): no context to share
-    res = [mc.score_mc(model, cx, [ct], 0, [n], shared=shared)
+    res = [mc.score_mc(model, cx, [ct], 0, [n], shared=shared, batched=batched)
            for cx, ct, n in zip(ctxs, conts, p["n_chars"])]
     ll = np.array([r["ll_gold"] for r in res])
     norm = ll / np.maximum(np.asarray(p["n_chars"], float), 1)
@@ -101,12 +101,22 @@ def _score_likelihood(task, model, p, shared=True) -> dict:
             "ll_gold": float(ll[it.gold]), "kld_logits": g["kld_logits"], "ids": g["ids"]}
 
 
+def _metric_device(model):
+    """Where the per-item [T, V] passes (the reference's log-softmax and top-k, a quant's KLD) run:
+    the model's GPU when it has one (on the host they bound a GPU run: 4-6 items/s measured on an
+    H100, docs/performance.md), else None (the CPU, as before)."""
+    dev = model.metric_device() if hasattr(model, "metric_device") else None
+    return None if dev is None or dev.type == "cpu" else dev
+
+
 def score_pair(name: str, model, task: T.Task, prepared: list[dict], enc: Encoder, store: RefStore | None,
-               is_reference: bool, progress: bool = True) -> pd.DataFrame:
+               is_reference: bool, progress: bool = True, batched: bool | None = None) -> pd.DataFrame:
     """Rows for one (model, task). The reference fills `store`; quants read it for KLD. store None
     (the reference alone, part="selection"): no distributions kept, and a generation item skips the
-    teacher-forced forward that only KLD needs."""
+    teacher-forced forward that only KLD needs. `batched`: how shared-context multiple choice runs
+    (None: SILENTZONE_MC_BATCHED; bench/mc.py)."""
     rows = []
+    dev = _metric_device(model)
     it_ = prepared
     if progress:
         from tqdm.auto import tqdm
@@ -123,14 +133,14 @@ def score_pair(name: str, model, task: T.Task, prepared: list[dict], enc: Encode
             ids = p["prompt_ids"] + gen_ids if is_reference else store.ids(item.id)
             kld_logits = model.logits(ids)[:-1] if store is not None else None
         else:
-            res = _score_likelihood(task, model, p)
+            res = _score_likelihood(task, model, p, batched=batched)
             ids, kld_logits = res["ids"], res["kld_logits"]
         if is_reference:
             if store is not None:
-                store.put(item.id, ids, kld_logits)
+                store.put(item.id, ids, kld_logits, device=dev)
             kl = np.zeros(1)
         else:
-            kl = store.kld(item.id, ids, kld_logits)
+            kl = store.kld(item.id, ids, kld_logits, device=dev)
         rows.append({
             "model": name, "task": task.name, "item_id": item.id, "item_hash": p["item_hash"],
             "prompt_hash": p["prompt_hash"], "correct": bool(res["correct"]),
@@ -183,12 +193,14 @@ def read_samples(path: str | Path) -> pd.DataFrame:
     return validate(frame, SAMPLES, where=str(path))
 
 
-def _signature(task: T.Task, prepared: list[dict], kv_cache: str = "f16") -> dict:
-    """What a finished task file was made from: the items and prompts, and the reference's KV cache
-    (every row's per-prompt KLD is against the reference; the key is absent for the default f16)."""
+def _signature(task: T.Task, prepared: list[dict], kv_cache: str = "f16", batched: bool = False) -> dict:
+    """What a finished task file was made from: the items and prompts, the reference's KV cache
+    (every row's per-prompt KLD is against the reference; the key is absent for the default f16) and
+    batched multiple choice (absent when off: a quant's margins move with the batch shape)."""
     return {"task": task.name, "task_version": task.version, "n_items": len(prepared),
             "items_hash": hash_obj([(p["item"].id, p["item_hash"], p["prompt_hash"]) for p in prepared]),
-            **({"reference_kv_cache": kv_cache} if kv_cache != "f16" else {})}
+            **({"reference_kv_cache": kv_cache} if kv_cache != "f16" else {}),
+            **({"mc_batched": True} if batched and task.kind != "gen" else {})}
 
 
 def _finished(path: Path, sig: dict) -> bool:
@@ -244,6 +256,7 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
         from .livecodebench import configure
         configure(livecodebench_file(study), study.livecodebench.start, study.livecodebench.end)
     prov = record(study.config_hash, {"selection": seed})
+    batched = True if getattr(study.profile, "mc_batched", False) else mc.batched_default()
     order = ["reference"] + [m for m in models if m != "reference"]
     prepared = {}
     for tn in task_names:
@@ -261,7 +274,7 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
         model = None
         for tn in task_names:
             task, prep = T.get(tn), prepared[tn]
-            sig = _signature(task, prep, study.kv_cache)
+            sig = _signature(task, prep, study.kv_cache, batched)
             out = samples_dir(study.study, study.profile_name, name, root) / f"{tn}.csv"
             ref_path = root / "bench_ref" / f"{tn}.npz"
             keep = part != "selection"  # no quant is scored on held-back items: no KLD baseline
@@ -272,10 +285,11 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
                 continue
             if model is None:
                 model = open_model(models[name], threads=threads, name=name, device=device,
-                                   kv_cache=study.kv_cache if name == "reference" else None)
+                                   kv_cache=study.kv_cache if name == "reference" else None,
+                                   dtype="float32" if name == "reference" else None)
             is_ref = name == "reference"
             store = (RefStore(ref_path, k=k) if keep else None) if is_ref else RefStore.load(ref_path, expect=sig)
-            frame = score_pair(name, model, task, prep, enc, store, is_ref, progress)
+            frame = score_pair(name, model, task, prep, enc, store, is_ref, progress, batched=batched)
             frame.insert(0, "study", study.study)
             if store is not None and is_ref:
                 store.save({"bench": sig})

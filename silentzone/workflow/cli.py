@@ -36,7 +36,8 @@ def _stage(args) -> int:
         stages.score(study, args.quant, Path(args.quant_marker), out, device=args.device)
     elif args.name == "bench":
         stages.bench(study, args.quant, out,
-                     Path(args.quant_marker) if args.quant_marker else None, device=args.device)
+                     Path(args.quant_marker) if args.quant_marker else None, device=args.device,
+                     tasks=args.tasks)
     return 0
 
 
@@ -86,6 +87,8 @@ def register(sub) -> None:
     s.add_argument("--profile", default="default")
     s.add_argument("--quant", help="quant id (quant, score, bench; 'reference' for bench)")
     s.add_argument("--quant-marker", help="the quant's wf/quants/<id>.json (score, bench)")
+    s.add_argument("--tasks", nargs="+", help="bench: only these of the profile's tasks (parallel jobs "
+                                              "of one model; default: all)")
     s.add_argument("--corpus")
     s.add_argument("--ctx", type=int)
     s.add_argument("--device", default=current().device,

@@ -98,24 +98,35 @@ def score(study, quant_id: str, quant_marker: Path, out: Path, device: str = "cp
                              "table": str(fidelity_table(study, quant_id))})
 
 
-def bench(study, model: str, out: Path, quant_marker: Path | None = None, device: str = "cpu") -> Path:
-    """Benchmark the reference (model == 'reference') or one quant on every task of the profile.
-    The reference runs in llama.cpp (its GGUF) on the CPU and in transformers (its HF export) on a
-    GPU; their logits agree to KL < 1e-4 (models.check_reference)."""
+def bench(study, model: str, out: Path, quant_marker: Path | None = None, device: str = "cpu",
+          tasks: list[str] | None = None) -> Path:
+    """Benchmark the reference (model == 'reference') or one quant on the profile's tasks (`tasks`:
+    a subset, so that the reference's tasks run as parallel jobs; the marker is then per subset).
+    The reference runs in llama.cpp (its GGUF) on the CPU and on a GPU with a CUDA build of
+    llama.cpp, else in transformers (its HF export, float32); their logits agree to KL < 1e-4
+    (models.check_reference)."""
     import logging
+    from ..backends import reference_path
     from ..bench.run import run_benchmarks
     from ..models import resolve
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if tasks:
+        from ..config import ConfigError
+        bad = [t for t in tasks if t not in study.tasks]
+        if bad:
+            raise ConfigError(f"--tasks: {', '.join(bad)} not among the tasks of {study.study}/"
+                              f"{study.profile_name} ({', '.join(study.tasks)})")
     ref = resolve(study.reference.model, study.reference.dtype)
-    models = {"reference": str(ref.gguf if str(device) == "cpu" else ref.hf_dir)}
+    models = {"reference": reference_path(ref, device)}
     if model != "reference":
         row = _row(quant_marker)
         if row["status"] != "ok":
             return _write_json(out, {"model": model, "status": "failed", "reason": FAILED_QUANT})
         models[model] = row["artifact"]
-    frame = run_benchmarks(study, models, combined=False, device=device)
+    frame = run_benchmarks(study, models, tasks=tasks, combined=False, device=device)
     mine = frame[frame["model"] == model]
     return _write_json(out, {"model": model, "status": "ok", "n": len(mine),
+                             **({"tasks": list(tasks)} if tasks else {}),
                              "acc": float(mine["correct"].mean()) if len(mine) else None})
 
 
