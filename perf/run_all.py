@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-SCRIPTS = ("scoring_overhead", "store_size", "vs_llama_perplexity", "mc_scoring", "memory", "quant_job")
+SCRIPTS = ("scoring_overhead", "store_size", "vs_llama_perplexity", "mc_scoring", "item_scoring", "memory",
+           "quant_job")
 BEGIN, END = "<!-- perf-cpu:begin -->", "<!-- perf-cpu:end -->"
 HEADING = ("## CPU\n\nWritten by `make perf` (`perf/run_all.py`): ratios measured side by side in one "
            "run, repetitions interleaved, median of neighbouring pairs. Numbers: "
@@ -74,6 +75,11 @@ NOTES = {
                   "weights per item instead of k + 1, and the same logit bits as the per-choice "
                   "passes (max |dll| 0). transformers: one forward of context + all choices under a "
                   "tree-shaped 4D mask (1e-5 nats from the full passes: another matmul shape).",
+    "item_scoring": "Issue 19 item 3, the per-item bench path (score_pair) against the engine's "
+                    "logits for the same tokens alone. On the CPU the per-item [T, V] passes (the "
+                    "reference's top-k into its store, a quant's KLD against it) share the cores with "
+                    "the forward; the target is for a GPU run (`--device cuda`), where they run on the "
+                    "GPU and the host had bounded the first run (docs/performance.md).",
     "quant_job": "Each DAG quant job is its own process. The float reference's logits on "
                  "models.CHECK_TEXT (the artifact check) are now computed once per reference and "
                  "device kind and kept beside the reference (quantize._reference_logits); before, "

@@ -116,3 +116,17 @@ def test_markdown_escapes_pipes_inside_cells():
     md = run_all.markdown([{"name": "s", "rows": [C.row("|a - b|", 0.5, 1.0, "<=", detail="max |x|")]}], hdr, [])
     line = next(ln for ln in md.splitlines() if ln.startswith("| s |"))
     assert line.replace("\\|", "").count("|") == 7  # 6 cells: 7 separators once the escaped ones are gone
+
+
+def test_item_scoring_quick_runs_and_reports_both_roles(tmp_path):
+    """perf/item_scoring.py --quick on the tiny random Llamas: a ratio per role (reference fills the
+    store, the quant reads it), each against the 0.8 target, in a result file."""
+    p = subprocess.run([sys.executable, str(PERF / "item_scoring.py"), "--quick", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads((tmp_path / "item_scoring.json").read_text())
+    assert [row["metric"].split(",")[1].split()[0] for row in r["rows"]] == ["reference", "quant"]
+    for row in r["rows"]:
+        # scoring does the bare forward's work and more: the ratio lies in (0, 1] up to timing noise
+        assert 0 < row["value"] < 1.5 and row["op"] == ">=" and row["target"] == 0.8
+    assert set(r["cases"]) == {"reference", "quant"} and r["device"] == "cpu"

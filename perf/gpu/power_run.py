@@ -5,7 +5,8 @@
 
 Runs the workflow's own jobs (`silentzone stage <name>`, the commands the Snakefile runs, see
 silentzone/workflow/stages.py) in dependency order: the reference, the quants, the reference
-captures, the fidelity scores, the reference's benchmark pass, then each quant's. Per-quant jobs run
+captures, the fidelity scores, the reference's benchmark pass (one job per task, then its marker),
+then each quant's. Per-quant jobs run
 `--jobs` at a time, each in its own process (one CPU thread each: on the GPU the host side of a
 135M-parameter model is the bottleneck, so processes, not threads, fill the card). Every job reuses
 what is finished, so a later call continues an interrupted one. No job starts after `--deadline`
@@ -83,8 +84,9 @@ class Runner:
         t = time.time()
         with ThreadPoolExecutor(max_workers=max(1, parallel)) as ex:
             done = list(ex.map(lambda j: self.job(*j), jobs))
-        self.timing["stages"][name] = {"s": round(time.time() - t, 2), "jobs": len(jobs),
-                                       "ok": int(sum(done))}
+        prev = self.timing["stages"].get(name, {"s": 0.0, "jobs": 0, "ok": 0})  # a stage run in parts
+        self.timing["stages"][name] = {"s": round(prev["s"] + time.time() - t, 2),
+                                       "jobs": prev["jobs"] + len(jobs), "ok": prev["ok"] + int(sum(done))}
         print(f"== {name}: {sum(done)}/{len(jobs)} finished, {time.time() - t:.0f}s", flush=True)
 
 
@@ -128,9 +130,16 @@ def main(argv=None) -> int:
     r.stage("score", [(f"score/{q}", _stage_cmd(args, "score", wf / "fidelity" / f"{q}.json", quant=q,
                                                 quant_marker=wf / "quants" / f"{q}.json"),
                        wf / "fidelity" / f"{q}.json") for q in made], args.jobs)
-    r.stage("bench-reference", [("bench/reference", _stage_cmd(args, "bench", wf / "bench" / "reference.json",
-                                                               quant="reference"),
-                                 wf / "bench" / "reference.json")], 1)
+    # the reference's tasks as parallel jobs (`stage bench --tasks`), then its marker: a job over every
+    # task that finds each (reference, task) pair finished and reuses it
+    per_task = [(f"bench/reference-{t}", _stage_cmd(args, "bench", wf / "bench" / f"reference-{t}.json",
+                                                    quant="reference", tasks=t),
+                 wf / "bench" / f"reference-{t}.json") for t in study.tasks]
+    r.stage("bench-reference", per_task, args.jobs)
+    if all(m.is_file() for _, _, m in per_task):
+        r.stage("bench-reference", [("bench/reference", _stage_cmd(args, "bench", wf / "bench" / "reference.json",
+                                                                   quant="reference"),
+                                     wf / "bench" / "reference.json")], 1)
     if (wf / "bench" / "reference.json").is_file():
         r.stage("bench", [(f"bench/{q}", _stage_cmd(args, "bench", wf / "bench" / f"{q}.json", quant=q,
                                                     quant_marker=wf / "quants" / f"{q}.json"),
