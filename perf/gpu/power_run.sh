@@ -5,8 +5,10 @@
 #   bash perf/gpu/power_run.sh tree    # carry .pw1: unpack the llama.cpp tree, start its CUDA build
 #                                      #   in the background (about 5 min on 16 cores), check imports
 #   bash perf/gpu/power_run.sh pkgs    # carry .pw2: unpack the package folders
-#   bash perf/gpu/power_run.sh run ARGS  # carry .pw3 (first time): assemble and check the model, wait
-#                                      #   for the build, then perf/gpu/power_run.py ARGS (resumable)
+#   bash perf/gpu/power_run.sh part    # carry .pw3, .pw4, ...: keep the model parts they hold
+#   bash perf/gpu/power_run.sh run ARGS  # (the last part may come with it) assemble and check the
+#                                      #   model, wait for the build, then perf/gpu/power_run.py ARGS
+#                                      #   (resumable: later calls continue)
 #
 # SILENTZONE_HOME is the development machine's path, so that the job markers packed into $OUT name
 # paths that hold where they are unpacked.
@@ -49,18 +51,30 @@ tree)
   imports; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; df -h /root | tail -1
   ;;
 pkgs)
-  tar xf .pw2/pkgs.tar -C "$PK" && cp .pw2/model.part* /root/pwmodel/ && echo "packages unpacked: $(ls $PK | tr '\n' ' ')"
+  tar xf .pw2/pkgs.tar -C "$PK" && cp .pw2/model.* /root/pwmodel/ && echo "packages unpacked: $(ls $PK | tr '\n' ' ')"
   imports | tail -3; tail -2 "$B/build.log"
   ;;
+part)
+  cp .pw[0-9]*/model.part* /root/pwmodel/ 2>/dev/null
+  echo "model parts here: $(ls /root/pwmodel | grep -c part) of $(cat /root/pwmodel/model.nparts)"; tail -1 "$B/build.log"
+  ;;
 run)
-  name=$(cat .pw3/model.name 2>/dev/null || cat /root/pwmodel/model.name)
-  if [ ! -f "$PK/$name" ]; then
-    cp .pw3/model.* /root/pwmodel/ 2>/dev/null
-    cat /root/pwmodel/model.part* > "$PK/$name.tmp"
-    if [ "$(sha256sum "$PK/$name.tmp" | cut -d' ' -f1)" != "$(cat /root/pwmodel/model.sha256)" ]; then
-      echo "power_run.sh: $name: sha256 differs from the development machine's (parts missing?)"; exit 3
+  cp .pw[0-9]*/model.part* /root/pwmodel/ 2>/dev/null
+  dest=$(cat /root/pwmodel/model.dest)
+  case $dest in
+    pkgs:*) file=$PK/${dest#pkgs:} ;;
+    home:*) file=$SILENTZONE_HOME/${dest#home:} ;;
+    *) echo "power_run.sh: model.dest $dest: expected pkgs:PATH or home:PATH"; exit 3 ;;
+  esac
+  if [ ! -f "$file" ]; then
+    have=$(ls /root/pwmodel | grep -c part); need=$(cat /root/pwmodel/model.nparts)
+    [ "$have" = "$need" ] || { echo "power_run.sh: $have of $need model parts here (carry the rest: part)"; exit 3; }
+    mkdir -p "$(dirname "$file")"
+    cat /root/pwmodel/model.part* > "$file.tmp"
+    if [ "$(sha256sum "$file.tmp" | cut -d' ' -f1)" != "$(cat /root/pwmodel/model.sha256)" ]; then
+      echo "power_run.sh: $file: sha256 differs from the development machine's"; exit 3
     fi
-    mv "$PK/$name.tmp" "$PK/$name" && echo "model $name assembled, sha256 ok"
+    mv "$file.tmp" "$file" && echo "model $file assembled, sha256 ok"
   fi
   t0=$(date +%s)
   while [ ! -f "$B/build.done" ]; do sleep 2; [ $(( $(date +%s) - t0 )) -gt 420 ] && { echo "build not done"; tail -5 "$B/build.log"; exit 4; }; done
