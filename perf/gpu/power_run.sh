@@ -51,12 +51,12 @@ tree)
   imports; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; df -h /root | tail -1
   ;;
 pkgs)
-  tar xf .pw2/pkgs.tar -C "$PK" && cp .pw2/model.* /root/pwmodel/ && echo "packages unpacked: $(ls $PK | tr '\n' ' ')"
+  tar xJf .pw2/pkgs.tar.xz -C "$PK" && cp .pw2/model.* /root/pwmodel/ && echo "packages unpacked: $(ls $PK | tr '\n' ' ')"
   imports | tail -3; tail -2 "$B/build.log"
   ;;
 part)
   cp .pw[0-9]*/model.part* /root/pwmodel/ 2>/dev/null
-  echo "model parts here: $(ls /root/pwmodel | grep -c part) of $(cat /root/pwmodel/model.nparts)"; tail -1 "$B/build.log"
+  echo "model parts here: $(ls /root/pwmodel | grep -c "^model.part[0-9]") of $(cat /root/pwmodel/model.nparts)"; tail -1 "$B/build.log"
   ;;
 run)
   cp .pw[0-9]*/model.part* /root/pwmodel/ 2>/dev/null
@@ -67,7 +67,7 @@ run)
     *) echo "power_run.sh: model.dest $dest: expected pkgs:PATH or home:PATH"; exit 3 ;;
   esac
   if [ ! -f "$file" ]; then
-    have=$(ls /root/pwmodel | grep -c part); need=$(cat /root/pwmodel/model.nparts)
+    have=$(ls /root/pwmodel | grep -c "^model.part[0-9]"); need=$(cat /root/pwmodel/model.nparts)
     [ "$have" = "$need" ] || { echo "power_run.sh: $have of $need model parts here (carry the rest: part)"; exit 3; }
     mkdir -p "$(dirname "$file")"
     cat /root/pwmodel/model.part* > "$file.tmp"

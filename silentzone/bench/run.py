@@ -263,9 +263,9 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
         task = T.get(tn)
         held = int(getattr(study.profile, "selection_items", 0))
         if part == "selection":
-            items = task.held_back_items(held)
+            items = task.held_back_items(held, study.held_seed)
         elif part == "study":
-            items = task.items(n, seed, held_back=held)
+            items = task.items(n, seed, held_back=held, held_seed=study.held_seed)
         else:
             raise ValueError(f"part must be 'study' or 'selection', got {part!r}")
         prepared[tn] = prepare(task, items, enc)

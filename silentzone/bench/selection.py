@@ -5,8 +5,9 @@
     select_tasks(study, ["bfcl"])        # an opt-in generation family: its row joins the table
 
 The rule (RULE below): for every candidate task, the float reference alone answers the task's
-held-back items (the last `selection_items` of its source order, `Task.held_back_items`; the study
-never scores them); the task is selected when the lower end of the Wilson 95% interval of the
+held-back items (`selection_items` of them, `Task.held_back_items`: a sample seeded by seeds.global
+when the profile says `selection_sample: random`, as the power profiles do, else the last of the
+source order, the first rule; the study never scores them); the task is selected when the lower end of the Wilson 95% interval of the
 reference's accuracy lies above the task's chance level. Only the reference is run, so the choice
 cannot depend on how any quant scores, and the items it looks at are not the study's.
 
@@ -38,14 +39,18 @@ import pandas as pd
 from .report import wilson
 from .tasks import TASKS
 
-RULE = ("the float reference alone answers the last {k} items of each candidate task (never part of "
-        "the study); a task is selected when the lower end of the Wilson 95% interval of its accuracy "
+RULE = ("the float reference alone answers {k} held-back items of each candidate task ({sample}; "
+        "never part of the study); a task is selected when the lower end of the Wilson 95% interval of its accuracy "
         "lies above the task's chance level")
 
 COLUMNS = ("study", "task", "kind", "chance", "n", "correct", "acc", "acc_ci_low", "acc_ci_high",
-           "selected", "n_study")
+           "selected", "n_study", "held_back")
+# how a row's held-back items were drawn (the `held_back` column; rows written before the column
+# existed were all drawn the first way)
+SAMPLES = {"last": "the last {k} of the task's source order",
+           "random": "a random sample of {k}, seeded by seeds.global = {seed} and the task's name"}
 # provenance keys that every run of one table shares (the others are kept per run: `runs`)
-SHARED = ("rule", "selection_items", "profile", "stage", "seeds", "reference_kv_cache", "runs")
+SHARED = ("rule", "selection_items", "profile", "stage", "reference_kv_cache", "runs", "held_back")
 # generation tasks that may be put through the rule on request (not in the default candidates)
 OPT_IN = ("bfcl", "livecodebench")
 NOT_MEASURED = {"livecodebench": "no release file offline (the embedded studies have only the project's "
@@ -85,9 +90,16 @@ def bfcl_categories(frame: pd.DataFrame, task: str = "bfcl") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(CATEGORY_COLUMNS))
 
 
+def held_back(study) -> str:
+    """The `held_back` value of a study's rows: "last" or "random:<seed>"."""
+    return "last" if study.held_seed is None else f"random:{study.held_seed}"
+
+
 def merge(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
-    """`new`'s rows replace the same tasks' rows of `old`; the rest of `old` stays as it was;
-    rows in registry order."""
+    """`new`'s rows replace the same tasks' rows of `old`; the rest of `old` stays as it was (rows
+    from before the held_back column: "last"); rows in registry order."""
+    if old is not None and "held_back" not in old:
+        old = old.assign(held_back="last")
     keep = old[~old["task"].isin(new["task"])] if old is not None else None
     table = pd.concat([f for f in (keep, new) if f is not None and len(f)], ignore_index=True)
     order = {t: i for i, t in enumerate(TASKS)}
@@ -129,7 +141,8 @@ def select_tasks(study, tasks: list[str] | None = None, threads: int | None = No
         lo, hi, sel = decide(c, n, task.chance)
         rows.append({"study": study.study, "task": t, "kind": task.kind, "chance": task.chance, "n": n,
                      "correct": c, "acc": c / n, "acc_ci_low": lo, "acc_ci_high": hi, "selected": sel,
-                     "n_study": len(task.items(None, held_back=k))})
+                     "n_study": len(task.items(None, held_back=k, held_seed=study.held_seed)),
+                     "held_back": held_back(study)})
     new = pd.DataFrame(rows, columns=list(COLUMNS))
     out = Path(out) if out else REPO / "data" / study.study / "task_selection.csv"
     prov_path = out.with_name(out.name + ".provenance.json")
@@ -137,9 +150,10 @@ def select_tasks(study, tasks: list[str] | None = None, threads: int | None = No
     prev = json.loads(prov_path.read_text()) if old is not None and prov_path.is_file() else {}
     if old is not None and (old["n"] != k).any():
         raise SilentzoneError(f"{out}: rows with other than {k} held-back items; write elsewhere (--out)")
-    prov = record(study.config_hash, {"selection": "held_back_last"}, stage="task_selection",
-                  rule=RULE.format(k=k), selection_items=k, profile=study.profile_name,
-                  reference_kv_cache=study.kv_cache)
+    prov = record(study.config_hash, {"selection": held_back(study)}, stage="task_selection",
+                  rule=RULE.format(k=k, sample="see the held_back column"), selection_items=k,
+                  profile=study.profile_name, reference_kv_cache=study.kv_cache,
+                  held_back={key: v.format(k=k, seed=study.seeds.global_) for key, v in SAMPLES.items()})
     prov.pop("created_utc", None)
     # every run that wrote rows of this table, with what may differ between runs (config hash, commit,
     # versions, settings); the first one (before runs were listed) from its record

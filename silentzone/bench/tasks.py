@@ -52,20 +52,36 @@ class Task:
     # by livecodebench.configure), so the registry does not keep a stale copy
     cached: bool = True
 
-    def items(self, n: int | None = None, seed: int | None = None, held_back: int = 0) -> list[Item]:
+    def items(self, n: int | None = None, seed: int | None = None, held_back: int = 0,
+              held_seed: int | None = None) -> list[Item]:
         """First n items (seed None) or a seeded sample of n in source order; all if n is None.
-        held_back: leave out the last `held_back` items of the source order (`held_back_items`)."""
-        return select(self._all()[: len(self._all()) - held_back if held_back else None], n, seed)
+        held_back: leave out the `held_back` items that `held_back_items(held_back, held_seed)` gives."""
+        every = self._all()
+        if held_back:
+            out = set(self._held_back_positions(held_back, held_seed))
+            every = [it for i, it in enumerate(every) if i not in out]
+        return select(every, n, seed)
 
-    def held_back_items(self, k: int) -> list[Item]:
-        """The last k items in source order: the ones a profile's selection rule scores
-        (profile.selection_items), disjoint from `items(..., held_back=k)`."""
+    def held_back_items(self, k: int, seed: int | None = None) -> list[Item]:
+        """The items a profile's selection rule scores (profile.selection_items), disjoint from
+        `items(..., held_back=k, held_seed=seed)`, in source order: with seed None the last k of the
+        source order (the first rule; a source sorted by sub-domain puts one sub-domain there:
+        HellaSwag's last items are all WikiHow), else a seeded random sample of k (the seed mixed with
+        the task's name, so that tasks of one size get different positions)."""
+        every = self._all()
+        return [every[i] for i in self._held_back_positions(k, seed)]
+
+    def _held_back_positions(self, k: int, seed: int | None) -> list[int]:
         if k <= 0:
             raise TaskError(f"{self.name}: held-back items need k > 0, got {k}")
-        every = self._all()
-        if k >= len(every):
-            raise TaskError(f"{self.name}: {k} held-back items leave none of its {len(every)} for the study")
-        return list(every[len(every) - k:])
+        n = len(self._all())
+        if k >= n:
+            raise TaskError(f"{self.name}: {k} held-back items leave none of its {n} for the study")
+        if seed is None:
+            return list(range(n - k, n))
+        import zlib
+        rng = np.random.default_rng([int(seed), zlib.crc32(self.name.encode())])
+        return sorted(int(i) for i in rng.choice(n, size=k, replace=False))
 
     def _all(self) -> list[Item]:
         return _load(self.name) if self.cached else self.loader()

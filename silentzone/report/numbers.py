@@ -307,8 +307,7 @@ def power_page(data: Path = DATA) -> str:
         chosen = list(table.loc[table["selected"], "task"])
         out += [f"## {NAMES[study]}", "",
                 f"Rule, fixed before any quant of this profile ran: {prov['rule']}. The reference ran with its KV cache in "
-                f"{prov['reference_kv_cache'].upper()}. The held-back items are the last of each task's source "
-                f"order, not a random sample where a source is ordered (HellaSwag's: ActivityNet first, WikiHow last).", "",
+                f"{prov['reference_kv_cache'].upper()}. {_held_back_sentence(table, prov)}", "",
                 "| task | kind | chance | held-back items | reference correct | accuracy [Wilson 95%] | selected "
                 "| items for the study |", "|---|---|---|---|---|---|---|---|"]
         for r in table.itertuples(index=False):
@@ -328,6 +327,27 @@ def power_page(data: Path = DATA) -> str:
                 f"cohort, not a result: the powered profile has not been run yet.", ""]
         out += _generation_families(study, table, Path(data))
     return "\n".join(out)
+
+
+def _held_back_sentence(table: pd.DataFrame, prov: dict) -> str:
+    """Which held-back items each row's counts come from (task_selection.csv's held_back column: "last"
+    or "random:<seed>"; the provenance's held_back describes each way)."""
+    col = table["held_back"] if "held_back" in table else pd.Series("last", index=table.index)
+    ways = prov.get("held_back") or {"last": f"the last {int(table['n'].iloc[0])} of the task's source order"}
+    parts = []
+    for value in dict.fromkeys(col):
+        tasks = list(table.loc[col == value, "task"])
+        kind = value.split(":")[0]
+        parts.append(f"{', '.join(tasks)}: {ways[kind]}")
+    note = ""
+    if set(col) != {"last"}:
+        note = (" The first rule took the last items of every task, but a source ordered by sub-domain puts "
+                "only one sub-domain there (HellaSwag's last items are all WikiHow, its first ActivityNet), so the "
+                "likelihood tasks were rerun on the seeded sample.")
+        if (col == "last").any():
+            note += (" Rows still marked `last` were not rerun (a generation family costs hours of greedy "
+                     "decoding on 2 cores).")
+    return f"Held-back items: {'; '.join(parts)}.{note}"
 
 
 def _generation_families(study: str, table: pd.DataFrame, data: Path) -> list[str]:

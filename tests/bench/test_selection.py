@@ -46,6 +46,35 @@ def test_held_back_items_are_the_last_and_disjoint_from_the_study_items(name):
         task.held_back_items(len(every))
 
 
+@pytest.mark.parametrize("name", ["sciq", "hellaswag", "bfcl"])
+def test_a_seeded_held_back_sample_is_disjoint_reproducible_and_spread(name):
+    """selection_sample: random: k items of the whole source order, fixed by the seed, disjoint
+    from the study's items, which keep their source order; another seed, another sample."""
+    task = TASKS[name]
+    every = [i.id for i in task.items()]
+    held = [i.id for i in task.held_back_items(200, 7)]
+    study = [i.id for i in task.items(None, held_back=200, held_seed=7)]
+    assert len(set(held)) == 200 and not set(held) & set(study)
+    assert sorted(held + study, key=every.index) == every
+    assert study == [i for i in every if i not in set(held)]  # source order kept
+    assert held == sorted(held, key=every.index)
+    assert held == [i.id for i in task.held_back_items(200, 7)]
+    assert held != [i.id for i in task.held_back_items(200, 8)]
+    assert held != every[-200:]
+    pos = sorted(every.index(i) for i in held)
+    assert pos[0] < len(every) // 4 and pos[-1] > 3 * len(every) // 4  # drawn from the whole order
+    assert [i.id for i in task.items(50, held_back=200, held_seed=7)] == study[:50]
+
+
+def test_the_random_sample_reaches_both_halves_of_hellaswag():
+    """The first rule's flaw: HellaSwag's source order runs ActivityNet first, WikiHow last, so the
+    last 200 were all WikiHow; the seeded sample draws from both."""
+    task = TASKS["hellaswag"]
+    src = lambda items: {i.content["source_id"].split("~")[0] for i in items}  # noqa: E731
+    assert src(task.held_back_items(200)) == {"wikihow"}
+    assert src(task.held_back_items(200, load_study("smollm2", "power").held_seed)) == {"activitynet", "wikihow"}
+
+
 def test_candidates_are_the_likelihood_scored_tasks():
     assert set(S.candidates()) == {t for t, v in TASKS.items() if v.kind in ("mc", "lastword")}
     assert {"sciq", "piqa", "hellaswag", "mmlu", "lambada"} <= set(S.candidates())
@@ -59,6 +88,12 @@ def test_power_profile_lists_exactly_the_selected_tasks(study):
     assert set(table["task"]) == set(S.candidates()) | {"bfcl"}
     prof = load_study(study, "power")
     assert (table["n"] == prof.profile.selection_items).all()
+    # the likelihood rows come from the seeded sample; the bfcl row is the first rule's (last 200)
+    assert prof.held_seed == 20261122
+    assert set(table.loc[table["task"] != "bfcl", "held_back"]) == {"random:20261122"}
+    assert list(table.loc[table["task"] == "bfcl", "held_back"]) == ["last"]
+    n_all = {t: len(TASKS[t].items()) for t in table["task"]}
+    assert (table["n_study"] == table["task"].map(n_all) - 200).all()
     chosen = [t for t, c, n in zip(table["task"], table["correct"], table["n"])
               if proportion_confint(int(c), int(n), alpha=0.05, method="wilson")[0] > TASKS[t].chance]
     assert list(table.loc[table["selected"], "task"]) == chosen
@@ -135,7 +170,7 @@ def test_an_opt_in_run_adds_its_rows_and_keeps_the_others(tmp_path, monkeypatch)
     prov = json.loads(shipped.with_name(shipped.name + ".provenance.json").read_text())
     prov.pop("runs", None)
     (tmp_path / "task_selection.csv.provenance.json").write_text(json.dumps(prov))
-    held = TASKS["bfcl"].held_back_items(200)
+    held = TASKS["bfcl"].held_back_items(200, study.held_seed)
     seen = {}
 
     def fake_run(study_, models, tasks=None, part="study", **kw):
