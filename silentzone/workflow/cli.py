@@ -5,6 +5,7 @@
     silentzone reproduce --config configs/paper-x.yaml --profile gpu --executor-profile slurm
     silentzone stage quant --study smollm2 --profile smoke --quant Q4_0 --out wf/quants/Q4_0.json
     silentzone compare-results --against HEAD smollm2 gemma3       # a rerun matches what is committed
+    silentzone compare-results --cross-engine --against DIR smollm2 # a rerun on another engine (GPU)
 """
 
 from __future__ import annotations
@@ -52,13 +53,19 @@ def _reproduce(args) -> int:
 
 def _compare(args) -> int:
     from .compare import main
-    return main(args.studies, args.against)
+    return main(args.studies, args.against, engine=args.cross_engine)
 
 
 def register(sub) -> None:
     c = sub.add_parser("compare-results", help="compare data/<study>/ with a git revision or a directory")
     c.add_argument("studies", nargs="+")
     c.add_argument("--against", default="HEAD", help="git revision (default HEAD) or a directory of studies")
+    c.add_argument("--cross-engine", action="store_true",
+                   help="the rerun ran on another engine (llama.cpp on CUDA, another KV cache): fidelity "
+                        "must rank the quants alike (Spearman rho >= 0.9 per corpus, ctx and metric), "
+                        "answers may flip only on near-ties (|margin| < 0.1 nats), headline numbers are "
+                        "reported; quants whose kld_mean moves beyond x2 are named engine-sensitive "
+                        "(silentzone.workflow.compare.ENGINE_TOLERANCES)")
     c.set_defaults(fn=_compare)
 
     r = sub.add_parser("reproduce", help="run the whole study (Snakemake DAG of the stage notebooks)")
