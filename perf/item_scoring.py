@@ -7,7 +7,7 @@ quant: its KLD against that store). bare = the engine's logits for the same toke
 else (`model.shared_logits(ctx, choices, batched=True)` per item). ratio = bare time / scoring
 time, so 1.0 means the scoring adds nothing to the forward; the two are interleaved, and the same
 items, model and threads serve both. On a GPU (`--device cuda`, llama.cpp built with CUDA) the
-per-item [T, V] passes run on the GPU (`bench.run._metric_device`); on the CPU they share its
+per-item [T, V] passes run on the GPU (`Model.metric_device`, used by `bench.run.score_pair`); on the CPU they share its
 cores with the forward.
 
     python perf/item_scoring.py                    # SmolLM2 F32 reference + a Q4_0, 24 SciQ items

@@ -174,8 +174,8 @@ class ProfileCfg:
     bootstrap: int = 10000  # bootstrap resamples
     holdout_splits: int = 200  # hold-out zone splits
     reference_kv_cache: str = ""  # the reference's KV cache in this profile (empty: reference.kv_cache)
-    # items per task held back for the task-selection rule (bench.selection): the last ones in the
-    # task's source order, scored by the reference alone, never part of the study's items
+    # items per task held back for the task-selection rule (bench.selection), drawn as
+    # selection_sample says, scored by the reference alone, never part of the study's items
     selection_items: int = 0
     # which items are held back: "last" (the last selection_items of the source order: the first
     # rule) or "random" (a sample seeded by seeds.global; Task.held_back_items)

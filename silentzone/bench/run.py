@@ -101,14 +101,6 @@ def _score_likelihood(task, model, p, shared=True, batched: bool | None = None) 
             "ll_gold": float(ll[it.gold]), "kld_logits": g["kld_logits"], "ids": g["ids"]}
 
 
-def _metric_device(model):
-    """Where the per-item [T, V] passes (the reference's log-softmax and top-k, a quant's KLD) run:
-    the model's GPU when it has one (on the host they bound a GPU run: 4-6 items/s measured on an
-    H100, docs/performance.md), else None (the CPU, as before)."""
-    dev = model.metric_device() if hasattr(model, "metric_device") else None
-    return None if dev is None or dev.type == "cpu" else dev
-
-
 def score_pair(name: str, model, task: T.Task, prepared: list[dict], enc: Encoder, store: RefStore | None,
                is_reference: bool, progress: bool = True, batched: bool | None = None) -> pd.DataFrame:
     """Rows for one (model, task). The reference fills `store`; quants read it for KLD. store None
@@ -116,7 +108,10 @@ def score_pair(name: str, model, task: T.Task, prepared: list[dict], enc: Encode
     teacher-forced forward that only KLD needs. `batched`: how shared-context multiple choice runs
     (None: SILENTZONE_MC_BATCHED; bench/mc.py)."""
     rows = []
-    dev = _metric_device(model)
+    # the per-item [T, V] passes (the reference's log-softmax and top-k, a quant's KLD) run where the
+    # model's metrics do: its GPU when it has one (on the host they bound a GPU run to 4-6 items/s on
+    # an H100, docs/performance.md); on the CPU the tensors stay where they are
+    dev = model.metric_device()
     it_ = prepared
     if progress:
         from tqdm.auto import tqdm
@@ -256,7 +251,7 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
         from .livecodebench import configure
         configure(livecodebench_file(study), study.livecodebench.start, study.livecodebench.end)
     prov = record(study.config_hash, {"selection": seed})
-    batched = True if getattr(study.profile, "mc_batched", False) else mc.batched_default()
+    batched = study.profile.mc_batched or mc.batched_default()
     order = ["reference"] + [m for m in models if m != "reference"]
     prepared = {}
     for tn in task_names:

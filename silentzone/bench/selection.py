@@ -39,8 +39,8 @@ import pandas as pd
 from .report import wilson
 from .tasks import TASKS
 
-RULE = ("the float reference alone answers {k} held-back items of each candidate task ({sample}; "
-        "never part of the study); a task is selected when the lower end of the Wilson 95% interval of its accuracy "
+RULE = ("the float reference alone answers {k} held-back items of each candidate task (see the held_back "
+        "column; never part of the study); a task is selected when the lower end of the Wilson 95% interval of its accuracy "
         "lies above the task's chance level")
 
 COLUMNS = ("study", "task", "kind", "chance", "n", "correct", "acc", "acc_ci_low", "acc_ci_high",
@@ -151,7 +151,7 @@ def select_tasks(study, tasks: list[str] | None = None, threads: int | None = No
     if old is not None and (old["n"] != k).any():
         raise SilentzoneError(f"{out}: rows with other than {k} held-back items; write elsewhere (--out)")
     prov = record(study.config_hash, {"selection": held_back(study)}, stage="task_selection",
-                  rule=RULE.format(k=k, sample="see the held_back column"), selection_items=k,
+                  rule=RULE.format(k=k), selection_items=k,
                   profile=study.profile_name, reference_kv_cache=study.kv_cache,
                   held_back={key: v.format(k=k, seed=study.seeds.global_) for key, v in SAMPLES.items()})
     prov.pop("created_utc", None)
