@@ -231,4 +231,6 @@ class _Streams:
             if n_out:
                 out.append(np.ctypeslib.as_array(lc.llama_get_logits(self.ctx.ctx),
                                                  shape=(n_out, self.vocab)).copy())
+        if len(out) == 1:  # one chunk (most items): no second [T, V] copy
+            return out[0]
         return np.concatenate(out, 0) if out else np.empty((0, self.vocab), np.float32)

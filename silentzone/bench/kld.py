@@ -144,7 +144,11 @@ def coarse_kld(ref_top_lp, ref_idx, ref_rest, cand_logits, device=None) -> np.nd
 
     def t(a, dtype):
         return torch.from_numpy(np.asarray(a, dtype=dtype)).to(device or "cpu")
-    q = torch.log_softmax(t(cand_logits, np.float64), -1)
+    # float32 logits travel as they are and widen where they land (the cast is exact: the same
+    # float64 values as widening on the host, at half the copy and no [T, V] float64 host array)
+    cand = np.asarray(cand_logits)
+    cand = t(cand, np.float32).double() if cand.dtype == np.float32 else t(cand, np.float64)
+    q = torch.log_softmax(cand, -1)
     idx = t(ref_idx, np.int64)
     lp = t(ref_top_lp, np.float64)
     lq = q.gather(-1, idx)
