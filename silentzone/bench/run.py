@@ -16,6 +16,7 @@ pair is reused only if its task version, item count and item set match the curre
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -101,13 +102,61 @@ def _score_likelihood(task, model, p, shared=True, batched: bool | None = None) 
             "ll_gold": float(ll[it.gold]), "kld_logits": g["kld_logits"], "ids": g["ids"]}
 
 
+def _stat(path: Path) -> list[int]:
+    """(size, mtime_ns) of a file: a reference store written again is another baseline."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _partial_rows(path: Path | None, header: dict, prepared: list[dict]) -> list[dict]:
+    """The rows an interrupted pass wrote to `path` (a JSON-lines file: the header, then one row per
+    item), when its header equals `header`, for the leading items of `prepared` it holds in order;
+    a torn last line is dropped. Anything else: no rows (the pass starts over)."""
+    if path is None or not path.is_file():
+        return []
+    lines = path.read_text().split("\n")
+    try:
+        if json.loads(lines[0]) != header:
+            return []
+    except ValueError:
+        return []
+    rows = []
+    for line, p in zip(lines[1:], prepared):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            break
+        if row.get("item_id") != p["item"].id or row.get("item_hash") != p["item_hash"]:
+            break
+        rows.append(row)
+    return rows
+
+
 def score_pair(name: str, model, task: T.Task, prepared: list[dict], enc: Encoder, store: RefStore | None,
-               is_reference: bool, progress: bool = True, batched: bool | None = None) -> pd.DataFrame:
+               is_reference: bool, progress: bool = True, batched: bool | None = None,
+               partial: Path | None = None, partial_header: dict | None = None) -> pd.DataFrame:
     """Rows for one (model, task). The reference fills `store`; quants read it for KLD. store None
     (the reference alone, part="selection"): no distributions kept, and a generation item skips the
     teacher-forced forward that only KLD needs. `batched`: how shared-context multiple choice runs
-    (None: SILENTZONE_MC_BATCHED; bench/mc.py)."""
+    (None: SILENTZONE_MC_BATCHED; bench/mc.py).
+
+    `partial` (a quant's pass): every finished row is appended to this JSON-lines file as it comes,
+    under `partial_header`; a rerun after an interruption keeps the rows it holds for the same header
+    and items and scores the rest (each item is scored on its own, so the rows are the same either
+    way). The caller removes the file once the table is written."""
     rows = []
+    if partial is not None:
+        rows = _partial_rows(partial, partial_header or {}, prepared)
+        if rows:
+            log.info("%s/%s: resuming after %d items scored earlier", name, task.name, len(rows))
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "w") as fh:  # rewritten whole: a torn or foreign tail goes
+            fh.write(json.dumps(partial_header or {}) + "\n")
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+        sink = open(partial, "a")
+    else:
+        sink = None
+    prepared = prepared[len(rows):]
     # the per-item [T, V] passes (the reference's log-softmax and top-k, a quant's KLD) run where the
     # model's metrics do: its GPU when it has one (on the host they bound a GPU run to 4-6 items/s on
     # an H100, docs/performance.md); on the CPU the tensors stay where they are
@@ -145,6 +194,11 @@ def score_pair(name: str, model, task: T.Task, prepared: list[dict], enc: Encode
             "ll_gold": float(res["ll_gold"]), "n_tokens": len(ids), "task_version": task.version,
             "kind": task.kind, "backend": model.kind, "response": response,
         })
+        if sink is not None:
+            sink.write(json.dumps(rows[-1]) + "\n")
+            sink.flush()
+    if sink is not None:
+        sink.close()
     return pd.DataFrame(rows)
 
 
@@ -284,12 +338,20 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
                                    dtype="float32" if name == "reference" else None)
             is_ref = name == "reference"
             store = (RefStore(ref_path, k=k) if keep else None) if is_ref else RefStore.load(ref_path, expect=sig)
-            frame = score_pair(name, model, task, prep, enc, store, is_ref, progress, batched=batched)
+            # a quant's rows go to a partial file as they come (the reference's distributions are
+            # kept in memory until its store is saved: its pass starts over)
+            partial = None if is_ref else out.with_name(out.name + ".partial.jsonl")
+            header = None if is_ref else {"bench": sig, "model_path": str(models[name]), "kld_top_k": k,
+                                          "reference_store": _stat(ref_path)}
+            frame = score_pair(name, model, task, prep, enc, store, is_ref, progress, batched=batched,
+                               partial=partial, partial_header=header)
             frame.insert(0, "study", study.study)
             if store is not None and is_ref:
                 store.save({"bench": sig})
             write_table(frame, SAMPLES, out, {**prov, "bench": sig, "model_path": str(models[name]),
                                               "kld_top_k": k, "attention": model.attention()})
+            if partial is not None:
+                partial.unlink(missing_ok=True)
             log.info("%s/%s: %d items, acc %.3f", name, tn, len(frame), frame["correct"].mean())
             frames.append(read_samples(out))
         del model

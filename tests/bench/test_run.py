@@ -82,3 +82,57 @@ def test_generation_task_teacher_forced_kld(smollm2_ref, q4_0_gguf, enc, tmp_pat
     ref, q = (df[df.model == m].set_index("item_id") for m in ("reference", "Q4_0"))
     assert (ref.n_tokens == q.n_tokens).all()  # same teacher-forced ids: prompt + reference response
     assert (q.kld_mean > 0).all() and (ref.kld_mean == 0).all()
+
+
+@pytest.mark.slow
+def test_interrupted_quant_pass_resumes_item_by_item(smollm2_ref, q4_0_gguf, enc, tmp_path, monkeypatch):
+    """A quant pass killed mid-task keeps the items it finished (a JSON-lines partial file) and a
+    rerun scores only the rest; the table equals an uninterrupted pass."""
+    import json
+
+    import silentzone.bench.run as run
+
+    study = load(CONFIGS / "smollm2.yaml", "smoke")
+    models = {"reference": smollm2_ref.gguf, "Q4_0": q4_0_gguf}
+    out = tmp_path
+    kw = dict(tasks=["sciq"], n_items=3, k=64, threads=2, tokenizer=enc.tok, out_dir=out, progress=False)
+    df = run_benchmarks(study, models, **kw)  # the uninterrupted pass
+    target = out / "samples" / "Q4_0" / "sciq.csv"
+    partial = target.with_name("sciq.csv.partial.jsonl")
+    target.unlink()
+    real = run._score_likelihood
+    calls = []
+
+    def dies_on_third(task, model, p, **k):
+        calls.append(p["item"].id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what a killed job looks like from inside
+        return real(task, model, p, **k)
+
+    monkeypatch.setattr(run, "_score_likelihood", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmarks(study, {"reference": models["reference"], "Q4_0": models["Q4_0"]}, **kw)
+    lines = partial.read_text().splitlines()
+    assert len(lines) == 1 + 2 and not target.exists()
+    header = json.loads(lines[0])
+    assert header["model_path"] == str(models["Q4_0"]) and header["kld_top_k"] == kw["k"]
+    # a torn line at the end (the kill came mid-write) is dropped, not read
+    with open(partial, "a") as fh:
+        fh.write('{"model": "Q4_0", "item_')
+
+    calls.clear()
+    monkeypatch.setattr(run, "_score_likelihood", lambda *a, **k: (calls.append(a[2]["item"].id), real(*a, **k))[1])
+    again = run_benchmarks(study, {"reference": models["reference"], "Q4_0": models["Q4_0"]}, **kw)
+    first = df[(df.model == "Q4_0") & (df.task == "sciq")].reset_index(drop=True)
+    assert calls == [first.item_id.iloc[2]]  # only the third item was scored again
+    assert not partial.exists() and target.is_file()
+    got = again[again.model == "Q4_0"].reset_index(drop=True)
+    assert got.drop(columns="study").equals(first.drop(columns="study"))
+    assert read_samples(target).reset_index(drop=True).equals(first)  # the file as the first pass wrote it
+
+    # a partial file made against another reference store is not reused
+    target.unlink()
+    partial.write_text(json.dumps({**header, "reference_store": [0, 0]}) + "\n" + lines[1] + "\n")
+    calls.clear()
+    run_benchmarks(study, {"reference": models["reference"], "Q4_0": models["Q4_0"]}, **kw)
+    assert calls == list(first.item_id)
