@@ -130,3 +130,38 @@ def test_item_scoring_quick_runs_and_reports_both_roles(tmp_path):
         # scoring does the bare forward's work and more: the ratio lies in (0, 1] up to timing noise
         assert 0 < row["value"] < 1.5 and row["op"] == ">=" and row["target"] == 0.8
     assert set(r["cases"]) == {"reference", "quant"} and r["device"] == "cpu"
+
+
+def test_power_resume_puts_back_finished_quants_only(tmp_path):
+    """perf/gpu/power_resume.py: a quant's task tables and bench marker come back; the reference,
+    quant markers, partial files and logs do not; a file already there is kept."""
+    import io
+    import tarfile
+    base = "studies/smollm2/power/"
+    names = {
+        "samples/Q8_0/sciq.csv": True, "samples/Q8_0/sciq.csv.provenance.json": True,
+        "wf/bench/Q8_0.json": True,
+        "samples/Q6_K/piqa.csv": True,  # a finished task of an unfinished quant: reused per task
+        "samples/Q6_K/lambada.csv.partial.jsonl": False,
+        "samples/reference/sciq.csv": False, "wf/bench/reference.json": False,
+        "wf/bench/reference-sciq.json": False, "wf/quants/Q8_0.json": False, "wf/reference.json": False,
+        "logs/bench_Q8_0.log": False, "fidelity/Q8_0/fidelity.csv": False,
+    }
+    src = tmp_path / "r.tar.xz"
+    with tarfile.open(src, "w:xz") as tar:
+        for n in names:
+            data = n.encode()
+            info = tarfile.TarInfo(base + n)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    home = tmp_path / "home"
+    (home / base / "samples/Q8_0").mkdir(parents=True)
+    (home / base / "samples/Q8_0/sciq.csv").write_text("already here")
+    p = subprocess.run([sys.executable, str(PERF / "gpu" / "power_resume.py"), str(src), str(home)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "finished quants: Q8_0" in p.stdout and "3 files" in p.stdout  # 4 wanted, one already there
+    for n, back in names.items():
+        assert (home / base / n).is_file() == (back or n == "samples/Q8_0/sciq.csv"), n
+    assert (home / base / "samples/Q8_0/sciq.csv").read_text() == "already here"
+    assert (home / base / "samples/Q6_K/piqa.csv").read_text() == "samples/Q6_K/piqa.csv"

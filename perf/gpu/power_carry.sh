@@ -5,6 +5,8 @@
 #
 #   bash perf/gpu/power_carry.sh smollm2 [profile]   # -> .pw1/ .pw2/ .pw3/ (ignored: .git/info/exclude)
 #   bash perf/gpu/power_carry.sh gemma3 [profile]    # the 245 MB Gemma 3 source: .pw1/ to .pw7/
+#   RESUME=docs/performance/gpu/<lease>-results.tar.xz bash perf/gpu/power_carry.sh smollm2
+#                                                    # and the finished quants of an earlier lease
 #
 #   .pw1/llama-src.tar.xz   the llama-cpp-python 0.3.36 sdist tree, trimmed to what the CUDA build of
 #                           llama.cpp and gguf-py need; model.part00
@@ -81,6 +83,12 @@ i=1
 for f in /tmp/pwcarry/model.part*; do
   mkdir -p .pw$i && mv "$f" .pw$i/ && i=$(( i + 1 ))
 done
+# 4. finished quants of an earlier lease (RESUME=<its results tar.xz>): their samples travel with the
+#    last part and power_run.sh's run phase puts them back, so their bench jobs are not redone
+if [ -n "${RESUME:-}" ]; then
+  last=.pw$(( i - 1 ))
+  cp "$RESUME" "$last/resume.tar.xz" && echo "resume: $RESUME -> $last/resume.tar.xz"
+fi
 du -sh .pw[0-9]*
 echo "calls: tree (.pw1), pkgs (.pw2), part (.pw3 and on, one each), then run"
 # every call carries the tracked tree too: refuse carries that would not fit 64 MiB with it

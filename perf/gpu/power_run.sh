@@ -76,6 +76,9 @@ run)
     fi
     mv "$file.tmp" "$file" && echo "model $file assembled, sha256 ok"
   fi
+  for r in .pw[0-9]*/resume.tar.xz; do  # an earlier lease's finished quants (power_carry.sh RESUME=)
+    [ -f "$r" ] && python3 perf/gpu/power_resume.py "$r" "$SILENTZONE_HOME"
+  done
   t0=$(date +%s)
   while [ ! -f "$B/build.done" ]; do sleep 2; [ $(( $(date +%s) - t0 )) -gt 420 ] && { echo "build not done"; tail -5 "$B/build.log"; exit 4; }; done
   echo "waited $(( $(date +%s) - t0 )) s for the build: $(cat "$B/build.done")"

@@ -1,0 +1,64 @@
+"""Put an earlier lease's finished quant bench results back (perf/gpu/power_run.sh run, issue 19).
+
+    python3 perf/gpu/power_resume.py RESULTS.tar.xz SILENTZONE_HOME
+
+From a results tar of perf/gpu/power_run.py it extracts, under studies/<study>/<profile>/, each
+quant's finished task tables (samples/<quant>/<task>.csv and their provenance) and the bench
+markers of the quants whose every task is finished (wf/bench/<quant>.json), so that the runner
+skips those jobs. It leaves out what a fresh machine must remake: the reference (its samples and
+markers: the quants' KLD needs its distributions, which never travel), the quant markers (the quant
+files themselves are remade), the partial files (they belong to the other machine's reference
+store) and the logs. A file already there is kept. Prints what it put back.
+
+The reuse is sound only where the reference comes out the same: the F32 reference on CUDA gave
+bit-identical margins on an H100 and an H200 (docs/performance.md); the bench markers record the
+machine each table came from (provenance).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tarfile
+from pathlib import Path
+
+SAMPLE = re.compile(r"^studies/[^/]+/[^/]+/samples/(?P<model>[^/]+)/[^/]+\.csv(\.provenance\.json)?$")
+MARKER = re.compile(r"^studies/[^/]+/[^/]+/wf/bench/(?P<model>[^/]+)\.json$")
+
+
+def members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    keep = []
+    for m in tar.getmembers():
+        if not m.isfile():
+            continue
+        s, k = SAMPLE.match(m.name), MARKER.match(m.name)
+        model = (s or k).group("model") if (s or k) else None
+        if model is None or model == "reference" or model.startswith("reference-"):
+            continue
+        keep.append(m)
+    return keep
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__.splitlines()[2].strip(), file=sys.stderr)
+        return 2
+    src, home = Path(argv[0]), Path(argv[1])
+    with tarfile.open(src) as tar:
+        got = 0
+        for m in members(tar):
+            dest = home / m.name
+            if dest.exists():
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with tar.extractfile(m) as fh:
+                dest.write_bytes(fh.read())
+            got += 1
+    quants = sorted({MARKER.match(m.name).group("model") for m in members(tarfile.open(src))
+                     if MARKER.match(m.name)})
+    print(f"power_resume: {got} files from {src.name}; finished quants: {' '.join(quants) or 'none'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
