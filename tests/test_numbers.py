@@ -83,3 +83,21 @@ def test_variants_page_is_generated_and_checked(tmp_path):
     assert N.main(check=True, readme=readme, root=root) == 0
     (root / "docs" / "variants.md").write_text(page.replace("`kld_mean`", "`kld_mean2`", 1))
     assert N.stale_files(root) == ["docs/variants.md"] and N.main(check=True, readme=readme, root=root) == 1
+
+
+def test_cpu_hours_sentence_from_a_hand_made_rate_file(tmp_path):
+    """docs/power.md's CPU estimate: items x (reference + n_gguf x gguf + n_other x hf) seconds, by hand:
+    a: 3,600 x (0.5 + 2 x 0.4 + 1 x 1.0) = 8,280 s; b: 1,800 x (1.0 + 2 x 0.8 + 2.0) = 8,280 s; 4.6 h."""
+    import json
+
+    from silentzone.report.numbers import _cpu_hours
+    assert _cpu_hours("smollm2", tmp_path / "absent.json") == []
+    f = tmp_path / "cpu_hours-smollm2.json"
+    f.write_text(json.dumps({
+        "header": {"date": "2026-12-06T02:35:18+00:00", "cpu": "AMD EPYC"},
+        "items": {"a": 3600, "b": 1800}, "quants": {"gguf": 2, "other": 1},
+        "per_item_s": {"reference": {"a": 0.5, "b": 1.0}, "gguf": {"a": 0.4, "b": 0.8}, "hf": {"a": 1.0, "b": 2.0}},
+        "measured_on": {"gguf": "Q4_K_M", "hf": "bnb-int8", "items_per_task": 12}}))
+    text = "\n".join(_cpu_hours("smollm2", f))
+    assert "about **4.6 core-hours**" in text and "5,400 items" in text
+    assert "2 GGUF + 1 other quants" in text and "0.40-2.00 s per item" in text

@@ -324,9 +324,31 @@ def power_page(data: Path = DATA) -> str:
                 f"power for a perfect metric (conservative truth) at about {items(need)} items per task over "
                 f"its own tasks; the powered profile has {min(used) if used else 0:,} to "
                 f"{max(used) if used else 0:,} per selected task. That is a prediction from the default "
-                f"cohort, not a result: the powered profile has not been run yet.", ""]
+                f"cohort, not a result: the powered profile has not been run in full yet (the GPU runs so far: "
+                f"docs/performance.md).", ""]
+        out += _cpu_hours(study, Path(data).parent / "perf" / "cpu" / f"cpu_hours-{study}.json")
         out += _generation_families(study, table, Path(data))
     return "\n".join(out)
+
+
+def _cpu_hours(study: str, path: Path) -> list[str]:
+    """The profile's bench in CPU-core hours, estimated from measured per-item rates
+    (perf/cpu_hours.py); nothing when it was not measured."""
+    if not path.is_file():
+        return []
+    r = json.loads(path.read_text())
+    per, n, q = r["per_item_s"], r["items"], r["quants"]
+    lo = min(v for role in per.values() for v in role.values())
+    hi = max(v for role in per.values() for v in role.values())
+    hours = sum(n[t] * (per["reference"][t] + q["gguf"] * per["gguf"][t] + q["other"] * per["hf"][t])
+                for t in n) / 3600
+    m = r["measured_on"]
+    return [f"**On a CPU** (an estimate from measured rates, not a full run; `perf/cpu_hours.py`, "
+            f"{r['header']['date'][:10]}): the bench of this profile takes about **{hours:.1f} core-hours** "
+            f"({sum(n.values()):,} items x (the reference + {q['gguf']} GGUF + {q['other']} other quants)), at "
+            f"{lo:.2f}-{hi:.2f} s per item on one thread ({r['header']['cpu']}; {m['items_per_task']} items "
+            f"per task timed for the reference, {m['gguf']} and {m['hf']}). The quants run one job each, so C "
+            f"cores take about 1/C of it; the quants and fidelity stages come on top.", ""]
 
 
 def _held_back_sentence(table: pd.DataFrame, prov: dict) -> str:
