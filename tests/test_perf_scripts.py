@@ -165,3 +165,20 @@ def test_power_resume_puts_back_finished_quants_only(tmp_path):
         assert (home / base / n).is_file() == (back or n == "samples/Q8_0/sciq.csv"), n
     assert (home / base / "samples/Q8_0/sciq.csv").read_text() == "already here"
     assert (home / base / "samples/Q6_K/piqa.csv").read_text() == "samples/Q6_K/piqa.csv"
+
+
+def test_bench_scaling_counts_finished_items_and_checks_configs(tmp_path):
+    """perf/gpu/bench_scaling.py: a partial file's items are its lines after the header, a torn last
+    line not counted; a configuration is gpu:N or cpu:N."""
+    sys.path.insert(0, str(PERF / "gpu"))
+    import bench_scaling as B
+    f = tmp_path / "piqa.csv.partial.jsonl"
+    assert B.rows(f) == 0
+    f.write_text('{"bench": 1}\n')
+    assert B.rows(f) == 0
+    f.write_text('{"bench": 1}\n{"item_id": "a"}\n{"item_id": "b"}\n{"item_id": "c", "mar')
+    assert B.rows(f) == 2
+    assert B.parse_config("gpu:4") == ("gpu", 4) and B.parse_config("cpu:16") == ("cpu", 16)
+    for bad in ("gpu", "tpu:2", "cpu:0", "gpu:x"):
+        with pytest.raises(SystemExit, match="expected gpu:N or cpu:N"):
+            B.parse_config(bad)

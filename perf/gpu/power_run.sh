@@ -6,6 +6,7 @@
 #                                      #   in the background (about 5 min on 16 cores), check imports
 #   bash perf/gpu/power_run.sh pkgs    # carry .pw2: unpack the package folders
 #   bash perf/gpu/power_run.sh part    # carry .pw3, .pw4, ...: keep the model parts they hold
+#   bash perf/gpu/power_run.sh scaling ARGS  # perf/gpu/bench_scaling.py ARGS (jobs on the GPU vs CPU)
 #   bash perf/gpu/power_run.sh run ARGS  # (the last part may come with it) assemble and check the
 #                                      #   model, wait for the build, then perf/gpu/power_run.py ARGS
 #                                      #   (resumable: later calls continue)
@@ -13,7 +14,7 @@
 # SILENTZONE_HOME is the development machine's path, so that the job markers packed into $OUT name
 # paths that hold where they are unpacked.
 set -uo pipefail
-phase=${1:?tree, pkgs or run}; shift
+phase=${1:?tree, pkgs, part, run or scaling}; shift
 OUT=${OUT:-/tmp/power-out}; mkdir -p "$OUT"
 export SILENTZONE_HOME=${SILENTZONE_HOME:-/root/.cache/silentzone}
 tag=cp$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
@@ -88,6 +89,10 @@ run)
   waited=$(( $(date +%s) - t0 ))  # the call's 600 s: what the build wait left, less the packing
   python3 perf/gpu/power_run.py --out "$OUT" --deadline $(( ${BUDGET:-500} - waited )) \
     --hard $(( ${BUDGET:-500} + 40 - waited )) "$@"
+  ;;
+scaling)  # after a run with --stages reference quant bench-reference: perf/gpu/bench_scaling.py ARGS
+  ln -sfn cmake-build-cuda/bin "$B/bin"
+  python3 perf/gpu/bench_scaling.py --out "$OUT" "$@"
   ;;
 *) echo "unknown phase $phase"; exit 2 ;;
 esac
