@@ -165,40 +165,42 @@ def score_pair(name: str, model, task: T.Task, prepared: list[dict], enc: Encode
     if progress:
         from tqdm.auto import tqdm
         it_ = tqdm(prepared, desc=f"{name}/{task.name}", leave=False, mininterval=2)
-    for p in it_:
-        item = p["item"]
-        response = ""
-        if task.kind == "gen":
-            gen_ids, response = greedy(model, p["prompt_ids"], enc.decode, task.max_new_tokens,
-                                       task.stops, enc.eos)
-            correct = bool(task.score(item, response))
-            res = {"correct": correct, "correct_norm": correct, "margin": math.nan,
-                   "ll_gold": math.nan, "pred": -1}
-            ids = p["prompt_ids"] + gen_ids if is_reference else store.ids(item.id)
-            kld_logits = model.logits(ids)[:-1] if store is not None else None
-        else:
-            res = _score_likelihood(task, model, p, batched=batched)
-            ids, kld_logits = res["ids"], res["kld_logits"]
-        if is_reference:
-            if store is not None:
-                store.put(item.id, ids, kld_logits, device=dev)
-            kl = np.zeros(1)
-        else:
-            kl = store.kld(item.id, ids, kld_logits, device=dev)
-        rows.append({
-            "model": name, "task": task.name, "item_id": item.id, "item_hash": p["item_hash"],
-            "prompt_hash": p["prompt_hash"], "correct": bool(res["correct"]),
-            "margin": float(res["margin"]), "kld_mean": float(kl.mean()) if len(kl) else 0.0,
-            "kld_max": float(kl.max()) if len(kl) else 0.0,
-            "correct_norm": bool(res["correct_norm"]), "pred": int(res["pred"]),
-            "ll_gold": float(res["ll_gold"]), "n_tokens": len(ids), "task_version": task.version,
-            "kind": task.kind, "backend": model.kind, "response": response,
-        })
+    try:
+        for p in it_:
+            item = p["item"]
+            response = ""
+            if task.kind == "gen":
+                gen_ids, response = greedy(model, p["prompt_ids"], enc.decode, task.max_new_tokens,
+                                           task.stops, enc.eos)
+                correct = bool(task.score(item, response))
+                res = {"correct": correct, "correct_norm": correct, "margin": math.nan,
+                       "ll_gold": math.nan, "pred": -1}
+                ids = p["prompt_ids"] + gen_ids if is_reference else store.ids(item.id)
+                kld_logits = model.logits(ids)[:-1] if store is not None else None
+            else:
+                res = _score_likelihood(task, model, p, batched=batched)
+                ids, kld_logits = res["ids"], res["kld_logits"]
+            if is_reference:
+                if store is not None:
+                    store.put(item.id, ids, kld_logits, device=dev)
+                kl = np.zeros(1)
+            else:
+                kl = store.kld(item.id, ids, kld_logits, device=dev)
+            rows.append({
+                "model": name, "task": task.name, "item_id": item.id, "item_hash": p["item_hash"],
+                "prompt_hash": p["prompt_hash"], "correct": bool(res["correct"]),
+                "margin": float(res["margin"]), "kld_mean": float(kl.mean()) if len(kl) else 0.0,
+                "kld_max": float(kl.max()) if len(kl) else 0.0,
+                "correct_norm": bool(res["correct_norm"]), "pred": int(res["pred"]),
+                "ll_gold": float(res["ll_gold"]), "n_tokens": len(ids), "task_version": task.version,
+                "kind": task.kind, "backend": model.kind, "response": response,
+            })
+            if sink is not None:
+                sink.write(json.dumps(rows[-1]) + "\n")
+                sink.flush()
+    finally:
         if sink is not None:
-            sink.write(json.dumps(rows[-1]) + "\n")
-            sink.flush()
-    if sink is not None:
-        sink.close()
+            sink.close()
     return pd.DataFrame(rows)
 
 
