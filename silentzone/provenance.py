@@ -33,7 +33,13 @@ def versions(packages=PACKAGES) -> dict[str, str]:
 
 def git_commit() -> str:
     """HEAD commit of the repo, with '+dirty' when tracked files differ; 'unknown' outside git.
-    The shipped results (data/, figures/) do not count: `make paper` rewrites them while it runs."""
+    The shipped results (data/, figures/) do not count: `make paper` rewrites them while it runs.
+    SILENTZONE_GIT_COMMIT, where set, is recorded instead, marked as declared: a copy of the tree
+    whose .git is not the tree's own (the lent GPU machine gets the working tree of each call beside a
+    .git of an earlier state, which read as "<older commit>+dirty") passes the commit it came from."""
+    declared = os.environ.get("SILENTZONE_GIT_COMMIT", "").strip()
+    if declared:
+        return f"{declared} (declared)"
     try:
         sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=5).stdout.strip()

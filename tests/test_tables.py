@@ -98,3 +98,17 @@ def test_provenance_records_flash_attention_only_when_it_is_on(monkeypatch):
     assert "llama_flash_attn" not in record(config_hash="x")
     monkeypatch.setenv("SILENTZONE_FLASH_ATTN", "1")
     assert record(config_hash="x")["llama_flash_attn"] is True
+
+
+def test_git_commit_declared_by_the_environment(monkeypatch):
+    """A copy of the tree whose .git is stale (the lent GPU machine) records the commit it was given,
+    marked as declared; without the variable the repository's own HEAD is read."""
+    import subprocess
+
+    from silentzone.paths import REPO
+    from silentzone.provenance import git_commit
+    monkeypatch.setenv("SILENTZONE_GIT_COMMIT", "0123abc")
+    assert git_commit() == "0123abc (declared)"
+    monkeypatch.delenv("SILENTZONE_GIT_COMMIT")
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert git_commit().split("+")[0] == head
