@@ -302,3 +302,33 @@ def test_the_help_states_the_tolerances_in_force():
     t = ENGINE_TOLERANCES
     assert f"rho >= {t['rank_rho_min']:g}" in text and f"|margin| < {t['tie_margin']:g} nats" in text
     assert f"beyond x{t['sensitive_factor']:g}" in text
+
+
+# --- the F32 reference on CUDA against the same reference on the CPU (power profile, 3,170 items) ---
+
+def test_cuda_reference_flips_only_near_ties_against_the_cpu_reference(tmp_path):
+    """The H200's F32 reference (llama.cpp CUDA, F32 KV cache) and this machine's (llama.cpp CPU) on
+    the SmolLM2 power items: the same items and prompts, margins apart by up to 0.08 nats, and the
+    two answers that differ are near-ties by ENGINE_TOLERANCES (|margin| < 0.1 in either copy)."""
+    from silentzone.workflow.compare import answer_flips
+    gpu, cpu = tmp_path / "gpu", tmp_path / "cpu"
+    for tar, dest in ((REPO / "docs/performance/gpu/h200-2026-12-06-power-smollm2-results.tar.xz", gpu),
+                      (REPO / "docs/performance/cpu/cpu-2026-12-06-power-smollm2-reference.tar.xz", cpu)):
+        with tarfile.open(tar) as t:
+            t.extractall(dest, filter="data")
+    sub = "studies/smollm2/power/samples/reference"
+    frames = []
+    for task, n in (("sciq", 800), ("arc_easy", 370), ("piqa", 1000), ("lambada", 1000)):
+        new = pd.read_csv(gpu / sub / f"{task}.csv")
+        old = pd.read_csv(cpu / sub / f"{task}.csv")
+        assert len(new) == len(old) == n
+        assert (new.item_id == old.item_id).all() and (new.prompt_hash == old.prompt_hash).all()
+        frames.append(new.merge(old[["item_id", "correct", "margin"]], on="item_id", suffixes=("", "_old")))
+    both = pd.concat(frames, ignore_index=True)
+    flips = answer_flips(both, ENGINE_TOLERANCES["tie_margin"])
+    # by hand: the items whose correctness differs between the copies
+    differ = both[both.correct != both.correct_old]
+    assert len(flips) == len(differ) == 2 and flips.near_tie.all()
+    assert sorted(differ.task) == ["lambada", "piqa"]
+    gap = (both.margin - both.margin_old).abs()
+    assert 1e-3 < gap.median() < 2e-2 and gap.max() < 0.1  # not float-exact, within the tie rule
