@@ -37,7 +37,8 @@ def git_commit() -> str:
     SILENTZONE_GIT_COMMIT, where set, is recorded instead, marked as declared: a copy of the tree
     whose .git is not the tree's own (the lent GPU machine gets the working tree of each call beside a
     .git of an earlier state, which read as "<older commit>+dirty") passes the commit it came from."""
-    declared = os.environ.get("SILENTZONE_GIT_COMMIT", "").strip()
+    from .settings import current
+    declared = current().git_commit.strip()
     if declared:
         return f"{declared} (declared)"
     try:

@@ -75,6 +75,9 @@ SWITCHES: tuple[Switch, ...] = (
     Switch("SILENTZONE_NO_GLOBAL_LIBSTDCXX", "no_global_libstdcxx", "",
            "any value: do not load libstdc++ globally before llama.cpp (see silentzone/_native.py)",
            _nonempty, record="no_global_libstdcxx"),
+    Switch("SILENTZONE_GIT_COMMIT", "git_commit", "",
+           "the commit provenance records, as '<value> (declared)', where the tree's .git is not its own "
+           "(the lent GPU machine)"),
 )
 _BY_ATTR = {s.attr: s for s in SWITCHES}
 
@@ -93,6 +96,7 @@ class Settings:
     bnb_cpu_packed: bool
     lcb_file: str
     no_global_libstdcxx: bool
+    git_commit: str
 
 
 def _threads(v: str | None) -> int:
