@@ -45,8 +45,8 @@ def main(argv: list[str]) -> int:
         return 2
     src, home = Path(argv[0]), Path(argv[1])
     with tarfile.open(src) as tar:
-        got = 0
-        for m in members(tar):
+        keep, got = members(tar), 0
+        for m in keep:
             dest = home / m.name
             if dest.exists():
                 continue
@@ -54,8 +54,7 @@ def main(argv: list[str]) -> int:
             with tar.extractfile(m) as fh:
                 dest.write_bytes(fh.read())
             got += 1
-    quants = sorted({MARKER.match(m.name).group("model") for m in members(tarfile.open(src))
-                     if MARKER.match(m.name)})
+    quants = sorted({MARKER.match(m.name).group("model") for m in keep if MARKER.match(m.name)})
     print(f"power_resume: {got} files from {src.name}; finished quants: {' '.join(quants) or 'none'}")
     return 0
 
