@@ -169,7 +169,8 @@ def test_power_resume_puts_back_finished_quants_only(tmp_path):
 
 def test_bench_scaling_counts_finished_items_and_checks_configs(tmp_path):
     """perf/gpu/bench_scaling.py: a partial file's items are its lines after the header, a torn last
-    line not counted; a configuration is gpu:N or cpu:N."""
+    line not counted; a configuration is gpu:N, gpu-numpy:N or cpu:N; two runs of one quant are
+    compared on the items they share."""
     sys.path.insert(0, str(PERF / "gpu"))
     import bench_scaling as B
     f = tmp_path / "piqa.csv.partial.jsonl"
@@ -179,6 +180,14 @@ def test_bench_scaling_counts_finished_items_and_checks_configs(tmp_path):
     f.write_text('{"bench": 1}\n{"item_id": "a"}\n{"item_id": "b"}\n{"item_id": "c", "mar')
     assert B.rows(f) == 2
     assert B.parse_config("gpu:4") == ("gpu", 4) and B.parse_config("cpu:16") == ("cpu", 16)
-    for bad in ("gpu", "tpu:2", "cpu:0", "gpu:x"):
-        with pytest.raises(SystemExit, match="expected gpu:N or cpu:N"):
+    assert B.parse_config("gpu-numpy:1") == ("gpu-numpy", 1)
+    for bad in ("gpu", "tpu:2", "cpu:0", "gpu:x", "cpu-numpy:1"):
+        with pytest.raises(SystemExit, match="expected gpu:N, gpu-numpy:N or cpu:N"):
             B.parse_config(bad)
+    row = dict(correct=True, correct_norm=True, pred=1, margin=0.5, ll_gold=-3.0, kld_mean=0.125,
+               kld_max=0.2, n_tokens=40)
+    a = {"x": {**row, "item_id": "x"}, "y": {**row, "item_id": "y"}, "z": {**row, "item_id": "z"}}
+    b = {"x": {**row, "item_id": "x"}, "y": {**row, "item_id": "y", "kld_mean": 0.25}}
+    assert B.same_rows(a, b) == {"common": 2, "equal": 1, "max_abs_diff": 0.125}
+    f.write_text('{"bench": 1}\n' + json.dumps(a["x"]) + "\n" + json.dumps(a["y"])[:10])
+    assert B.read_rows(f) == {"x": a["x"]}

@@ -1,7 +1,13 @@
 """How the quants' bench scales on one machine: GPU jobs 1, 4, 12 against CPU jobs, side by side (issue 19).
 
     python3 perf/gpu/bench_scaling.py --study smollm2 --profile power --task piqa \
-        --configs gpu:1 gpu:4 gpu:12 cpu:16 --window 30 --out $OUT
+        --configs gpu-numpy:1 gpu:1 gpu-numpy:4 gpu:4 cpu:16 --window 30 --out $OUT
+
+`gpu-numpy` runs the GPU jobs with LlamaCppModel.rows_to = "numpy": the context's logit rows come
+to the host as numpy, are concatenated there and uploaded again for the KLD (the data path before
+rows_to); `gpu` keeps them on the GPU. The first items of a quant scored by two one-job
+configurations are compared row by row (the same quant starts from its first item each time):
+their answers, margins and KLD must be the same bits, and the JSON records how many were.
 
 Needs the reference's bench of the task and the quants (`perf/gpu/power_run.py --stages reference
 quant bench-reference` first). For each configuration it starts N `silentzone stage bench` jobs of
@@ -42,9 +48,37 @@ def rows(path: Path) -> int:
 
 def parse_config(s: str) -> tuple[str, int]:
     dev, _, n = s.partition(":")
-    if dev not in ("gpu", "cpu") or not n.isdigit() or int(n) < 1:
-        raise SystemExit(f"bench_scaling.py: --configs {s!r}: expected gpu:N or cpu:N")
+    if dev not in ("gpu", "gpu-numpy", "cpu") or not n.isdigit() or int(n) < 1:
+        raise SystemExit(f"bench_scaling.py: --configs {s!r}: expected gpu:N, gpu-numpy:N or cpu:N")
     return dev, int(n)
+
+
+# a job of the path before rows_to: the same CLI with the class attribute set first
+NUMPY_JOB = ("import sys; import silentzone.backends.llama_cpp as L; L.LlamaCppModel.rows_to = 'numpy'; "
+             "from silentzone.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def read_rows(path: Path) -> dict:
+    """{item_id: row} of a partial file's whole lines."""
+    out = {}
+    if path.is_file():
+        for line in path.read_text().splitlines()[1:]:
+            try:
+                r = json.loads(line)
+            except ValueError:  # a torn last line
+                continue
+            out[r["item_id"]] = r
+    return out
+
+
+def same_rows(a: dict, b: dict) -> dict:
+    """How many items two runs of one quant share, and on how many every scored field is equal."""
+    fields = ("correct", "correct_norm", "pred", "margin", "ll_gold", "kld_mean", "kld_max", "n_tokens")
+    common = sorted(set(a) & set(b))
+    equal = [i for i in common if all(a[i][f] == b[i][f] for f in fields)]
+    diff = max((abs(a[i][f] - b[i][f]) for i in common for f in ("margin", "ll_gold", "kld_mean", "kld_max")),
+               default=0.0)
+    return {"common": len(common), "equal": len(equal), "max_abs_diff": diff}
 
 
 def main(argv=None) -> int:
@@ -80,7 +114,7 @@ def main(argv=None) -> int:
     if len(quants) < need:
         raise SystemExit(f"bench_scaling.py: {len(quants)} made GGUF quants without a finished {args.task} "
                          f"table, {need} needed")
-    results = []
+    results, kept = [], {}
     for dev, n in configs:
         use = quants[:n]
         parts = [table(q).with_name(f"{args.task}.csv.partial.jsonl") for q in use]
@@ -91,8 +125,9 @@ def main(argv=None) -> int:
             env["CUDA_VISIBLE_DEVICES"] = ""
         procs = []
         for q in use:
-            cmd = [sys.executable, "-m", "silentzone.cli", "stage", "bench", "--study", args.study,
-                   "--profile", args.profile, "--device", "cuda" if dev == "gpu" else "cpu",
+            head = [sys.executable, "-c", NUMPY_JOB] if dev == "gpu-numpy" else [sys.executable, "-m", "silentzone.cli"]
+            cmd = [*head, "stage", "bench", "--study", args.study,
+                   "--profile", args.profile, "--device", "cpu" if dev == "cpu" else "cuda",
                    "--out", f"/tmp/bench-scaling/{dev}{n}-{q}.json", "--quant", q,
                    "--quant-marker", str(wf / "quants" / f"{q}.json"), "--tasks", args.task]
             procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
@@ -105,6 +140,8 @@ def main(argv=None) -> int:
             p.kill()
         for p in procs:
             p.wait()
+        if n == 1:
+            kept[(dev, use[0])] = read_rows(parts[0])
         for p in parts:
             p.unlink(missing_ok=True)
         rate = (c1 - c0) / (t1 - t0)
@@ -114,6 +151,15 @@ def main(argv=None) -> int:
         base = results[0]["items_per_s"] or float("nan")
         print(f"{dev}:{n:<3d} {rate:7.2f} items/s in all, {rate / n:6.2f} per job, "
               f"x{rate / base:.2f} of {results[0]['config']}", flush=True)
+    compared = []
+    keys = sorted(kept)
+    for i, ka in enumerate(keys):
+        for kb in keys[i + 1:]:
+            if ka[1] == kb[1] and "cpu" not in (ka[0], kb[0]):  # one engine: the same bits expected
+                c = {"a": ka[0], "b": kb[0], "quant": ka[1], **same_rows(kept[ka], kept[kb])}
+                compared.append(c)
+                print(f"{ka[0]} vs {kb[0]} ({ka[1]}): {c['equal']} of {c['common']} shared items equal, "
+                      f"max |diff| {c['max_abs_diff']:.3g}", flush=True)
     gpu = None
     try:
         import torch
@@ -123,7 +169,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"bench-scaling-{args.study}.json").write_text(json.dumps(
         {"study": args.study, "profile": args.profile, "task": args.task, "warmup_s": args.warmup,
-         "gpu": gpu, "cpu_cores": os.cpu_count(), "results": results}, indent=1))
+         "gpu": gpu, "cpu_cores": os.cpu_count(), "results": results, "compared": compared}, indent=1))
     return 0
 
 

@@ -22,6 +22,13 @@ MAX_STREAMS = 16  # more choices than this fall back to one continuation call ea
 
 class LlamaCppModel(Model):
     kind = "llama.cpp"
+    # where shared_logits/full_logits put the context's [T, V] rows (the bench's multiple choice):
+    # "auto" = the GPU when the model was opened on one (a torch tensor filled straight from
+    # llama.cpp's pinned output buffer: no host copy, no host concatenate, no pageable upload before
+    # the KLD or the reference's top-k, which run there anyway), else numpy; "numpy" = always
+    # numpy (the path before; perf/gpu/bench_datapath.py compares the two); a torch device name =
+    # torch tensors there (tests run the torch path on the CPU). The values are the same bits.
+    rows_to = "auto"
 
     def __init__(self, gguf: Path, n_ctx: int = 2048, threads: int | None = None, name: str = "",
                  device: str = "cpu", kv_cache: str | None = None):
@@ -113,8 +120,38 @@ class LlamaCppModel(Model):
         import torch
         return torch.device(str(self.device)) if self.device_buffer(1, 0) is not None else torch.device("cpu")
 
+    def rows_device(self):
+        """The torch device of the context rows that shared_logits/full_logits return, or None for
+        numpy (rows_to above)."""
+        if self.rows_to == "numpy":
+            return None
+        import torch
+        if self.rows_to == "auto":
+            dev = self.metric_device()
+            return dev if dev.type == "cuda" else None
+        return torch.device(self.rows_to)
+
     def shared_logits(self, ctx_ids, conts, batched: bool):
         return (self._batched if batched else self._sequential)(ctx_ids, conts)
+
+    def full_logits(self, ctx_ids, conts):
+        """One full pass per continuation; on rows_device() the context's rows stay a torch tensor
+        there and each continuation's few rows come to the host (numpy), as in shared_logits."""
+        dev = self.rows_device()
+        if dev is None:
+            return super().full_logits(ctx_ids, conts)
+        import torch
+        n, ctx_logits, outs = len(ctx_ids), None, []
+        for c in conts:
+            ids = list(ctx_ids) + list(c)
+            if len(ids) > self.n_ctx:
+                raise BackendError(f"{self.name}: {len(ids)} tokens exceed n_ctx {self.n_ctx}")
+            lg = llama_logits(self.llm, ids, out=torch.empty((len(ids), self.vocab_size),
+                                                             dtype=torch.float32, device=dev))
+            if ctx_logits is None:
+                ctx_logits = lg[:n]
+            outs.append(lg[n:].cpu().numpy())
+        return ctx_logits, outs
 
     def _sequential(self, ctx_ids, conts):
         """The context once, then one call per continuation (truncating the KV cache back to it)."""
@@ -144,7 +181,7 @@ class LlamaCppModel(Model):
         st.ctx.kv_cache_clear()
         nb = st.n_batch
         ctx_toks = [(t, i, 0, True) for i, t in enumerate(ctx_ids)]
-        ctx_logits = st.decode([ctx_toks[i: i + nb] for i in range(0, n, nb)])
+        ctx_logits = st.decode([ctx_toks[i: i + nb] for i in range(0, n, nb)], self.rows_device())
         for s in range(1, k):
             st.ctx.kv_cache_seq_cp(0, s, -1, -1)
         # a ubatch of a multi-stream cache takes as many tokens from each stream: every continuation
@@ -214,10 +251,13 @@ class _Streams:
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
 
-    def decode(self, chunks) -> np.ndarray:
+    def decode(self, chunks, device=None):
         """Decode each chunk of (token, pos, seq, wants_logits), one llama_decode call per chunk (at
-        most n_batch tokens each); the logit rows asked for, in order."""
+        most n_batch tokens each); the logit rows asked for, in order: numpy, or with `device` a
+        torch tensor there, copied from llama.cpp's buffer before the next decode overwrites it."""
         lc, b, out = self._llama_cpp, self.batch, []
+        if device is not None:
+            import torch
         for chunk in chunks:
             b.n_tokens = len(chunk)
             n_out = 0
@@ -229,8 +269,14 @@ class _Streams:
             if rc != 0:
                 raise RuntimeError(f"llama_decode returned {rc}")
             if n_out:
-                out.append(np.ctypeslib.as_array(lc.llama_get_logits(self.ctx.ctx),
-                                                 shape=(n_out, self.vocab)).copy())
+                src = np.ctypeslib.as_array(lc.llama_get_logits(self.ctx.ctx), shape=(n_out, self.vocab))
+                if device is None:
+                    out.append(src.copy())
+                else:  # copy_ is synchronous from a host tensor torch did not pin
+                    out.append(torch.empty((n_out, self.vocab), dtype=torch.float32,
+                                           device=device).copy_(torch.from_numpy(src)))
         if len(out) == 1:  # one chunk (most items): no second [T, V] copy
             return out[0]
+        if device is not None:
+            return torch.cat(out, 0) if out else torch.empty((0, self.vocab), device=device)
         return np.concatenate(out, 0) if out else np.empty((0, self.vocab), np.float32)

@@ -129,6 +129,8 @@ class RefStore:
         if len(cand_logits) != len(ref_lp):
             raise RefStoreError(f"{item_id}: {len(cand_logits)} candidate rows vs {len(ref_lp)} reference")
         if key + "_idx" not in self.arrays:
+            if not isinstance(cand_logits, np.ndarray):  # a torch tensor (LlamaCppModel.rows_to)
+                cand_logits = cand_logits.cpu().numpy()
             return token_kld(ref_lp, np.asarray(cand_logits, dtype=np.float32))
         return coarse_kld(ref_lp, self.arrays[key + "_idx"], self.arrays[key + "_rest"], cand_logits,
                           device)
@@ -146,8 +148,11 @@ def coarse_kld(ref_top_lp, ref_idx, ref_rest, cand_logits, device=None) -> np.nd
         return torch.from_numpy(np.asarray(a, dtype=dtype)).to(device or "cpu")
     # float32 logits travel as they are and widen where they land (the cast is exact: the same
     # float64 values as widening on the host, at half the copy and no [T, V] float64 host array)
-    cand = np.asarray(cand_logits)
-    cand = t(cand, np.float32).double() if cand.dtype == np.float32 else t(cand, np.float64)
+    if isinstance(cand_logits, torch.Tensor):  # rows already on a device (LlamaCppModel.rows_to)
+        cand = cand_logits.to(device or "cpu").double()
+    else:
+        cand = np.asarray(cand_logits)
+        cand = t(cand, np.float32).double() if cand.dtype == np.float32 else t(cand, np.float64)
     q = torch.log_softmax(cand, -1)
     idx = t(ref_idx, np.int64)
     lp = t(ref_top_lp, np.float64)

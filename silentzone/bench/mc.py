@@ -31,8 +31,11 @@ continuation reuses its KV cache. Two ways, the first the default:
                 smollm2 default DAG measured 0-2 answers and 23-120 margins per quant moving), and
                 the per-prompt benchmark stage was only 8% faster there (its contexts dominate).
 `shared=False` scores each choice with its own full forward pass instead (the slow reference that
-tests compare against). All logits are float32 numpy arrays [tokens, vocab]. Each engine's way
-is a method of its model class (silentzone.backends: LlamaCppModel, HFModel).
+tests compare against). All logits are float32 [tokens, vocab]: numpy arrays, except the context's
+rows of a llama.cpp model on a GPU, a torch tensor there (LlamaCppModel.rows_to): `kld_logits` then
+stays on the GPU for the KLD or the reference's top-k, and only the few rows that score the choices
+come to the host. Each engine's way is a method of its model class (silentzone.backends:
+LlamaCppModel, HFModel).
 """
 
 from __future__ import annotations
@@ -68,12 +71,25 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
+def _host(x) -> np.ndarray:
+    """numpy rows of `x` (a torch tensor's copy on the host)."""
+    return x if isinstance(x, np.ndarray) else x.cpu().numpy()
+
+
+def _rows(ctx_logits, cont_rows: np.ndarray):
+    """The context's rows, then the continuation's: where the context's are (numpy or torch)."""
+    if isinstance(ctx_logits, np.ndarray):
+        return np.concatenate([ctx_logits, cont_rows], 0)
+    import torch
+    return torch.cat([ctx_logits, torch.from_numpy(np.ascontiguousarray(cont_rows)).to(ctx_logits.device)], 0)
+
+
 def continuation_logprobs(ctx_logits: np.ndarray, cont_logits: np.ndarray, cont: list[int]):
     """log p of each continuation token and the log-prob gap to the best other token, [L] each.
 
     Token j is predicted by the row before it: the last context row for j=0, else cont row j-1.
     """
-    rows = np.concatenate([ctx_logits[-1:], cont_logits[: len(cont) - 1]], 0)
+    rows = np.concatenate([_host(ctx_logits[-1:]), cont_logits[: len(cont) - 1]], 0)
     lp = _log_softmax(rows)
     idx = np.arange(len(cont))
     tok = lp[idx, cont]
@@ -104,7 +120,7 @@ def score_mc(model, ctx_ids, conts, gold: int, n_chars, shared: bool = True,
         "correct_norm": bool(np.argmax(norm) == gold),
         "margin": float(ll[gold] - wrong.max()) if len(wrong) else float("nan"),
         "ll_gold": float(ll[gold]),
-        "kld_logits": np.concatenate([ctx_logits, outs[gold][: len(gold_cont) - 1]], 0),
+        "kld_logits": _rows(ctx_logits, outs[gold][: len(gold_cont) - 1]),
         "ids": list(ctx_ids) + list(gold_cont),
     }
 
@@ -120,5 +136,5 @@ def score_lastword(model, ctx_ids, target: list[int], shared: bool = True,
     tok, gap = continuation_logprobs(ctx_logits, out, target)
     return {"correct": bool((gap > 0).all()), "margin": float(gap.min()), "ll_gold": float(tok.sum()),
             "pred": int(0), "correct_norm": bool((gap > 0).all()),
-            "kld_logits": np.concatenate([ctx_logits, out[: len(target) - 1]], 0),
+            "kld_logits": _rows(ctx_logits, out[: len(target) - 1]),
             "ids": list(ctx_ids) + list(target)}

@@ -158,3 +158,41 @@ def test_stage_bench_passes_its_tasks_and_records_them(smollm2_ref, tmp_path, mo
     marker = json.loads((tmp_path / "m.json").read_text())
     assert seen == {"models": {"reference": str(smollm2_ref.gguf)}, "tasks": ["piqa"]}
     assert marker["tasks"] == ["piqa"] and marker["n"] == 3 and marker["acc"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.slow
+def test_context_rows_kept_as_torch_tensors_give_the_numpy_paths_bits(
+        smollm2_ref, q4_0_gguf, enc, tmp_path, monkeypatch):
+    """LlamaCppModel.rows_to: on a GPU the context's [T, V] rows go from llama.cpp's buffer to a
+    torch tensor and stay there for the KLD and the reference's top-k. Run here on the CPU as torch
+    tensors, every column of every row (answers, margins, log-likelihoods, per-item KLD) is the
+    numpy path's, for batched multiple choice (sciq: the stream context) and one continuation
+    (lambada: full passes)."""
+    import torch
+    study = load(CONFIGS / "smollm2.yaml", "smoke")
+    on = replace(study, profile=replace(study.profile, mc_batched=True, reference_kv_cache="f32"))
+    models = {"reference": smollm2_ref.gguf, "Q4_0": q4_0_gguf}
+    kw = dict(tasks=["sciq", "lambada"], n_items=3, k=64, threads=2, tokenizer=enc.tok, progress=False)
+    seen = []
+    real = RefStore.kld
+
+    def spy(self, item_id, ids, cand, device=None):
+        seen.append(type(cand))
+        return real(self, item_id, ids, cand, device)
+    monkeypatch.setattr(RefStore, "kld", spy)
+    a = run_benchmarks(on, models, out_dir=tmp_path / "numpy", **kw)
+    assert set(seen) == {np.ndarray}
+    seen.clear()
+    monkeypatch.setattr(LlamaCppModel, "rows_to", "cpu")
+    b = run_benchmarks(on, models, out_dir=tmp_path / "torch", **kw)
+    assert set(seen) == {torch.Tensor} and len(seen) == 6  # Q4_0: 3 sciq + 3 lambada items
+    key = ["model", "task", "item_id"]
+    a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+    assert len(a) == 12 and (a.model == "Q4_0").sum() == 6
+    assert (a[a.model == "Q4_0"].kld_mean > 0).all()
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    for f in ("sciq", "lambada"):  # the reference's stored top-k: the same arrays
+        x, y = (np.load(tmp_path / d / "bench_ref" / f"{f}.npz") for d in ("numpy", "torch"))
+        assert x.files == y.files
+        for k in x.files:
+            np.testing.assert_array_equal(x[k], y[k])
