@@ -7,7 +7,7 @@ export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 export PYTHONWARNINGS := ignore
 
-.PHONY: setup test test-fast paper analysis numbers smoke lab perf bench accuracy clean-venv
+.PHONY: setup test test-fast paper analysis power numbers smoke lab perf bench accuracy clean-venv
 setup: .venv/.ready
 
 .venv/.ready: requirements.txt requirements-nodeps.txt pyproject.toml scripts/setup_env.sh scripts/build_llama.sh
@@ -39,6 +39,24 @@ analysis: setup
 	  out=data/$$s/notebooks/$$nb.ipynb; \
 	  $(PY) -m papermill notebooks/$$nb.ipynb $$out.part -k python3 --cwd notebooks --no-progress-bar \
 	    -p study $$s -p profile default -p results ../data/$$s -p figures ../figures/$$s && mv $$out.part $$out && \
+	  $(PY) -m nbconvert --to html --log-level WARN $$out || exit 1; done; done
+	$(MAKE) numbers
+
+# The powered profile (issue 19) from the GPU leases' packed results, committed under
+# docs/performance/gpu/: `gather-leases` puts their finished pieces together into data/<study>-power/
+# (quants.csv, fidelity.csv, samples.csv -- the last one ignored by git: the tars are its source --
+# and leases.json: which quants are in, which are left out and why), then the analysis notebooks write
+# the products there and the figures to figures/<study>-power/. Interim while the leases have not
+# finished the cohort (leases.json says how far they got). Seconds to a minute.
+POWER_STUDIES := smollm2
+power: setup
+	for s in $(POWER_STUDIES); do \
+	  $(SZ) gather-leases --study $$s --profile power --out data/$$s-power \
+	    $$(ls docs/performance/gpu/*-power-$$s-*results*.tar.xz | sort) || exit 1; \
+	  for nb in $(ANALYSIS_NBS); do \
+	  out=data/$$s-power/notebooks/$$nb.ipynb; mkdir -p data/$$s-power/notebooks; \
+	  $(PY) -m papermill notebooks/$$nb.ipynb $$out.part -k python3 --cwd notebooks --no-progress-bar \
+	    -p study $$s -p profile power -p results ../data/$$s-power -p figures ../figures/$$s-power && mv $$out.part $$out && \
 	  $(PY) -m nbconvert --to html --log-level WARN $$out || exit 1; done; done
 	$(MAKE) numbers
 

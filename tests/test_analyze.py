@@ -318,8 +318,16 @@ def test_resolve_defaults(tmp_path, monkeypatch):
     assert analyze.resolve("smollm2", "smoke", DATA / "smollm2")[:2] == (DATA / "smollm2", FIGURES / "smollm2")
     assert cfg.study == "smollm2" and cfg.profile_name == "smoke"
     label, title = analyze.study_label(cfg)
-    assert label == ("small-model replication (SmolLM2-135M-Instruct, embedded default), "
-                     "not the paper's models") and title.startswith("smollm2: SmolLM2-135M-Instruct")
+    assert label == ("small-model replication (SmolLM2-135M-Instruct, embedded, smoke profile), "
+                     "not the paper's models") and title == "smollm2: SmolLM2-135M-Instruct, small-model replication, smoke profile"
+    label, _ = analyze.study_label(analyze.resolve("smollm2", "default", DATA / "smollm2")[2])
+    assert label == "small-model replication (SmolLM2-135M-Instruct, embedded default), not the paper's models"
+    # results gathered from GPU leases that have not finished the cohort say so
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "leases.json").write_text(
+        '{"gathered": ["Q8_0", "Q4_0"], "n_quants_profile": 5, "left_out": {"Q2_K": "bench of 1 of 2 tasks"}}')
+    _, title = analyze.study_label(cfg, tmp_path / "r")
+    assert title == "smollm2: SmolLM2-135M-Instruct, small-model replication, smoke profile, interim: 2 of 5 quants"
 
 
 def test_never_imports_torch():

@@ -101,3 +101,33 @@ def test_cpu_hours_sentence_from_a_hand_made_rate_file(tmp_path):
     text = "\n".join(_cpu_hours("smollm2", f))
     assert "about **4.6 core-hours**" in text and "5,400 items" in text
     assert "2 GGUF + 1 other quants" in text and "0.40-2.00 s per item" in text
+
+
+def test_routing_disagreements_sum_the_tasks_of_each_pair():
+    """docs/power.md's routing line: per pair, the per-task n_disagree summed (the 'all' rows repeat
+    them; rows of more than two models are not pairs). By hand: a+b 3 + 4 = 7, a+c 0 + 2 = 2."""
+    route = pd.DataFrame({
+        "models": ["a+b", "a+b", "a+b", "a+c", "a+c", "a+c", "a+b+c"],
+        "n_models": [2, 2, 2, 2, 2, 2, 3],
+        "task": ["sciq", "piqa", "all", "sciq", "piqa", "all", "sciq"],
+        "n_disagree": [3, 4, 7, 0, 2, 2, 9]})
+    got = N.routing_disagreements(route)
+    assert got.to_dict() == {"a+b": 7, "a+c": 2}
+    assert got.median() == 4.5
+
+
+def test_interim_power_section_reads_the_gathered_leases():
+    """The interim table of docs/power.md is generated from data/smollm2-power/ (make power): the
+    cohort count from leases.json, the zone size and the routing median recomputed here."""
+    import json
+    d = DATA / "smollm2-power"
+    info = json.loads((d / "leases.json").read_text())
+    stats = json.loads((d / "stats.json").read_text())
+    route = pd.read_csv(d / "routing.csv")
+    pairs = route[(route["n_models"] == 2) & (route["task"] != "all")]
+    med = pairs.groupby("models")["n_disagree"].sum().median()
+    text = "\n".join(N._interim("smollm2", d))
+    assert f"### Interim results: {len(info['gathered'])} of the profile's 32 quants" in text
+    assert f"| quants in the zone (relative composite degradation <= 2%) | {stats['n_zone']} |" in text
+    assert f"here on {med:g}." in text and med >= 20  # issue 19: a median of >= 20 per pair
+    assert N._interim("gemma3", DATA / "gemma3-power") == []  # no leases gathered: no section

@@ -328,7 +328,60 @@ def power_page(data: Path = DATA) -> str:
                 f"docs/performance.md).", ""]
         out += _cpu_hours(study, Path(data).parent / "perf" / "cpu" / f"cpu_hours-{study}.json")
         out += _generation_families(study, table, Path(data))
+        out += _interim(study, Path(data) / f"{study}-power")
     return "\n".join(out)
+
+
+def routing_disagreements(route: pd.DataFrame) -> pd.Series:
+    """Items on which the two quants of each routed pair answer differently, summed over the tasks
+    (routing.csv's per-task rows; its 'all' rows repeat them), one value per pair."""
+    pairs = route[(route["n_models"] == 2) & (route["task"] != "all")]
+    return pairs.groupby("models")["n_disagree"].sum()
+
+
+def _interim(study: str, d: Path) -> list[str]:
+    """docs/power.md's interim results of the powered profile: data/<study>-power/ (`make power`, from
+    the GPU leases' packed results), while the leases have not finished the cohort."""
+    if not (d / "leases.json").is_file():
+        return []
+    info = json.loads((d / "leases.json").read_text())
+    s = json.loads((d / "stats.json").read_text())
+    route = pd.read_csv(d / "routing.csv")
+    dis = routing_disagreements(route)
+    dis0 = routing_disagreements(pd.read_csv(d.parent / study / "routing.csv"))  # the shipped default
+    d0 = json.loads((d.parent / study / "stats.json").read_text())["n_items_per_task"]
+    at0 = f"at {min(d0.values())} items per task (the shipped default) the routed pairs disagreed on a median of {dis0.median():g}"
+    n_items = s["n_items_per_task"]
+    left = info["left_out"]
+    partial = sorted(q for q, why in left.items() if why.startswith("bench of"))
+    unmade = sorted(q for q, why in left.items() if why == "not made on these leases")
+    cohort = f"{len(info['gathered'])} of the profile's {info['n_quants_profile']} quants"
+    return [
+        f"### Interim results: {cohort} (`data/{study}-power/`)", "",
+        f"`make power` gathers the GPU leases' packed results ({len(info['leases'])} leases, "
+        f"`docs/performance/gpu/*-power-{study}-*results*.tar.xz`; `silentzone gather-leases`, which refuses "
+        "quant files or tables that differ between leases) and runs the analysis notebooks on them. "
+        f"In: {', '.join(info['gathered'])}" + (f", and {', '.join(info['failed'])} (quantization failed)"
+                                               if info["failed"] else "") + ". "
+        f"Not yet: {len(partial)} with part of their bench ({', '.join(partial) or 'none'}), "
+        f"{len(unmade)} not made on a lease ({', '.join(unmade) or 'none'}). "
+        "The reference and the quants ran on llama.cpp's CUDA build (one engine for the whole cohort). "
+        "An interim cohort: the zone below is not the full study's, and nothing here is the headline.", "",
+        "| | value |", "|---|---|",
+        f"| items per model | {sum(n_items.values()):,} ({', '.join(f'{t} {n:,}' for t, n in n_items.items())}) |",
+        f"| reference composite score | {pct(s['ref_score'], 1)} |",
+        f"| rho full cohort ({s['n_full_rho']} quants, {s['metric']}, {s['corpus']} ctx {s['ctx']}) | "
+        f"{r2(s['rho_full'])} {ci(*s['rho_full_ci'])}, {pval(s['p_full'])} |",
+        f"| quants in the zone ({s['zone_definition']}) | {s['n_zone']} |",
+        f"| rho in the zone | {r2(s['rho_zone'])} {ci(*s['rho_zone_ci'])} |",
+        f"| noise ceiling: power of a perfect metric in this zone (conservative / optimistic) | "
+        f"{pct(s['ceiling_conservative_power'])} / {pct(s['ceiling_optimistic_power'])} |",
+        f"| routed pairs: items the two quants answer differently (median, min-max over {len(dis)} pairs) | "
+        f"{dis.median():g} ({dis.min()}-{dis.max()}) |",
+        "",
+        (f"The zone holds {s['n_zone']} quants, too few to test a rank correlation in it. " if s["n_zone"] < 5 else "")
+        + f"Routing: {at0}, here on {dis.median():g}.",
+        ""]
 
 
 def _cpu_hours(study: str, path: Path) -> list[str]:

@@ -34,6 +34,7 @@ Never imports torch or the pipeline stages: only analysis, pandas, numpy and the
 from __future__ import annotations
 
 import functools
+import json
 import math
 import zlib
 from pathlib import Path
@@ -270,15 +271,24 @@ def _rng(seed: int, product: str) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(product.encode())])
 
 
-def study_label(cfg: Study) -> tuple[str, str]:
+def study_label(cfg: Study, results: str | Path | None = None) -> tuple[str, str]:
     """What the results are, (label, figure title): on the embedded models a small-model replication,
-    never the paper's numbers."""
+    never the paper's numbers; a profile other than the default is named; results gathered from GPU
+    leases that have not finished the cohort (`results`/leases.json, silentzone gather-leases) say
+    "interim" and how many of the profile's quants they hold."""
     model = cfg.reference.model
+    prof = "" if cfg.profile_name == "default" else f", {cfg.profile_name} profile"
+    leases = Path(results) / "leases.json" if results else None
+    if leases is not None and leases.is_file():
+        info = json.loads(leases.read_text())
+        if info.get("left_out"):
+            prof += f", interim: {len(info['gathered'])} of {info['n_quants_profile']} quants"
     if model.startswith("embedded:"):
         name = EMBEDDED_NAMES.get(model.split(":", 1)[1], model.split(":", 1)[1])
-        return (f"small-model replication ({name}, embedded default), not the paper's models",
-                f"{cfg.study}: {name}, small-model replication")
-    return f"replication on {model} (study {cfg.study})", f"{cfg.study}: {model}"
+        where = "embedded default" if not prof else f"embedded{prof}"
+        return (f"small-model replication ({name}, {where}), not the paper's models",
+                f"{cfg.study}: {name}, small-model replication{prof}")
+    return f"replication on {model} (study {cfg.study}{prof})", f"{cfg.study}: {model}{prof}"
 
 
 def _ci(row: pd.Series) -> list:
@@ -353,7 +363,7 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
     hold = run.holdout()
     stats = A.headline_stats(s, f, q, run.corpus, run.ctx, metric, run.definition, run.threshold)
     row = {(t, sc): r for (t, sc), r in fz.set_index(["target", "scope"]).iterrows()}
-    label, title = study_label(cfg)
+    label, title = study_label(cfg, results)
     n_items = s[s["model"] == A.REFERENCE].groupby("task").size()
     stats.update(label=label, title=title, zone_rule=run.definition, zone_threshold=run.threshold,
                  n_resamples=run.n_resamples, rho_full_ci=_ci(row["score", "full"]),

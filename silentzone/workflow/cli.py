@@ -103,6 +103,9 @@ def register(sub) -> None:
     s.add_argument("--out", required=True, help="marker JSON written when the job is complete")
     s.set_defaults(fn=_stage)
 
+    from .leases import register as register_leases
+    register_leases(sub)
+
 
 if __name__ == "__main__":
     sys.exit("use `silentzone reproduce` or `silentzone stage`")

@@ -132,7 +132,7 @@ def bench(study, model: str, out: Path, quant_marker: Path | None = None, device
 
 # ----------------------------------------------------------------------------- gathers
 
-def _portable(frame, columns):
+def portable_paths(frame, columns):
     """Replace the cache root in path columns by $SILENTZONE_HOME (shipped tables hold no host paths)."""
     home = str(cache_home())
     for c in columns:
@@ -162,7 +162,7 @@ def gather_quants(study, results: Path | None = None):
     from ..quantize import cohort_frame
     from ..tables import QUANTS
     frame = cohort_frame(study, [_marker_row(study, "quants", q.id) for q in study.quants])
-    frame = _portable(frame.copy(), ("artifact",)).drop(columns=["reused"], errors="ignore")
+    frame = portable_paths(frame.copy(), ("artifact",)).drop(columns=["reused"], errors="ignore")
     _publish(frame, QUANTS, "quants.csv", results,
              record(study.config_hash, vars(study.seeds), stage="quantize", profile=study.profile_name))
     return frame

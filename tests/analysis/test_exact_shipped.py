@@ -122,3 +122,46 @@ def test_shipped_variants_table_repeats_the_primary_holdout(study):
     # and every variant has a held-out value over the configured number of splits
     assert (rob["n_splits_valid"] <= prov["holdout_splits"]).all()
     assert rob["rho_heldout"].notna().mean() > 0.9
+
+
+def _lease_tables(study: str):
+    """The powered profile's tables read straight from the committed GPU leases' tars (not through
+    `silentzone gather-leases`): each (model, task) bench table and each quant's fidelity table from
+    the last lease holding it, for the quants of the shipped data/<study>-power/quants.csv."""
+    import io
+    import re
+    import tarfile
+    quants = pd.read_csv(DATA / f"{study}-power" / "quants.csv", keep_default_na=False, na_values=[""])
+    models = {"reference", *quants.loc[quants["status"] == "ok", "quant_id"].astype(str)}
+    base = rf"^studies/{study}/power/"
+    rx_s = re.compile(base + r"samples/(?P<m>[^/]+)/(?P<t>[^/]+)\.csv$")
+    rx_f = re.compile(base + r"fidelity/(?P<q>[^/]+)/fidelity\.csv$")
+    samples, fidelity = {}, {}
+    for path in sorted((DATA.parent / "docs" / "performance" / "gpu").glob(f"*-power-{study}-*results*.tar.xz")):
+        with tarfile.open(path) as tar:
+            for m in tar.getmembers():
+                s, f = rx_s.match(m.name), rx_f.match(m.name)
+                if s and s["m"] in models:
+                    samples[(s["m"], s["t"])] = tar.extractfile(m).read()
+                elif f and f["q"] in models:
+                    fidelity[f["q"]] = tar.extractfile(m).read()
+
+    def frame(blobs):
+        return pd.concat([pd.read_csv(io.BytesIO(b), keep_default_na=False, na_values=[""]) for b in blobs],
+                         ignore_index=True)
+    return frame(samples.values()), frame(fidelity.values()), quants
+
+
+def test_shipped_power_stats_json_equals_independent_exact_recomputation():
+    """Issue 19's bar, on the interim powered cohort: data/smollm2-power/stats.json equals the exact
+    recomputation from the leases' own tables (3,170 items per model), to 1e-9."""
+    import json
+    samples, fidelity, quants = _lease_tables("smollm2")
+    assert samples.groupby("model").size().eq(3170).all()
+    want = _independent(samples, fidelity, quants)
+    shipped = json.loads((DATA / "smollm2-power" / "stats.json").read_text())
+    assert (shipped["corpus"], shipped["ctx"], shipped["metric"], shipped["zone_threshold"]) == \
+        (CORPUS, CTX, METRIC, 0.02)
+    assert shipped["n_quants"] == len(want["ids"]) and shipped["n_zone"] == want["n_zone"]
+    for k in ("rho_full", "p_full", "rho_zone", "p_zone", "rho_vol_zone", "rho_delta_zone"):
+        assert abs(shipped[k] - want[k]) < 1e-9, k

@@ -1,0 +1,224 @@
+"""A study's results directory from the packed results of GPU leases (issue 19).
+
+    silentzone gather-leases --study smollm2 --profile power --out DIR LEASE.tar.xz [LEASE.tar.xz ...]
+
+A lease of the lent GPU machine (perf/gpu/power_run.py) packs what its jobs finished under
+studies/<study>/<profile>/ of SILENTZONE_HOME into one tar.xz: the quant markers (wf/quants/<q>.json,
+with each file's sha256), the per-quant fidelity tables (fidelity/<q>/fidelity.csv), and the bench
+tables of each (model, task) (samples/<model>/<task>.csv). One lease rarely finishes a cohort, so
+the pieces of several leases are put together here, and only where they are known to fit:
+
+- a quant made on two leases must be the same file (equal sha256), else nothing is gathered;
+- a table that two leases both hold must hold the same rows (every contract column equal: the
+  reference's margins are bit-identical across an H100 and an H200, docs/performance.md), else
+  nothing is gathered;
+- the cohort is the quants with every task's bench table and a fidelity table, plus the quants
+  whose quantization failed (the contract keeps them, with status failed); a quant with only part
+  of its tables is left out and named, on stderr and in leases.json.
+
+The later lease wins where the tables are equal anyway. Writes DIR/quants.csv, fidelity.csv,
+samples.csv (the contract tables that silentzone.report reads) and DIR/leases.json: each lease's
+file name, sha256 and what it gave, the quants gathered and those left out with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+
+from ..errors import SilentzoneError
+
+
+class LeaseError(SilentzoneError, ValueError):
+    """Lease results that cannot be put together (one-line message naming the lease and file)."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_lease(path: str | Path, study: str, profile: str) -> dict:
+    """{"markers": {quant: dict}, "fidelity": {quant: bytes}, "samples": {(model, task): bytes}} of
+    one lease's tar, its members under studies/<study>/<profile>/ (others are ignored)."""
+    import pandas as pd  # noqa: F401 - the readers below need it; fail early if missing
+    path = Path(path)
+    if not path.is_file():
+        raise LeaseError(f"{path}: lease results not found")
+    base = f"studies/{study}/{profile}/"
+    pat = {
+        "markers": re.compile(re.escape(base) + r"wf/quants/(?P<q>[^/]+)\.json$"),
+        "fidelity": re.compile(re.escape(base) + r"fidelity/(?P<q>[^/]+)/fidelity\.csv$"),
+        "samples": re.compile(re.escape(base) + r"samples/(?P<m>[^/]+)/(?P<t>[^/]+)\.csv$"),
+    }
+    out = {"markers": {}, "fidelity": {}, "samples": {}}
+    try:
+        tar = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError) as e:
+        raise LeaseError(f"{path}: not a readable tar ({e})") from None
+    with tar:
+        for m in tar.getmembers():
+            if not m.isfile() or not m.name.startswith(base):
+                continue
+            for kind, rx in pat.items():
+                hit = rx.match(m.name)
+                if hit is None:
+                    continue
+                data = tar.extractfile(m).read()
+                if kind == "markers":
+                    try:
+                        out[kind][hit["q"]] = json.loads(data)
+                    except ValueError:
+                        raise LeaseError(f"{path}: {m.name}: not JSON") from None
+                elif kind == "fidelity":
+                    out[kind][hit["q"]] = data
+                else:
+                    out[kind][(hit["m"], hit["t"])] = data
+    if not any(out.values()):
+        raise LeaseError(f"{path}: no results of {study}/{profile} in it (members under {base})")
+    return out
+
+
+def _samples(data: bytes, where: str):
+    from ..bench.run import read_samples
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "t.csv"
+        p.write_bytes(data)
+        try:
+            return read_samples(p)
+        except Exception as e:  # noqa: BLE001 - the contract's message, with the lease's name
+            raise LeaseError(f"{where}: {e}") from None
+
+
+def _fidelity(data: bytes, where: str):
+    from ..tables import FIDELITY, read_table
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "fidelity.csv"
+        p.write_bytes(data)
+        try:
+            return read_table(p, FIDELITY)
+        except Exception as e:  # noqa: BLE001
+            raise LeaseError(f"{where}: {str(e).replace(str(p), 'fidelity.csv')}") from None
+
+
+def _same_rows(a, b, columns) -> bool:
+    """Every column of `columns` equal, row for row in key order (NaN where both are NaN)."""
+    key = [c for c in ("model", "task", "item_id", "quant_id", "corpus", "ctx", "metric") if c in columns]
+    a = a[list(columns)].sort_values(key).reset_index(drop=True)
+    b = b[list(columns)].sort_values(key).reset_index(drop=True)
+    return a.equals(b)
+
+
+def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
+    """Put the leases' pieces together (module doc) and write the results directory `out`;
+    returns what leases.json holds."""
+    import pandas as pd
+    from ..provenance import record
+    from ..quantize import cohort_frame
+    from ..tables import FIDELITY, QUANTS, SAMPLES, write_table
+    from .stages import portable_paths
+    if not tars:
+        raise LeaseError("gather-leases: no lease results given")
+    leases = [(Path(t), read_lease(t, study.study, study.profile_name)) for t in tars]
+    known = {q.id for q in study.quants}
+    markers, fid, samples, origin = {}, {}, {}, {}
+    for path, got in leases:
+        for q, mk in got["markers"].items():
+            if q not in known:
+                raise LeaseError(f"{path}: quant {q!r} is not in {study.study}/{study.profile_name}")
+            if q in markers and markers[q].get("sha256") != mk.get("sha256"):
+                raise LeaseError(f"{path}: quant {q} is another file than in {origin[('marker', q)]} "
+                                 f"(sha256 {mk.get('sha256')} vs {markers[q].get('sha256')}); "
+                                 "tables of different files cannot be put together")
+            markers[q], origin[("marker", q)] = mk, path.name
+        for q, data in got["fidelity"].items():
+            frame = _fidelity(data, f"{path}: fidelity/{q}/fidelity.csv")
+            if q in fid and not _same_rows(fid[q], frame, FIDELITY.names):
+                raise LeaseError(f"{path}: fidelity/{q}/fidelity.csv differs from {origin[('fid', q)]}")
+            fid[q], origin[("fid", q)] = frame, path.name
+        for (m, t), data in got["samples"].items():
+            frame = _samples(data, f"{path}: samples/{m}/{t}.csv")
+            if (m, t) in samples and not _same_rows(samples[(m, t)], frame, SAMPLES.names):
+                raise LeaseError(f"{path}: samples/{m}/{t}.csv differs from {origin[('s', m, t)]} "
+                                 "(the same model and task scored to other rows)")
+            samples[(m, t)], origin[("s", m, t)] = frame, path.name
+
+    def benched(m):
+        return all((m, t) in samples for t in study.tasks)
+    if not benched("reference"):
+        missing = [t for t in study.tasks if ("reference", t) not in samples]
+        raise LeaseError(f"{', '.join(str(p) for p, _ in leases)}: the reference's bench of "
+                         f"{', '.join(missing)} is in none of them")
+    gathered, failed, left = [], [], {}
+    for q in study.quants:
+        mk = markers.get(q.id)
+        if mk is None:
+            left[q.id] = "not made on these leases"
+        elif mk.get("status") != "ok":
+            failed.append(q.id)
+        elif not benched(q.id):
+            done = [t for t in study.tasks if (q.id, t) in samples]
+            left[q.id] = f"bench of {len(done)} of {len(study.tasks)} tasks"
+        elif q.id not in fid:
+            left[q.id] = "no fidelity table"
+        else:
+            gathered.append(q.id)
+    if not gathered:
+        raise LeaseError(f"{study.study}/{study.profile_name}: no quant is complete on these leases")
+    if left:
+        print(f"gather-leases: {len(left)} quant(s) left out: "
+              + "; ".join(f"{q} ({why})" for q, why in left.items()), file=sys.stderr, flush=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cohort = replace(study, quants=[q for q in study.quants if q.id in set(gathered) | set(failed)])
+    info = {
+        "study": study.study, "profile": study.profile_name, "config_hash": study.config_hash,
+        "leases": [{"file": p.name, "sha256": _sha256(p), "quants": sorted(g["markers"]),
+                    "tables": len(g["samples"]) + len(g["fidelity"])} for p, g in leases],
+        "gathered": gathered, "failed": failed, "left_out": left,
+        "n_quants_profile": len(study.quants),
+    }
+    prov = record(study.config_hash, vars(study.seeds), stage="gather-leases",
+                  profile=study.profile_name, leases=[x["file"] for x in info["leases"]],
+                  lease_sha256=[x["sha256"] for x in info["leases"]], left_out=sorted(left))
+    rows = [markers[q.id] for q in cohort.quants]
+    qframe = portable_paths(cohort_frame(cohort, rows, write=False).copy(), ("artifact",))
+    write_table(qframe.drop(columns=["reused"], errors="ignore"), QUANTS, out / "quants.csv", prov)
+    ffr = pd.concat([fid[q] for q in gathered], ignore_index=True)
+    ffr = ffr.sort_values(["quant_id", "corpus", "ctx", "metric"], kind="stable").reset_index(drop=True)
+    write_table(ffr, FIDELITY, out / "fidelity.csv", prov)
+    sfr = pd.concat([samples[(m, t)] for m in ["reference"] + gathered for t in study.tasks],
+                    ignore_index=True)
+    sfr = sfr.sort_values(["model", "task", "item_id"], kind="stable").reset_index(drop=True)
+    write_table(sfr[SAMPLES.names].copy(), SAMPLES, out / "samples.csv", prov)
+    (out / "leases.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    return info
+
+
+def _main(args) -> int:
+    from ..config import load_study
+    study = load_study(args.study, args.profile)
+    info = gather_leases(study, args.tars, args.out)
+    print(f"{args.out}: {len(info['gathered'])} quants gathered (+{len(info['failed'])} failed) of "
+          f"{info['n_quants_profile']}, from {len(info['leases'])} lease(s)")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("gather-leases", help="a results directory from GPU leases' packed results")
+    p.add_argument("--study", required=True)
+    p.add_argument("--profile", default="power")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("tars", nargs="+", type=Path)
+    p.set_defaults(fn=_main)
+

@@ -1,0 +1,131 @@
+"""silentzone gather-leases: a results directory from GPU leases' packed results (issue 19).
+
+The leases here are tars built from the shipped default tables (data/smollm2/), split the way real
+leases split a cohort; the expectation is those tables themselves. The last test gathers the real
+leases committed under docs/performance/gpu/."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from silentzone.cli import main
+from silentzone.config import load
+from silentzone.paths import CONFIGS
+from silentzone.workflow.leases import LeaseError, gather_leases
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "data" / "smollm2"
+GPU = REPO / "docs" / "performance" / "gpu"
+
+
+def _shipped():
+    read = dict(keep_default_na=False, na_values=[""])
+    return (pd.read_csv(DATA / "samples.csv", **read), pd.read_csv(DATA / "fidelity.csv", **read),
+            pd.read_csv(DATA / "quants.csv", **read))
+
+
+def _lease(path: Path, markers: dict, fidelity: dict, samples: dict, base="studies/smollm2/smoke/") -> Path:
+    """A lease tar as perf/gpu/power_run.py packs one: markers {quant: dict}, fidelity {quant: frame},
+    samples {(model, task): frame}."""
+    def add(tar, name, data: bytes):
+        info = tarfile.TarInfo(base + name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with tarfile.open(path, "w:xz") as tar:
+        for q, m in markers.items():
+            add(tar, f"wf/quants/{q}.json", json.dumps(m).encode())
+        for q, f in fidelity.items():
+            add(tar, f"fidelity/{q}/fidelity.csv", f.to_csv(index=False).encode())
+        for (m, t), f in samples.items():
+            add(tar, f"samples/{m}/{t}.csv", f.to_csv(index=False).encode())
+        add(tar, "logs/bench_Q8_0.log", b"a log: not a table")
+    return path
+
+
+@pytest.fixture
+def parts():
+    samples, fidelity, _ = _shipped()
+    quants = pd.read_csv(DATA / "quants.csv", keep_default_na=False)  # empty strings stay strings, as in a marker
+    marker = {r["quant_id"]: r for r in quants.to_dict("records")}
+    table = {(m, t): g.reset_index(drop=True) for (m, t), g in samples.groupby(["model", "task"])}
+    fid = {q: g.reset_index(drop=True) for q, g in fidelity.groupby("quant_id")}
+    return samples, fid, marker, table
+
+
+def test_two_leases_give_the_shipped_rows_of_the_finished_quants(tmp_path, parts, capsys):
+    """Lease a: Q8_0 whole, Q4_0's sciq, the failed IQ2_XXS; lease b: Q4_0's piqa, Q2_K's sciq only.
+    Both hold the reference. Gathered: Q8_0 and Q4_0 (from both leases) and the failed quant; Q2_K
+    (half its bench) and bnb-nf4 (never made) are left out and named."""
+    samples, fid, marker, table = parts
+    study = load(CONFIGS / "smollm2.yaml", "smoke")
+    ref = {("reference", t): table[("reference", t)] for t in ("sciq", "piqa")}
+    a = _lease(tmp_path / "a.tar.xz", {q: marker[q] for q in ("Q8_0", "Q4_0", "IQ2_XXS-noimat")},
+               {q: fid[q] for q in ("Q8_0", "Q4_0")},
+               {**ref, ("Q8_0", "sciq"): table[("Q8_0", "sciq")], ("Q8_0", "piqa"): table[("Q8_0", "piqa")],
+                ("Q4_0", "sciq"): table[("Q4_0", "sciq")]})
+    b = _lease(tmp_path / "b.tar.xz", {q: marker[q] for q in ("Q4_0", "Q2_K")}, {"Q2_K": fid["Q2_K"]},
+               {**ref, ("Q4_0", "piqa"): table[("Q4_0", "piqa")], ("Q2_K", "sciq"): table[("Q2_K", "sciq")]})
+    assert main(["gather-leases", "--study", "smollm2", "--profile", "smoke", "--out", str(tmp_path / "r"),
+                 str(a), str(b)]) == 0
+    err = capsys.readouterr().err
+    assert "2 quant(s) left out: Q2_K (bench of 1 of 2 tasks); bnb-nf4 (not made on these leases)" in err
+    info = json.loads((tmp_path / "r/leases.json").read_text())
+    assert info["gathered"] == ["Q8_0", "Q4_0"] and info["failed"] == ["IQ2_XXS-noimat"]
+    assert [x["file"] for x in info["leases"]] == ["a.tar.xz", "b.tar.xz"]
+    got = pd.read_csv(tmp_path / "r/samples.csv", keep_default_na=False, na_values=[""])
+    want = samples[samples["model"].isin(["reference", "Q8_0", "Q4_0"]) & samples["task"].isin(["sciq", "piqa"])]
+    key = ["model", "task", "item_id"]
+    pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True),
+                                  want.sort_values(key).reset_index(drop=True)[got.columns], check_dtype=False)
+    q = pd.read_csv(tmp_path / "r/quants.csv")
+    assert sorted(q["quant_id"]) == ["IQ2_XXS-noimat", "Q4_0", "Q8_0"]
+    assert set(pd.read_csv(tmp_path / "r/fidelity.csv")["quant_id"]) == {"Q8_0", "Q4_0"}
+    prov = json.loads((tmp_path / "r/samples.csv.provenance.json").read_text())
+    assert prov["leases"] == ["a.tar.xz", "b.tar.xz"] and prov["left_out"] == ["Q2_K", "bnb-nf4"]
+
+
+def test_leases_that_do_not_fit_are_refused_in_one_line(tmp_path, parts):
+    samples, fid, marker, table = parts
+    study = load(CONFIGS / "smollm2.yaml", "smoke")
+    ref = {("reference", t): table[("reference", t)] for t in ("sciq", "piqa")}
+    whole = {**ref, **{("Q8_0", t): table[("Q8_0", t)] for t in ("sciq", "piqa")}}
+    a = _lease(tmp_path / "a.tar.xz", {"Q8_0": marker["Q8_0"]}, {"Q8_0": fid["Q8_0"]}, whole)
+    other = dict(marker["Q8_0"], sha256="0" * 64)
+    b = _lease(tmp_path / "b.tar.xz", {"Q8_0": other}, {}, {})
+    with pytest.raises(LeaseError, match=r"b\.tar\.xz: quant Q8_0 is another file than in a\.tar\.xz"):
+        gather_leases(study, [a, b], tmp_path / "r")
+    moved = table[("reference", "sciq")].copy()
+    moved.loc[3, "margin"] = moved.loc[3, "margin"] + 1e-9  # one margin, one ulp-scale move
+    c = _lease(tmp_path / "c.tar.xz", {}, {}, {("reference", "sciq"): moved})
+    with pytest.raises(LeaseError, match=r"c\.tar\.xz: samples/reference/sciq\.csv differs from a\.tar\.xz"):
+        gather_leases(study, [a, c], tmp_path / "r")
+    d = _lease(tmp_path / "d.tar.xz", {"Q8_0": marker["Q8_0"]}, {}, {}, base="studies/gemma3/smoke/")
+    with pytest.raises(LeaseError, match=r"d\.tar\.xz: no results of smollm2/smoke"):
+        gather_leases(study, [d], tmp_path / "r")
+    e = _lease(tmp_path / "e.tar.xz", {"Q8_0": marker["Q8_0"]}, {"Q8_0": fid["Q8_0"]},
+               {("Q8_0", t): table[("Q8_0", t)] for t in ("sciq", "piqa")})
+    with pytest.raises(LeaseError, match=r"the reference's bench of sciq, piqa is in none of them"):
+        gather_leases(study, [e], tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # nothing written by a refused gather
+
+
+def test_the_committed_smollm2_leases_gather_into_one_cohort(tmp_path):
+    """The real leases (docs/performance/gpu): every table two leases share is equal (the reference
+    on an H100 and an H200 included), the quant files are the same on every lease, and each gathered
+    model has every item of the profile's tasks (the power profile's counts: docs/power.md)."""
+    tars = sorted(GPU.glob("*-power-smollm2-*results*.tar.xz"))
+    assert len(tars) >= 4
+    study = load(CONFIGS / "smollm2.yaml", "power")
+    info = gather_leases(study, tars, tmp_path)
+    assert len(info["gathered"]) >= 16 and info["failed"] == ["IQ2_XXS-noimat"]
+    samples = pd.read_csv(tmp_path / "samples.csv")
+    per = samples.groupby(["model", "task"]).size().unstack()
+    assert set(per.index) == {"reference", *info["gathered"]}
+    for task, n in {"sciq": 800, "arc_easy": 370, "piqa": 1000, "lambada": 1000}.items():
+        assert (per[task] == n).all(), task
