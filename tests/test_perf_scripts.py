@@ -191,3 +191,131 @@ def test_bench_scaling_counts_finished_items_and_checks_configs(tmp_path):
     assert B.same_rows(a, b) == {"common": 2, "equal": 1, "max_abs_diff": 0.125}
     f.write_text('{"bench": 1}\n' + json.dumps(a["x"]) + "\n" + json.dumps(a["y"])[:10])
     assert B.read_rows(f) == {"x": a["x"]}
+
+
+def _wheels():
+    sys.path.insert(0, str(PERF / "gpu"))
+    import power_wheels as W
+    return W
+
+
+def test_wheels_list_is_pinned_to_this_venv_and_ordered_by_dependency():
+    """perf/gpu/wheels.txt: every line name==version with a comment, at this .venv's version; nothing
+    the lent machine already has; a listed package comes after the listed packages it requires (so
+    every prefix of the carries installs complete packages); bitsandbytes, the big one, last."""
+    from importlib.metadata import requires, version
+    from packaging.requirements import Requirement
+    W = _wheels()
+    rows = W.parse()
+    names = [W.normalize(n) for n, _, _ in rows]
+    assert len(rows) >= 10 and names[-1] == "bitsandbytes"
+    for name, ver, comment in rows:
+        assert version(name) == ver, f"{name}: listed {ver}, .venv has {version(name)}"
+        assert comment
+    device = {"torch", "transformers", "accelerate", "numpy", "pandas", "pyarrow", "scipy", "statsmodels",
+              "pyyaml", "tqdm", "jinja2", "safetensors", "sentencepiece", "tokenizers", "huggingface-hub"}
+    assert not device & set(names)
+    for i, (name, _, _) in enumerate(rows):
+        for r in map(Requirement, requires(name) or []):
+            if r.marker is not None and not r.marker.evaluate({"extra": ""}):
+                continue
+            dep = W.normalize(r.name)
+            if dep in names:
+                assert names.index(dep) < i, f"{name} needs {r.name}, listed after it"
+    # every method's imports are named for the lent machine's check
+    assert {"gptq", "awq", "bnb", "torchao", "quanto", "hqq"} <= set(W.METHODS)
+
+
+def test_wheels_parse_refuses_unpinned_uncommented_and_repeated_lines(tmp_path):
+    W = _wheels()
+    f = tmp_path / "w.txt"
+    f.write_text("# header\n\nfoo==1.2.post3   # gptq: why\nBar_baz==0.1  # hqq\n")
+    assert W.parse(f) == [("foo", "1.2.post3", "gptq: why"), ("Bar_baz", "0.1", "hqq")]
+    for bad, msg in (("foo>=1.0  # x\n", "expected name==version"), ("foo  # x\n", "expected name==version"),
+                     ("foo==1.0\n", "say which method"), ("foo==1.0 # a\nFoo==2.0 # b\n", "listed twice")):
+        f.write_text(bad)
+        with pytest.raises(ValueError, match=msg):
+            W.parse(f)
+
+
+def test_wheels_plan_fills_carries_in_list_order():
+    W = _wheels()
+    assert W.plan([("a", 3), ("b", 4), ("c", 2), ("d", 9)], room=10) == [["a", "b", "c"], ["d"]]
+    # in order, never reordered to fill a gap: e after the carry that d opened
+    assert W.plan([("a", 6), ("d", 5), ("e", 4)], room=10) == [["a"], ["d", "e"]]
+    assert W.plan([], room=10) == []
+    with pytest.raises(ValueError, match="over the 10 bytes"):
+        W.plan([("a", 3), ("big", 11)], room=10)
+
+
+def test_wheels_carry_spreads_downloads_over_carries_under_64_mib(tmp_path, monkeypatch):
+    """carry(): the downloaded wheels land in .pw<first>/wheels, .pw<first+1>/wheels, ... in list
+    order, each carry under 64 MiB with the tree (download is replaced: no network)."""
+    W = _wheels()
+    listing = tmp_path / "w.txt"
+    listing.write_text("small==1.0  # x\nmid==2.0  # y\nbig==3.0  # z\n")
+    sizes = {"small": 5 << 20, "mid": 20 << 20, "big": 40 << 20}
+
+    def fake_download(name, version, dest):
+        f = dest / f"{name}-{version}-py3-none-any.whl"
+        with open(f, "wb") as fh:
+            fh.truncate(sizes[name])
+        return f
+    monkeypatch.setattr(W, "download", fake_download)
+    tree = 14 << 20
+    dirs = W.carry(4, tree, root=tmp_path, dest=tmp_path / "dl", listing=listing)
+    assert [d.name for d in dirs] == [".pw4", ".pw5"]
+    assert sorted(p.name for p in (tmp_path / ".pw4/wheels").iterdir()) == [
+        "mid-2.0-py3-none-any.whl", "small-1.0-py3-none-any.whl"]
+    assert [p.name for p in (tmp_path / ".pw5/wheels").iterdir()] == ["big-3.0-py3-none-any.whl"]
+    for d in dirs:
+        assert sum(p.stat().st_size for p in (d / "wheels").iterdir()) + tree < 64 << 20
+
+
+def _fake_wheel(folder: Path, name: str, value: str) -> Path:
+    import zipfile
+    folder.mkdir(parents=True, exist_ok=True)
+    whl = folder / f"{name}-1.0-py3-none-any.whl"
+    di = f"{name}-1.0.dist-info"
+    files = {f"{name}/__init__.py": f"VALUE = {value!r}\n",
+             f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+             f"{di}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{di}/RECORD"] = "".join(f"{k},,\n" for k in files) + f"{di}/RECORD,,\n"
+    with zipfile.ZipFile(whl, "w") as z:
+        for k, v in files.items():
+            z.writestr(k, v)
+    return whl
+
+
+def test_power_run_wheels_phase_installs_offline_and_later_calls_add(tmp_path):
+    """power_run.sh wheels: each call's .pw*/wheels go into $PK (PWPKGS here); a second call with other
+    wheels adds to them, the same wheels sent again replace themselves; then one line per method."""
+    import os
+    import shutil
+    repo = PERF.parent
+    work = tmp_path / "checkout"
+    (work / "perf").mkdir(parents=True)
+    (work / "perf" / "gpu").symlink_to(PERF / "gpu")
+    pk = tmp_path / "pk"
+    env = {**os.environ, "PWPKGS": str(pk), "SILENTZONE_HOME": str(tmp_path / "home"),
+           "OUT": str(tmp_path / "out"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    def run():
+        return subprocess.run(["bash", str(repo / "perf/gpu/power_run.sh"), "wheels"], cwd=work, env=env,
+                              capture_output=True, text=True, timeout=600)
+    p = run()
+    assert p.returncode == 3 and "no .pw*/wheels/*.whl" in p.stdout
+    _fake_wheel(work / ".pw4" / "wheels", "szfake_a", "a")
+    p = run()
+    lines = p.stdout.splitlines()
+    assert "installed into" in p.stdout and "szfake_a-1.0" in p.stdout, p.stdout + p.stderr
+    methods = list(_wheels().METHODS)
+    assert [ln.split(":")[0] for ln in lines if ln.split(":")[0] in methods] == methods
+    shutil.rmtree(work / ".pw4")
+    _fake_wheel(work / ".pw5" / "wheels", "szfake_b", "b")
+    for _ in range(2):  # a new carry, then the same one again
+        p = run()
+        assert "szfake_b-1.0" in p.stdout, p.stdout + p.stderr
+        assert (pk / "szfake_a" / "__init__.py").read_text() == "VALUE = 'a'\n"
+        assert (pk / "szfake_b" / "__init__.py").read_text() == "VALUE = 'b'\n"
+    assert (pk / "szfake_a-1.0.dist-info").is_dir() and (pk / "szfake_b-1.0.dist-info").is_dir()

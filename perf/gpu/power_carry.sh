@@ -19,6 +19,10 @@
 #                           model.nparts; model.part01
 #   .pw3/ ...               one further model part each (38 MB parts: every call stays under 64 MiB
 #                           with the tracked tree)
+#   WHEELS=1 bash perf/gpu/power_carry.sh smollm2    # and, after the model's carries, the wheels of the
+#                           quant methods other than GGUF (perf/gpu/wheels.txt, pinned to this .venv;
+#                           cp312): .pwN/wheels/ (all but bitsandbytes, about 9 MiB), .pwN+1/wheels/
+#                           (bitsandbytes, 41 MiB); power_run.sh wheels installs each call's into $PK
 set -euo pipefail
 study=${1:-smollm2}
 profile=${2:-power}
@@ -89,10 +93,16 @@ if [ -n "${RESUME:-}" ]; then
   last=.pw$(( i - 1 ))
   cp "$RESUME" "$last/resume.tar.xz" && echo "resume: $RESUME -> $last/resume.tar.xz"
 fi
-du -sh .pw[0-9]*
-echo "calls: tree (.pw1), pkgs (.pw2), part (.pw3 and on, one each), then run"
 # every call carries the tracked tree too: refuse carries that would not fit 64 MiB with it
 tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+# 5. WHEELS=1: the non-GGUF methods' wheels (perf/gpu/wheels.txt), filled in the list's order into
+#    carries of their own after the model's, each under 64 MiB with the tree
+if [ "${WHEELS:-0}" != 0 ]; then
+  $PY perf/gpu/power_wheels.py carry "$i" "$tree"
+fi
+du -sh .pw[0-9]*
+echo "calls: tree (.pw1), pkgs (.pw2), part (.pw3 and on, one each), then run"
+[ "${WHEELS:-0}" = 0 ] || echo "wheels calls (any time, one each): $(ls -dv .pw[0-9]*/wheels | cut -d/ -f1 | tr '\n' ' ')"
 for d in .pw[0-9]*; do
   n=$(( $(du -sb "$d" | cut -f1) + tree ))
   [ "$n" -lt $(( 64 * 1024 * 1024 )) ] || { echo "power_carry.sh: $d with the tree is $n bytes, over 64 MiB" >&2; exit 3; }

@@ -7,6 +7,10 @@
 #   bash perf/gpu/power_run.sh pkgs    # carry .pw2: unpack the package folders
 #   bash perf/gpu/power_run.sh part    # carry .pw3, .pw4, ...: keep the model parts they hold
 #   bash perf/gpu/power_run.sh scaling ARGS  # perf/gpu/bench_scaling.py ARGS (jobs on the GPU vs CPU)
+#   bash perf/gpu/power_run.sh wheels [smoke]  # a wheels carry (power_carry.sh WHEELS=1; one call
+#                                      #   each, at any time): pip installs its wheels offline
+#                                      #   into $PK, then one import line per method, OK or the error;
+#                                      #   smoke: every method on a tiny random Llama on the GPU too
 #   bash perf/gpu/power_run.sh run ARGS  # (the last part may come with it) assemble and check the
 #                                      #   model, wait for the build, then perf/gpu/power_run.py ARGS
 #                                      #   (resumable: later calls continue)
@@ -14,12 +18,12 @@
 # SILENTZONE_HOME is the development machine's path, so that the job markers packed into $OUT name
 # paths that hold where they are unpacked.
 set -uo pipefail
-phase=${1:?tree, pkgs, part, run or scaling}; shift
+phase=${1:?tree, pkgs, part, run, scaling or wheels}; shift
 OUT=${OUT:-/tmp/power-out}; mkdir -p "$OUT"
 export SILENTZONE_HOME=${SILENTZONE_HOME:-/root/.cache/silentzone}
 tag=cp$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
 B=$SILENTZONE_HOME/build/llama-cpp-python-0.3.36-$tag
-PK=/root/pwpkgs
+PK=${PWPKGS:-/root/pwpkgs}  # the carried packages (PWPKGS: elsewhere, for the tests)
 export PYTHONPATH=$PK:$PWD HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
   PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore LLAMA_CPP_LIB_PATH=$B/bin
 mkdir -p "$B" "$PK"
@@ -93,6 +97,25 @@ run)
 scaling)  # after a run with --stages reference quant bench-reference: perf/gpu/bench_scaling.py ARGS
   ln -sfn cmake-build-cuda/bin "$B/bin"
   python3 perf/gpu/bench_scaling.py --out "$OUT" "$@"
+  ;;
+wheels)  # .pwN/wheels/*.whl (power_carry.sh WHEELS=1): installed offline into $PK, beside the carried
+         # package folders; a later call with other wheels adds to them (--upgrade: one sent again replaces)
+  smoke=${1:-}
+  ls .pw[0-9]*/wheels/*.whl > /dev/null 2>&1 || { echo "power_run.sh: no .pw*/wheels/*.whl in this call (power_carry.sh WHEELS=1)"; exit 3; }
+  t0=$(date +%s)
+  if python3 -m pip --version > /dev/null 2>&1; then
+    log=$(python3 -m pip install --no-deps --no-index --upgrade --disable-pip-version-check -q --target "$PK" \
+      .pw[0-9]*/wheels/*.whl 2>&1); prc=$?
+    echo "$log" | grep -v "WARNING: Running pip as\|^$"
+  else  # no pip there: a wheel is a zip of site-packages' layout (with its dist-info for the versions)
+    python3 -c 'import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]' \
+      "$PK" .pw[0-9]*/wheels/*.whl; prc=$?
+  fi
+  echo "installed into $PK in $(( $(date +%s) - t0 )) s (exit $prc):" $(ls .pw[0-9]*/wheels/*.whl | xargs -n1 basename | cut -d- -f1-2)
+  python3 perf/gpu/power_wheels.py check; rc=$?
+  [ "$prc" = 0 ] || rc=4
+  if [ "$smoke" = smoke ]; then python3 perf/gpu/power_wheels.py smoke cuda || rc=$?; fi
+  exit $rc
   ;;
 *) echo "unknown phase $phase"; exit 2 ;;
 esac
