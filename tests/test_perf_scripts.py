@@ -5,6 +5,7 @@ asserted: speed is measured by `make perf`, never by tests."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -209,9 +210,25 @@ def test_wheels_list_is_pinned_to_this_venv_and_ordered_by_dependency():
     rows = W.parse()
     names = [W.normalize(n) for n, _, _ in rows]
     assert len(rows) >= 10 and names[-1] == "bitsandbytes"
+    # the packages the project pins (requirements.txt, setup_env.sh) are listed at their pinned version;
+    # the others are transitive (pip picks them when .venv is made, so a later venv may hold newer
+    # ones): they must satisfy what the pinned packages of the list require of them
+    pinned = {}
+    for f in ("requirements.txt", "requirements-nodeps.txt", "scripts/setup_env.sh"):
+        for m in re.finditer(r"([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+\-]+)", (PERF.parent / f).read_text()):
+            pinned[W.normalize(m.group(1))] = m.group(2)
+    listed = {W.normalize(n): v for n, v, _ in rows}
     for name, ver, comment in rows:
-        assert version(name) == ver, f"{name}: listed {ver}, .venv has {version(name)}"
         assert comment
+        if W.normalize(name) not in pinned:
+            continue
+        assert pinned[W.normalize(name)] == ver, f"{name}: listed {ver}, pinned {pinned[W.normalize(name)]}"
+        assert version(name) == ver, f"{name}: listed {ver}, .venv has {version(name)}"
+        for r in map(Requirement, requires(name) or []):
+            dep = W.normalize(r.name)
+            if dep in listed and (r.marker is None or r.marker.evaluate({"extra": ""})):
+                assert r.specifier.contains(listed[dep], prereleases=True), f"{name} needs {r}, listed {listed[dep]}"
+    assert {"hqq", "llmcompressor", "bitsandbytes", "torchao", "optimum-quanto"} <= set(pinned)
     device = {"torch", "transformers", "accelerate", "numpy", "pandas", "pyarrow", "scipy", "statsmodels",
               "pyyaml", "tqdm", "jinja2", "safetensors", "sentencepiece", "tokenizers", "huggingface-hub"}
     assert not device & set(names)
