@@ -23,7 +23,7 @@ from .cohort import (REFERENCE, composite_scores, cohort_table, describe_zone, e
                      fidelity_wide, task_scores, variants, zone_floor, zone_mask, zone_rule_int)
 from .decompose import check_identity, decomposition, decomposition_correlations, mcnemar
 from .per_prompt import auroc, drop_prediction, failure_prediction, poisson_binomial_pvalue, routing
-from .stats import (DEFAULT_RESAMPLES, bootstrap_ci, correlate, fisher_ci, holm, masked_spearman_rows,
+from .stats import (DEFAULT_RESAMPLES, bootstrap_ci, correlate, exact_spearman_p, fisher_ci, holm, masked_spearman_rows,
                     min_detectable_rho, permutation_pvalue, power_rho, spearman, tost_rho, z_se)
 from .uncertainty import (item_bootstrap, item_bootstrap_summary, items_for_power, noise_ceiling, score_se,
                           zone_probability)
@@ -36,7 +36,7 @@ __all__ = [
     "distinct_zones", "drop_prediction", "exact_task_weights", "exact_values", "failure_prediction",
     "fidelity_wide", "fisher_ci", "full_vs_zone", "headline_stats", "holdout", "holdout_headline",
     "holdout_splits", "holdout_summary", "holm", "item_bootstrap", "item_bootstrap_summary",
-    "items_for_power", "masked_spearman_rows", "mcnemar", "min_detectable_rho", "noise_ceiling",
+    "items_for_power", "exact_spearman_p", "masked_spearman_rows", "mcnemar", "min_detectable_rho", "noise_ceiling",
     "permutation_pvalue", "poisson_binomial_pvalue", "power_rho", "robustness_table", "routing",
     "score_se", "spearman", "sweep", "task_scores", "tost_rho", "variants", "z_se", "zone_floor",
     "zone_mask", "zone_probability", "zone_rule_int",

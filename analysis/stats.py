@@ -12,6 +12,8 @@ resamples (ranks of an index matrix), so 10,000 resamples of ~30 models take ten
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -24,6 +26,11 @@ LEVEL = 0.95
 # The columns `correlate` returns; every correlation table of the package carries them.
 CORR_COLUMNS = ("n", "rho", "p", "ci_lo", "ci_hi", "n_boot", "p_perm", "fz_lo", "fz_hi")
 _CELLS = 1 << 21  # resample block size in cells (rows x n); fixed, so results never depend on memory
+# A Spearman p over n <= EXACT_MAX_N pairs is exact (every one of the n! pairings); above, the t
+# approximation of scipy.stats.spearmanr. The t approximation gives p = 0 to a perfect rank order at any
+# n, so a zone of 3 quants in perfect order "rejected rho = 0" there, where the exact p is 1/3 (it takes
+# 5 pairs to reach p < 0.05 at all: 2/120).
+EXACT_MAX_N = 7
 METHODS = ("bonett-wright", "fisher")
 
 
@@ -67,7 +74,8 @@ def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Spearman rho and its two-sided p-value (t approximation, as scipy.stats.spearmanr).
+    """Spearman rho and its two-sided p-value: exact for n <= EXACT_MAX_N (`exact_spearman_p`), else
+    the t approximation, as scipy.stats.spearmanr.
 
     x, y: 1-D, equal length n, finite. Returns (rho, p); (NaN, NaN) when n < 3 or either input
     is constant (rho is undefined there; scipy would warn and return NaN too).
@@ -76,7 +84,29 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan, math.nan
     res = st.spearmanr(x, y)
-    return float(res.statistic), float(res.pvalue)
+    p = exact_spearman_p(st.rankdata(x), st.rankdata(y)) if len(x) <= EXACT_MAX_N else float(res.pvalue)
+    return float(res.statistic), p
+
+
+@functools.lru_cache(maxsize=None)
+def _pairings(n: int) -> np.ndarray:
+    """Every permutation of range(n), (n!, n)."""
+    return np.array(list(itertools.permutations(range(n))), dtype=np.intp)
+
+
+def exact_spearman_p(rx: np.ndarray, ry: np.ndarray) -> float:
+    """Two-sided exact permutation p of Spearman's rho: the share of the n! pairings of the y ranks
+    with the x ranks whose |rho| is at least the observed one. rx, ry: average ranks 1..n (ties keep
+    their mean rank). Exact arithmetic: the ranks are half-integers with mean (n + 1) / 2, and every
+    pairing has the same rank variances, so |rho| orders as the integer-valued cross products, which
+    float64 holds exactly. For n <= EXACT_MAX_N (n! pairings are enumerated)."""
+    rx, ry = np.asarray(rx, float), np.asarray(ry, float)
+    n = len(rx)
+    if n > EXACT_MAX_N:
+        raise ValueError(f"exact_spearman_p: n = {n} > {EXACT_MAX_N} (use the t approximation)")
+    dx, dy = 2 * rx - (n + 1), 2 * ry - (n + 1)  # doubled: integers
+    obs = abs(float(dx @ dy))
+    return float(np.mean(np.abs(dy[_pairings(n)] @ dx) >= obs))
 
 
 def bootstrap_distribution(data: Sequence[np.ndarray], stat: Callable[..., np.ndarray],
@@ -258,8 +288,9 @@ def tost_rho(rho: float, n: int, margin: float, alpha: float = 0.05, method: str
 
 
 def masked_spearman_rows(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Spearman rho and its t-approximation p (as scipy.stats.spearmanr) of each row over the columns
-    where `mask` is True, for rows whose member sets differ (a zone per resample).
+    """Spearman rho and its p (as `spearman`: exact for at most EXACT_MAX_N members, else the t
+    approximation of scipy.stats.spearmanr) of each row over the columns where `mask` is True, for rows
+    whose member sets differ (a zone per resample).
 
     x, y: (b, n) arrays whose values compare exactly (ints or exact floats); mask: bool (b, n).
     Average ranks among members are counted by pairwise comparison (O(b n^2)), so ties are exact.
@@ -297,6 +328,9 @@ def _masked_spearman_block(x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> tu
         t = rho * np.sqrt((n - 2) / ((1 - rho) * (1 + rho)))
         p = 2 * st.t.sf(np.abs(t), np.maximum(n - 2, 1))
     p[~np.isfinite(rho)] = np.nan
+    for i in np.flatnonzero(np.isfinite(rho) & (n <= EXACT_MAX_N)):
+        m = mask[i]
+        p[i] = exact_spearman_p(rx[i, m], ry[i, m])
     return rho, p
 
 

@@ -1,6 +1,7 @@
 """Synthetic studies in the contract format, for the analysis tests."""
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -89,3 +90,23 @@ def _samples_from(spec: dict, kld: dict | None = None, study: str = "toy") -> pd
 def samples_from():
     """The tiny-SAMPLES factory `_samples_from(spec, kld=None, study='toy')`."""
     return _samples_from
+
+
+@pytest.fixture(scope="session")
+def pairing_p():
+    """A second library's exact Spearman p: scipy.stats.permutation_test of |rho| over every order of x
+    against y (one sample, 'pairings', n_resamples=inf), rho from scipy's average ranks."""
+    from scipy import stats as st
+
+    def p(x, y) -> float:
+        ry = st.rankdata(y) - st.rankdata(y).mean()
+
+        def abs_rho(a, axis=-1):
+            ra = st.rankdata(a, axis=axis)
+            ra = ra - ra.mean(axis=axis, keepdims=True)
+            return np.abs((ra * ry).sum(axis) / np.sqrt((ra * ra).sum(axis) * (ry * ry).sum()))
+        res = st.permutation_test((np.asarray(x, float),), abs_rho, permutation_type="pairings",
+                                  alternative="greater", n_resamples=np.inf, vectorized=True)
+        assert len(res.null_distribution) == math.factorial(len(x))  # every order: exact
+        return float(res.pvalue)
+    return p

@@ -22,8 +22,45 @@ def test_spearman_worked_example():
     # x = 1..5, y = 2,1,4,3,5 -> d = -1,1,-1,1,0 -> sum d^2 = 4; rho = 1 - 6*4/(5*24) = 0.8
     rho, p = S.spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
     assert rho == pytest.approx(0.8, abs=1e-12)
-    # t = 0.8 * sqrt(3 / (1 - 0.64)) = 2.3094; two-sided p from t(3)
-    assert p == pytest.approx(2 * st.t.sf(0.8 * math.sqrt(3 / 0.36), 3), rel=1e-9)
+    # n = 5 <= EXACT_MAX_N: exact. |rho| >= 0.8 <=> sum d^2 <= 4 or >= 36. Orders of 1..5 with sum d^2
+    # <= 4: the identity, 4 adjacent swaps, 3 pairs of disjoint adjacent swaps = 8; as many mirrored
+    p_exact = 16 / 120
+    assert p == p_exact
+    # n = 8: the t approximation. x = 1..8, y = 2,1,4,3,6,5,8,7 -> sum d^2 = 8, rho = 1 - 48/504
+    rho, p = S.spearman(range(1, 9), [2, 1, 4, 3, 6, 5, 8, 7])
+    r = 1 - 48 / 504
+    assert rho == pytest.approx(r, abs=1e-12)
+    assert p == pytest.approx(2 * st.t.sf(r * math.sqrt(6 / (1 - r * r)), 6), rel=1e-9)
+
+
+def test_exact_spearman_p_by_hand():
+    """Small zones: a perfect order of 3 is p = 2/6 (the t approximation says 0); of 4, 2/24; of 5,
+    2/120 (the first n below 0.05). x = 1..4, y = 1,2,4,3: rho 0.8 <=> sum d^2 = 2; |rho| >= 0.8 for
+    sum d^2 in {0, 2, 18, 20}: 1 + 3 + 3 + 1 = 8 of 24."""
+    assert S.spearman([1, 2, 3], [3, 2, 1]) == (-1.0, 1 / 3)
+    assert S.spearman([1, 2, 3, 4], [4, 3, 2, 1])[1] == 2 / 24
+    assert S.spearman([1, 2, 3, 4, 5], [1, 2, 3, 4, 5])[1] == 2 / 120
+    assert S.spearman([1, 2, 3, 4], [1, 2, 4, 3])[1] == 8 / 24
+    # a tie: y ranks 1.5, 1.5, 3 against x 1, 2, 3: rho = +0.866; pairings give |rho| 0.866 four
+    # times (the tied pair first or last) and 0 twice (3 in the middle) -> p = 4/6
+    assert S.spearman([1, 2, 3], [1, 1, 2])[1] == pytest.approx(4 / 6, abs=0)
+    with pytest.raises(ValueError, match="n = 8 > 7"):
+        S.exact_spearman_p(np.arange(1, 9), np.arange(1, 9))
+
+
+@settings(max_examples=40, deadline=None)
+@given(hst.integers(3, S.EXACT_MAX_N).flatmap(
+    lambda n: hst.tuples(hst.lists(hst.integers(0, 4), min_size=n, max_size=n),
+                         hst.lists(hst.integers(0, 4), min_size=n, max_size=n))))
+def test_exact_spearman_p_equals_scipy_permutation_test(pairing_p, xy):
+    """A second library: scipy.stats.permutation_test of |rho| over every order of x against y (one
+    sample, 'pairings', n_resamples=inf: exact), rho from scipy's average ranks, ties included."""
+    x, y = (np.asarray(v, float) for v in xy)
+    rho, p = S.spearman(x, y)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        assert math.isnan(p)
+        return
+    assert p == pytest.approx(pairing_p(x, y), abs=1e-9)
 
 
 def test_spearman_undefined_cases_are_nan():
@@ -33,7 +70,7 @@ def test_spearman_undefined_cases_are_nan():
 
 @FAST
 @given(hst.data())
-def test_spearman_rows_matches_scipy_with_ties(data):
+def test_spearman_rows_matches_scipy_with_ties(pairing_p, data):
     n = data.draw(hst.integers(3, 20))
     xs = data.draw(hst.lists(hst.lists(hst.integers(0, 5), min_size=n, max_size=n), min_size=1, max_size=5))
     ys = data.draw(hst.lists(hst.lists(hst.integers(0, 5), min_size=n, max_size=n), min_size=len(xs),
@@ -45,7 +82,9 @@ def test_spearman_rows_matches_scipy_with_ties(data):
         else:
             assert g == pytest.approx(st.spearmanr(x, y).statistic, abs=1e-12)
             rho, p = S.spearman(x, y)
-            assert (rho, p) == pytest.approx(tuple(st.spearmanr(x, y)), abs=1e-12)
+            assert rho == pytest.approx(st.spearmanr(x, y).statistic, abs=1e-12)
+            want = st.spearmanr(x, y).pvalue if n > S.EXACT_MAX_N else pairing_p(x, y)
+            assert p == pytest.approx(want, abs=1e-9)
 
 
 @FAST
