@@ -60,12 +60,15 @@ def register(sub) -> None:
     c = sub.add_parser("compare-results", help="compare data/<study>/ with a git revision or a directory")
     c.add_argument("studies", nargs="+")
     c.add_argument("--against", default="HEAD", help="git revision (default HEAD) or a directory of studies")
+    from .compare import ENGINE_TOLERANCES as T
     c.add_argument("--cross-engine", action="store_true",
                    help="the rerun ran on another engine (llama.cpp on CUDA, another KV cache): fidelity "
-                        "must rank the quants alike (Spearman rho >= 0.9 per corpus, ctx and metric), "
-                        "answers may flip only on near-ties (|margin| < 0.1 nats), headline numbers are "
-                        "reported; quants whose kld_mean moves beyond x2 are named engine-sensitive "
-                        "(silentzone.workflow.compare.ENGINE_TOLERANCES)")
+                        f"must rank the quants alike (Spearman rho >= {T['rank_rho_min']:g} per corpus, ctx "
+                        "and metric), the reference's answers may flip only on near-ties (|margin| < "
+                        f"{T['tie_margin']:g} nats), a quant's beyond them on at most {T['flip_rate_max'] * 100:g}%% "
+                        f"of a task's items and not one way (McNemar p >= {T['flip_shift_p']:g}); headline "
+                        f"numbers are reported; quants whose kld_mean moves beyond x{T['sensitive_factor']:g} "
+                        "are named engine-sensitive (silentzone.workflow.compare.ENGINE_TOLERANCES)")
     c.set_defaults(fn=_compare)
 
     r = sub.add_parser("reproduce", help="run the whole study (Snakemake DAG of the stage notebooks)")

@@ -28,9 +28,14 @@ cache) moves numbers well beyond TOLERANCES; ENGINE_TOLERANCES state what must h
   rank_min_quants of them; a metric constant across quants in both copies, ppl_ref, has its values
   reported). Each quant's relative differences are reported; one whose kld_mean moves by more than
   sensitive_factor either way is named engine-sensitive (a note: Q4_1 on CUDA).
-- samples.csv: the same items (item and prompt hashes); `correct` equal per (model, task, item_id)
-  except near-ties, answers whose |margin| < tie_margin nats in either copy (counted, a note). A
-  generation item has no margin (NaN): its answer must be equal. Margins are reported, not failed.
+- samples.csv: the same items (item and prompt hashes). The reference's `correct` equal per (task,
+  item_id) except near-ties, answers whose |margin| < tie_margin nats in either copy (counted, a note).
+  A quant's answers move more with the engine (its kernels, not only the float path: Q8_0 and Q6_K on
+  CUDA against the CPU moved margins by a median 0.12-0.17 nats and flipped 8 of ~540 SciQ answers
+  each, 2 of them beyond the tie; docs/performance.md), so per (quant, task) its flips outside
+  near-ties may number at most flip_rate_max of the items, and must not lean one way: the exact
+  two-sided binomial test of gains against losses among them (McNemar's) keeps p >= flip_shift_p.
+  A generation item has no margin (NaN): its answer must be equal. Margins are reported, not failed.
 - quants.csv: the same quant ids, and status, method, requested type and bits per weight equal;
   bytes and sha256 reported (another build of the quantizer may write other bytes; the tensors are
   judged by fidelity and samples).
@@ -72,13 +77,19 @@ TABLES = ("quants.csv", "fidelity.csv", "samples.csv", "stats.json")
 # 1.4% of the shipped SmolLM2 answers and 1.5% of Gemma 3's have |margin| < 0.1 nats.
 # Measured since (docs/performance.md, 2026-12-06): the F32 reference on CUDA vs the CPU flips 2 of
 # 3,170 answers, both near-ties; GGUF quants (Q8_0, Q6_K) on CUDA vs the CPU move margins by a median
-# 0.12-0.17 nats and flip 2 of ~540 SciQ answers each beyond 0.1 nats: for a quant rerun on another
-# engine the answer rule below is too strict (a rate-based rule is still to be written).
+# 0.12-0.17 nats and flip 2 of ~540 SciQ answers each beyond 0.1 nats (8 with the near-ties): the
+# tie rule stays the reference's, and a quant's flips beyond it are held to a rate and a direction
+# instead. flip_rate_max 3% is about eight times the measured 0.37% (2 of ~540) and twice the 1.5% of
+# all flips, near-ties included; flip_shift_p asks that the flips not lean one way, which a real
+# change of the quant's quality would make them do (tests/workflow/test_compare_engine.py checks the
+# measured pairs pass it and the tie rule alone fails them).
 ENGINE_TOLERANCES = {
     "rank_rho_min": 0.90,      # Spearman rho across the common quants, per (corpus, ctx, metric)
     "rank_min_quants": 5,      # fewer common quants rank nothing (one swap of 5 gives 0.9): differs
     "sensitive_factor": 2.0,   # kld_mean x2 or x1/2 in any window: engine-sensitive, a note
     "tie_margin": 0.1,         # nats: an answer flip with |margin| below it in either copy is a near-tie
+    "flip_rate_max": 0.03,     # a quant's flips outside near-ties, per task: at most this share of its items
+    "flip_shift_p": 0.01,      # ... and McNemar's exact p of gains vs losses among them at least this
 }
 # stats.json numbers that describe the design, not its outcome: equal on any engine.
 ENGINE_EXACT_STATS = ("n_quants", "n_items_per_task", "ctx", "zone_threshold", "n_resamples",
@@ -294,6 +305,32 @@ def answer_flips(both: pd.DataFrame, tie: float) -> pd.DataFrame:
     return both[flip].assign(near_tie=near[flip])
 
 
+def quant_flip_rule(flips: pd.DataFrame, n_items: pd.Series, tol: dict = ENGINE_TOLERANCES) -> tuple[str, str]:
+    """("ok" | "differs", why) for one quant's answer flips across engines (`answer_flips` rows of one
+    model; `n_items`: its compared items per task). Per task, the flips outside near-ties: none
+    without a margin (a generation answer must be equal), at most flip_rate_max of the task's items,
+    and McNemar's exact p (two-sided binomial of the new copy's gains against its losses) >=
+    flip_shift_p. The counts are integers; the rate is compared as k <= rate * n."""
+    from scipy.stats import binomtest
+    hard = flips[~flips["near_tie"]]
+    parts, bad = [], []
+    for task, g in hard.groupby("task", sort=True):
+        n = int(n_items[task])
+        k = len(g)
+        gains = int(g["correct"].astype(bool).sum())
+        p = float(binomtest(gains, k, 0.5).pvalue)
+        parts.append(f"{task} {k}/{n}: +{gains} -{k - gains}, p {p:.2g}")
+        if g["margin"].isna().any() or g["margin_old"].isna().any():
+            bad.append(f"{task}: a generation answer differs (no margin)")
+        elif k > tol["flip_rate_max"] * n:
+            bad.append(f"{task}: {k} of {n} items, over {tol['flip_rate_max']:.0%}")
+        elif p < tol["flip_shift_p"]:
+            bad.append(f"{task}: {gains} gains vs {k - gains} losses, McNemar p {p:.2g} < {tol['flip_shift_p']:g}")
+    if bad:
+        return "differs", "; ".join(bad)
+    return "ok", "; ".join(parts)
+
+
 def _validated(read, new: Path, old_text: str, where_old: str):
     """(new, old) frames through a schema reader `read(path)`; ContractError -> one-line CompareError
     naming the file (the other copy's as `where_old`, not the temporary file it is read from)."""
@@ -424,15 +461,21 @@ def _compare_engine(study: str, against: str, results: Path, olds: dict, have: d
                         "items or prompts): not compared"))
         both = both[~other]
         flips = answer_flips(both, tol["tie_margin"])
+        n_items = both.groupby(["model", "task"]).size()
         for q, g in flips.groupby("model", sort=True):
             hard, ties = int((~g["near_tie"]).sum()), int(g["near_tie"].sum())
-            if hard:
-                out.append(("note" if q in nondet else "differs", w,
-                            f"{q}: {hard} answers differ outside near-ties (|margin| >= {tol['tie_margin']} "
-                            f"nats in both copies, or no margin), {ties} near-tie flips"))
-            else:
+            if not hard:
                 out.append(("note", w, f"{q}: {ties} near-tie answer flips (|margin| < "
                             f"{tol['tie_margin']} nats in a copy)"))
+                continue
+            rule = quant_flip_rule(g, n_items[q], tol) if q != "reference" else None
+            if rule is None or rule[0] == "differs":
+                why = rule[1] if rule else f"|margin| >= {tol['tie_margin']} nats in both copies, or no margin"
+                out.append(("note" if q in nondet else "differs", w,
+                            f"{q}: {hard} answers differ outside near-ties ({why}), {ties} near-tie flips"))
+            else:
+                out.append(("note", w, f"{q}: {hard} answers differ outside near-ties, {ties} near-tie flips; "
+                            f"within the engine rule ({rule[1]})"))
         dm = (both["margin"] - both["margin_old"]).abs().dropna()
         out.append(("ok", w, f"{len(both)} rows compared; {int(flips['near_tie'].sum())} near-tie flips "
                     f"in all; margins moved by median {float(dm.median()) if len(dm) else 0.0:.2g}, max "
