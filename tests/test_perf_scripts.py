@@ -336,3 +336,13 @@ def test_power_run_wheels_phase_installs_offline_and_later_calls_add(tmp_path):
         assert (pk / "szfake_a" / "__init__.py").read_text() == "VALUE = 'a'\n"
         assert (pk / "szfake_b" / "__init__.py").read_text() == "VALUE = 'b'\n"
     assert (pk / "szfake_a-1.0.dist-info").is_dir() and (pk / "szfake_b-1.0.dist-info").is_dir()
+
+
+def test_choice_logprobs_quick_runs_and_checks_the_bits(tmp_path):
+    """perf/choice_logprobs.py --quick: the taken cells equal the whole log-softmax's bits (else it
+    fails), a speedup row in the result file."""
+    p = subprocess.run([sys.executable, str(PERF / "choice_logprobs.py"), "--quick", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    rows = {r["metric"]: r for r in json.loads((tmp_path / "choice_logprobs.json").read_text())["rows"]}
+    assert rows["speedup"]["value"] > 0 and "bits equal" in rows["speedup"]["detail"]

@@ -65,12 +65,6 @@ def shared_logits(model, ctx_ids: list[int], conts: list[list[int]], batched: bo
     return model.shared_logits(ctx_ids, conts, batched)
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64, copy=False)
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
-
-
 def _host(x) -> np.ndarray:
     """numpy rows of `x` (a torch tensor's copy on the host)."""
     return x if isinstance(x, np.ndarray) else x.cpu().numpy()
@@ -89,13 +83,17 @@ def continuation_logprobs(ctx_logits: np.ndarray, cont_logits: np.ndarray, cont:
 
     Token j is predicted by the row before it: the last context row for j=0, else cont row j-1.
     """
-    rows = np.concatenate([_host(ctx_logits[-1:]), cont_logits[: len(cont) - 1]], 0)
-    lp = _log_softmax(rows)
+    rows = np.concatenate([_host(ctx_logits[-1:]), cont_logits[: len(cont) - 1]], 0).astype(np.float64)
     idx = np.arange(len(cont))
-    tok = lp[idx, cont]
-    other = lp.copy()
-    other[idx, cont] = -np.inf
-    return tok, tok - other.max(-1)
+    # the float64 log-softmax lp = (x - max) - log(sum(exp(x - max))), taken only where it is read:
+    # at each row's token, and at the best other token, which is the best other x less the same
+    # constant (rounding is monotone, so the bits are those of the full [L, V] log-softmax; tested)
+    d = rows - rows.max(-1, keepdims=True)
+    log_s = np.log(np.exp(d).sum(-1))
+    tok_d = d[idx, cont]
+    d[idx, cont] = -np.inf
+    tok = tok_d - log_s
+    return tok, tok - (d.max(-1) - log_s)
 
 
 def _logits(model, ctx_ids, conts, shared: bool, batched: bool | None):
