@@ -91,14 +91,22 @@ class Model:
         raise NotImplementedError
 
     def full_logits(self, ctx_ids: list[int], conts: list[list[int]]):
-        """Per-choice full passes: the same outputs as `shared_logits`, computed the slow way."""
+        """Per-choice full passes: the same outputs as `shared_logits`, computed the slow way. The
+        context's rows are what `pass_logits` returns (numpy, or a torch tensor where an engine keeps
+        them on its device); each continuation's few rows come as numpy."""
         ctx_logits, outs = None, []
         for c in conts:
-            lg = self.logits(list(ctx_ids) + list(c))
+            lg = self.pass_logits(list(ctx_ids) + list(c))
             if ctx_logits is None:
                 ctx_logits = lg[: len(ctx_ids)]
-            outs.append(lg[len(ctx_ids):])
+            rest = lg[len(ctx_ids):]
+            outs.append(rest if isinstance(rest, np.ndarray) else rest.cpu().numpy())
         return ctx_logits, outs
+
+    def pass_logits(self, ids: list[int]):
+        """The logits of one full pass over `ids`, for full_logits: `logits(ids)` unless the engine
+        keeps the rows elsewhere."""
+        return self.logits(ids)
 
     def decode_steps(self, prompt_ids: list[int]):
         """A generator: yields the float32 logits [V] after the prompt, then after each token sent

@@ -25,9 +25,9 @@ class LlamaCppModel(Model):
     # where shared_logits/full_logits put the context's [T, V] rows (the bench's multiple choice):
     # "auto" = the GPU when the model was opened on one (a torch tensor filled straight from
     # llama.cpp's pinned output buffer: no host copy, no host concatenate, no pageable upload before
-    # the KLD or the reference's top-k, which run there anyway), else numpy; "numpy" = always
-    # numpy (the path before; perf/gpu/bench_datapath.py compares the two); a torch device name =
-    # torch tensors there (tests run the torch path on the CPU). The values are the same bits.
+    # the KLD or the reference's top-k, which run there anyway), else numpy; "numpy" = always numpy
+    # (the path before; perf/gpu/bench_scaling.py's gpu-numpy jobs compare the two); a torch device
+    # name = torch tensors there (tests run the torch path on the CPU). The values are the same bits.
     rows_to = "auto"
 
     def __init__(self, gguf: Path, n_ctx: int = 2048, threads: int | None = None, name: str = "",
@@ -46,10 +46,11 @@ class LlamaCppModel(Model):
         return {"engine": self.kind, "kv_cache": self.kv_cache,
                 "attention": "flash" if current().flash_attn else "ggml (no flash attention)"}
 
-    def logits(self, ids: list[int]) -> np.ndarray:
+    def logits(self, ids: list[int], out=None) -> np.ndarray:
+        """`out`: as llama_logits (a torch tensor receives them on its device)."""
         if len(ids) > self.n_ctx:
             raise BackendError(f"{self.name}: {len(ids)} tokens exceed n_ctx {self.n_ctx}")
-        return llama_logits(self.llm, ids)
+        return llama_logits(self.llm, ids, out=out)
 
     def tokenize(self, text: str, add_bos: bool | None = True) -> list[int]:
         """llama.cpp's token ids of `text`, a BOS first (add_bos None: as the model's metadata
@@ -134,24 +135,14 @@ class LlamaCppModel(Model):
     def shared_logits(self, ctx_ids, conts, batched: bool):
         return (self._batched if batched else self._sequential)(ctx_ids, conts)
 
-    def full_logits(self, ctx_ids, conts):
-        """One full pass per continuation; on rows_device() the context's rows stay a torch tensor
-        there and each continuation's few rows come to the host (numpy), as in shared_logits."""
+    def pass_logits(self, ids):
+        """One full pass (Model.full_logits): on rows_device() a torch tensor there, as in
+        shared_logits; else logits(ids)."""
         dev = self.rows_device()
         if dev is None:
-            return super().full_logits(ctx_ids, conts)
+            return self.logits(ids)
         import torch
-        n, ctx_logits, outs = len(ctx_ids), None, []
-        for c in conts:
-            ids = list(ctx_ids) + list(c)
-            if len(ids) > self.n_ctx:
-                raise BackendError(f"{self.name}: {len(ids)} tokens exceed n_ctx {self.n_ctx}")
-            lg = llama_logits(self.llm, ids, out=torch.empty((len(ids), self.vocab_size),
-                                                             dtype=torch.float32, device=dev))
-            if ctx_logits is None:
-                ctx_logits = lg[:n]
-            outs.append(lg[n:].cpu().numpy())
-        return ctx_logits, outs
+        return self.logits(ids, out=torch.empty((len(ids), self.vocab_size), dtype=torch.float32, device=dev))
 
     def _sequential(self, ctx_ids, conts):
         """The context once, then one call per continuation (truncating the KV cache back to it)."""

@@ -23,7 +23,6 @@ file name, sha256 and what it gave, the quants gathered and those left out with 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sys
@@ -38,18 +37,9 @@ class LeaseError(SilentzoneError, ValueError):
     """Lease results that cannot be put together (one-line message naming the lease and file)."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_lease(path: str | Path, study: str, profile: str) -> dict:
     """{"markers": {quant: dict}, "fidelity": {quant: bytes}, "samples": {(model, task): bytes}} of
     one lease's tar, its members under studies/<study>/<profile>/ (others are ignored)."""
-    import pandas as pd  # noqa: F401 - the readers below need it; fail early if missing
     path = Path(path)
     if not path.is_file():
         raise LeaseError(f"{path}: lease results not found")
@@ -87,28 +77,17 @@ def read_lease(path: str | Path, study: str, profile: str) -> dict:
     return out
 
 
-def _samples(data: bytes, where: str):
-    from ..bench.run import read_samples
+def _table(data: bytes, name: str, read, where: str):
+    """A lease's table (its bytes) through a contract reader `read(path)`; a bad table is one line
+    naming the lease and member (`where`), not the temporary file it is read from."""
     import tempfile
     with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "t.csv"
+        p = Path(d) / name
         p.write_bytes(data)
         try:
-            return read_samples(p)
+            return read(p)
         except Exception as e:  # noqa: BLE001 - the contract's message, with the lease's name
-            raise LeaseError(f"{where}: {e}") from None
-
-
-def _fidelity(data: bytes, where: str):
-    from ..tables import FIDELITY, read_table
-    import tempfile
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "fidelity.csv"
-        p.write_bytes(data)
-        try:
-            return read_table(p, FIDELITY)
-        except Exception as e:  # noqa: BLE001
-            raise LeaseError(f"{where}: {str(e).replace(str(p), 'fidelity.csv')}") from None
+            raise LeaseError(f"{where}: {str(e).replace(str(p), name)}") from None
 
 
 def _same_rows(a, b, columns) -> bool:
@@ -125,7 +104,9 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
     import pandas as pd
     from ..provenance import record
     from ..quantize import cohort_frame
-    from ..tables import FIDELITY, QUANTS, SAMPLES, write_table
+    from ..bench.run import read_samples
+    from ..io import sha256_file
+    from ..tables import FIDELITY, QUANTS, SAMPLES, read_table, write_table
     from .stages import portable_paths
     if not tars:
         raise LeaseError("gather-leases: no lease results given")
@@ -142,12 +123,13 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
                                  "tables of different files cannot be put together")
             markers[q], origin[("marker", q)] = mk, path.name
         for q, data in got["fidelity"].items():
-            frame = _fidelity(data, f"{path}: fidelity/{q}/fidelity.csv")
+            frame = _table(data, "fidelity.csv", lambda f: read_table(f, FIDELITY),
+                           f"{path}: fidelity/{q}/fidelity.csv")
             if q in fid and not _same_rows(fid[q], frame, FIDELITY.names):
                 raise LeaseError(f"{path}: fidelity/{q}/fidelity.csv differs from {origin[('fid', q)]}")
             fid[q], origin[("fid", q)] = frame, path.name
         for (m, t), data in got["samples"].items():
-            frame = _samples(data, f"{path}: samples/{m}/{t}.csv")
+            frame = _table(data, f"{t}.csv", read_samples, f"{path}: samples/{m}/{t}.csv")
             if (m, t) in samples and not _same_rows(samples[(m, t)], frame, SAMPLES.names):
                 raise LeaseError(f"{path}: samples/{m}/{t}.csv differs from {origin[('s', m, t)]} "
                                  "(the same model and task scored to other rows)")
@@ -183,7 +165,7 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
     cohort = replace(study, quants=[q for q in study.quants if q.id in set(gathered) | set(failed)])
     info = {
         "study": study.study, "profile": study.profile_name, "config_hash": study.config_hash,
-        "leases": [{"file": p.name, "sha256": _sha256(p), "quants": sorted(g["markers"]),
+        "leases": [{"file": p.name, "sha256": sha256_file(p), "quants": sorted(g["markers"]),
                     "tables": len(g["samples"]) + len(g["fidelity"])} for p, g in leases],
         "gathered": gathered, "failed": failed, "left_out": left,
         "n_quants_profile": len(study.quants),

@@ -171,30 +171,29 @@ def test_batched_is_opt_in_and_the_default_path_is_the_sequential_one(gguf_model
     np.testing.assert_array_equal(a["ll"], b["ll"])  # the F32 reference: the same bits either way
 
 
-def _textbook(ctx_logits, cont_logits, cont):
-    """continuation_logprobs as first written: the whole float64 log-softmax [L, V], then the token's
-    log-prob and the best other one's."""
-    rows = np.concatenate([ctx_logits[-1:], cont_logits[: len(cont) - 1]], 0).astype(np.float64)
-    m = rows.max(-1, keepdims=True)
-    lp = rows - m - np.log(np.exp(rows - m).sum(-1, keepdims=True))
-    idx = np.arange(len(cont))
-    tok = lp[idx, cont]
-    other = lp.copy()
-    other[idx, cont] = -np.inf
-    return tok, tok - other.max(-1)
+def _textbook():
+    """perf/choice_logprobs.py's `textbook`: continuation_logprobs as first written, the whole
+    float64 log-softmax [L, V], then the token's log-prob and the best other one's."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[2] / "perf" / "choice_logprobs.py"
+    spec = importlib.util.spec_from_file_location("choice_logprobs", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.textbook
 
 
 def test_continuation_logprobs_has_the_full_log_softmax_bits(gguf_model, enc):
     """Only the token's and the best other token's log-probs are taken; the bits are the whole
     log-softmax's: on random rows (a tie of the token with the best other included: gap exactly 0)
     and on the real reference's logits of a PIQA item."""
+    textbook = _textbook()
     rng = np.random.default_rng(3)
     for n_rows in (1, 2, 7):
         ctx = rng.normal(0, 4, (5, 1000)).astype(np.float32)
         cont_rows = rng.normal(0, 4, (n_rows, 1000)).astype(np.float32)
         cont = list(rng.integers(0, 1000, n_rows))
         ctx[-1, cont[0]] = ctx[-1, (cont[0] + 1) % 1000] = ctx[-1].max() + 1  # a tie at the top
-        got, want = mc.continuation_logprobs(ctx, cont_rows, cont), _textbook(ctx, cont_rows, cont)
+        got, want = mc.continuation_logprobs(ctx, cont_rows, cont), textbook(ctx, cont_rows, cont)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
         assert got[1][0] == 0.0
     t = tasks.get("piqa")
@@ -202,5 +201,5 @@ def test_continuation_logprobs_has_the_full_log_softmax_bits(gguf_model, enc):
     ctx_ids, conts = p["ctxs"][0], p["conts"]
     ctx_logits, outs = mc.shared_logits(gguf_model, ctx_ids, conts)
     for o, c in zip(outs, conts):
-        got, want = mc.continuation_logprobs(ctx_logits, o, c), _textbook(ctx_logits, o, c)
+        got, want = mc.continuation_logprobs(ctx_logits, o, c), textbook(ctx_logits, o, c)
         assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])

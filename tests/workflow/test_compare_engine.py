@@ -308,16 +308,20 @@ def test_the_help_states_the_tolerances_in_force():
 
 # --- the F32 reference on CUDA against the same reference on the CPU (power profile, 3,170 items) ---
 
+def _unpack(record: str, dest):
+    """A packed run under docs/performance/ (e.g. "gpu/<lease>-results.tar.xz") unpacked into `dest`."""
+    with tarfile.open(REPO / "docs/performance" / record) as t:
+        t.extractall(dest, filter="data")
+    return dest
+
+
 def test_cuda_reference_flips_only_near_ties_against_the_cpu_reference(tmp_path):
     """The H200's F32 reference (llama.cpp CUDA, F32 KV cache) and this machine's (llama.cpp CPU) on
     the SmolLM2 power items: the same items and prompts, margins apart by up to 0.08 nats, and the
     two answers that differ are near-ties by ENGINE_TOLERANCES (|margin| < 0.1 in either copy)."""
     from silentzone.workflow.compare import answer_flips
-    gpu, cpu = tmp_path / "gpu", tmp_path / "cpu"
-    for tar, dest in ((REPO / "docs/performance/gpu/h200-2026-12-06-power-smollm2-results.tar.xz", gpu),
-                      (REPO / "docs/performance/cpu/cpu-2026-12-06-power-smollm2-reference.tar.xz", cpu)):
-        with tarfile.open(tar) as t:
-            t.extractall(dest, filter="data")
+    gpu = _unpack("gpu/h200-2026-12-06-power-smollm2-results.tar.xz", tmp_path / "gpu")
+    cpu = _unpack("cpu/cpu-2026-12-06-power-smollm2-reference.tar.xz", tmp_path / "cpu")
     sub = "studies/smollm2/power/samples/reference"
     frames = []
     for task, n in (("sciq", 800), ("arc_easy", 370), ("piqa", 1000), ("lambada", 1000)):
@@ -380,11 +384,8 @@ def test_q8_0_and_q6_k_on_cuda_against_the_cpu_pass_the_rate_rule_not_the_tie_ru
     import json as _json
 
     from silentzone.workflow.compare import answer_flips, quant_flip_rule
-    cpu, gpu = tmp_path / "cpu", tmp_path / "gpu"
-    for tar, dest in ((REPO / "docs/performance/cpu/cpu-2026-12-06-power-smollm2-quants-partial.tar.xz", cpu),
-                      (REPO / "docs/performance/gpu/h100-2026-12-06-power-smollm2-lease3-results.tar.xz", gpu)):
-        with tarfile.open(tar) as t:
-            t.extractall(dest, filter="data")
+    cpu = _unpack("cpu/cpu-2026-12-06-power-smollm2-quants-partial.tar.xz", tmp_path / "cpu")
+    gpu = _unpack("gpu/h100-2026-12-06-power-smollm2-lease3-results.tar.xz", tmp_path / "gpu")
     sub = "studies/smollm2/power/samples"
     for q, n in (("Q8_0", 543), ("Q6_K", 530)):
         lines = (cpu / sub / q / "sciq.csv.partial.jsonl").read_text().splitlines()[1:]
