@@ -352,9 +352,9 @@ def _interim(study: str, d: Path) -> list[str]:
     d0 = json.loads((d.parent / study / "stats.json").read_text())["n_items_per_task"]
     at0 = f"at {min(d0.values())} items per task (the shipped default) the routed pairs disagreed on a median of {dis0.median():g}"
     n_items = s["n_items_per_task"]
-    left = info["left_out"]
-    partial = sorted(q for q, why in left.items() if why.startswith("bench of"))
-    unmade = sorted(q for q, why in left.items() if why == "not made on these leases")
+    by_reason = {}
+    for q, why in sorted(info["left_out"].items()):
+        by_reason.setdefault(why, []).append(q)
     cohort = f"{len(info['gathered'])} of the profile's {info['n_quants_profile']} quants"
     return [
         f"### Interim results: {cohort} (`data/{study}-power/`)", "",
@@ -363,8 +363,8 @@ def _interim(study: str, d: Path) -> list[str]:
         "quant files or tables that differ between leases) and runs the analysis notebooks on them. "
         f"In: {', '.join(info['gathered'])}" + (f", and {', '.join(info['failed'])} (quantization failed)"
                                                if info["failed"] else "") + ". "
-        f"Not yet: {len(partial)} with part of their bench ({', '.join(partial) or 'none'}), "
-        f"{len(unmade)} not made on a lease ({', '.join(unmade) or 'none'}). "
+        f"Not yet ({len(info['left_out'])}): "
+        + "; ".join(f"{', '.join(qs)} ({why})" for why, qs in sorted(by_reason.items())) + ". "
         "The reference and the quants ran on llama.cpp's CUDA build (one engine for the whole cohort). "
         "An interim cohort: the zone below is not the full study's, and nothing here is the headline.", "",
         "| | value |", "|---|---|",
