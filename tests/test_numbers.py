@@ -130,4 +130,8 @@ def test_interim_power_section_reads_the_gathered_leases():
     assert f"### Interim results: {len(info['gathered'])} of the profile's 32 quants" in text
     assert f"| quants in the zone (relative composite degradation <= 2%) | {stats['n_zone']} |" in text
     assert f"here on {med:g}." in text and med >= 20  # issue 19: a median of >= 20 per pair
+    q = pd.read_csv(d / "quants.csv").set_index("quant_id").loc[info["gathered"], "method"]
+    n_gguf, n_other = int((q == "gguf").sum()), int((q != "gguf").sum())  # counted here from the table
+    assert f"The reference and the {n_gguf} GGUF quants ran on llama.cpp's CUDA build" in text
+    assert (f"the {n_other} quants of the other methods" in text) == (n_other > 0)
     assert N._interim("gemma3", DATA / "gemma3-power") == []  # no leases gathered: no section

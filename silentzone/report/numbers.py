@@ -365,7 +365,7 @@ def _interim(study: str, d: Path) -> list[str]:
                                                if info["failed"] else "") + ". "
         f"Not yet ({len(info['left_out'])}): "
         + "; ".join(f"{', '.join(qs)} ({why})" for why, qs in sorted(by_reason.items())) + ". "
-        "The reference and the quants ran on llama.cpp's CUDA build (one engine for the whole cohort). "
+        + _engines(d, info["gathered"]) +
         "An interim cohort: the zone below is not the full study's, and nothing here is the headline.", "",
         "| | value |", "|---|---|",
         f"| items per model | {sum(n_items.values()):,} ({', '.join(f'{t} {n:,}' for t, n in n_items.items())}) |",
@@ -382,6 +382,22 @@ def _interim(study: str, d: Path) -> list[str]:
         (f"The zone holds {s['n_zone']} quants, too few to test a rank correlation in it. " if s["n_zone"] < 5 else "")
         + f"Routing: {at0}, here on {dis.median():g}.",
         ""]
+
+
+def _engines(d: Path, gathered: list[str]) -> str:
+    """Which engine ran which part of an interim cohort, from quants.csv's methods: the reference's bench
+    and the GGUF quants on llama.cpp's CUDA build, every other method's quants through transformers on CUDA."""
+    q = pd.read_csv(d / "quants.csv")
+    methods = q.set_index("quant_id").loc[gathered, "method"]
+    n_gguf = int((methods == "gguf").sum())
+    other = methods[methods != "gguf"]
+    text = f"The reference and the {n_gguf} GGUF quants ran on llama.cpp's CUDA build"
+    if other.empty:
+        return text + " (one engine for the whole cohort). "
+    names = ", ".join(dict.fromkeys(other))
+    return (text + f"; the {len(other)} quants of the other methods ({names}) through transformers on CUDA "
+            "(two engines in one cohort; on the GPU every quant's fidelity is scored against reference logits "
+            "captured through transformers, silentzone/backends reference_source). ")
 
 
 def _cpu_hours(study: str, path: Path) -> list[str]:
