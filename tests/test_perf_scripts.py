@@ -346,3 +346,39 @@ def test_choice_logprobs_quick_runs_and_checks_the_bits(tmp_path):
     assert p.returncode == 0, p.stderr
     rows = {r["metric"]: r for r in json.loads((tmp_path / "choice_logprobs.json").read_text())["rows"]}
     assert rows["speedup"]["value"] > 0 and "bits equal" in rows["speedup"]["detail"]
+
+
+def test_power_run_bench_jobs_split_unfinished_quants_by_task(tmp_path):
+    """power_run.py --per-task: one job per (quant, task) of the quants not yet benched, then the
+    per-quant jobs (which reuse the finished tables and write the quant's marker); without it, the
+    per-quant jobs alone. Expected jobs written out by hand."""
+    sys.path.insert(0, str(PERF / "gpu"))
+    import power_run
+    wf = tmp_path / "wf"
+    (wf / "bench").mkdir(parents=True)
+    (wf / "bench" / "a.json").write_text("{}")  # quant a is benched already
+    q = wf / "quants"
+    whole = [("bench/a", {"quant": "a", "quant_marker": q / "a.json"}, wf / "bench" / "a.json"),
+             ("bench/b", {"quant": "b", "quant_marker": q / "b.json"}, wf / "bench" / "b.json")]
+    assert power_run.bench_jobs(["sciq", "piqa"], ["a", "b"], wf, per_task=False) == [whole]
+    split = [("bench/b-sciq", {"quant": "b", "quant_marker": q / "b.json", "tasks": "sciq"},
+              wf / "bench" / "b-sciq.json"),
+             ("bench/b-piqa", {"quant": "b", "quant_marker": q / "b.json", "tasks": "piqa"},
+              wf / "bench" / "b-piqa.json")]
+    assert power_run.bench_jobs(["sciq", "piqa"], ["a", "b"], wf, per_task=True) == [split, whole]
+    # the command line a job runs: the options as flags of `silentzone stage bench`
+    args = power_run.argparse.Namespace(study="smollm2", profile="power", device="cuda")
+    cmd = power_run._stage_cmd(args, "bench", split[0][2], **split[0][1])
+    assert cmd[cmd.index("--tasks") + 1] == "sciq" and cmd[cmd.index("--quant") + 1] == "b"
+    assert cmd[cmd.index("--quant-marker") + 1] == str(q / "b.json")
+
+
+def test_power_run_refuses_a_quant_outside_the_profile(tmp_path, capsys):
+    sys.path.insert(0, str(PERF / "gpu"))
+    import power_run
+    with pytest.raises(SystemExit) as e:
+        power_run.main(["--study", "smollm2", "--quants", "Q8_0", "bnb-int9", "--methods", "gguf",
+                        "--out", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("--quants: bnb-int9 not among the quants of smollm2/power with --methods gguf")

@@ -90,6 +90,21 @@ class Runner:
         print(f"== {name}: {sum(done)}/{len(jobs)} finished, {time.time() - t:.0f}s", flush=True)
 
 
+def bench_jobs(tasks, quants, wf: Path, per_task: bool) -> list[list[tuple[str, dict, Path]]]:
+    """The quants' bench as (label, `stage bench` options, marker) jobs, in rounds run one after the
+    other: one job per quant; or (per_task) first one job per (quant, task), so that a slow quant's
+    tasks run side by side (bnb-int8 scores about 2 items/s on the H100, the others 8-13), then the
+    per-quant jobs, which find every (quant, task) table finished and reuse it."""
+    def one(q, **extra):
+        return {"quant": q, "quant_marker": wf / "quants" / f"{q}.json", **extra}
+    whole = [(f"bench/{q}", one(q), wf / "bench" / f"{q}.json") for q in quants]
+    if not per_task:
+        return [whole]
+    split = [(f"bench/{q}-{t}", one(q, tasks=t), wf / "bench" / f"{q}-{t}.json")
+             for q in quants if not (wf / "bench" / f"{q}.json").is_file() for t in tasks]
+    return [split, whole]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", required=True)
@@ -98,12 +113,18 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=12)
     ap.add_argument("--job-threads", type=int, default=1)
     ap.add_argument("--methods", nargs="*", default=None, help="quant methods to run (default: all)")
+    ap.add_argument("--quants", nargs="*", default=None,
+                    help="quant ids to run (default: all of --methods); an id not in the profile is an error")
     ap.add_argument("--stages", nargs="*", default=list(STAGES), choices=STAGES)
+    ap.add_argument("--per-task", action="store_true",
+                    help="the quants' bench as one job per (quant, task) first (see bench_jobs)")
     ap.add_argument("--deadline", type=float, default=520.0, help="seconds after which no job starts")
     ap.add_argument("--hard", type=float, default=None,
                     help="seconds at which running jobs are killed (default: deadline + 60)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/power-out")))
     ap.add_argument("--tag", default="", help="suffix of the timing file (one per call)")
+    ap.add_argument("--build-wait", type=float, default=None,
+                    help="seconds the call waited for the CUDA build before this (power_run.sh), recorded")
     args = ap.parse_args(argv)
     args.hard = args.deadline + 60 if args.hard is None else args.hard
 
@@ -114,6 +135,12 @@ def main(argv=None) -> int:
     sd = study_root(study)
     wf = sd / "wf"
     quants = [q.id for q in study.quants if args.methods is None or q.method in args.methods]
+    if args.quants is not None:
+        bad = sorted(set(args.quants) - set(quants))
+        if bad:
+            ap.error(f"--quants: {', '.join(bad)} not among the quants of {args.study}/{args.profile}"
+                     + (f" with --methods {' '.join(args.methods)}" if args.methods else ""))
+        quants = [q for q in quants if q in args.quants]
     r = Runner(args, sd)
     print(f"{args.study}/{args.profile} on {args.device}: {len(quants)} quants, {len(study.tasks)} tasks, "
           f"{study.profile.n_items} items per task at most; deadline {args.deadline:.0f}s", flush=True)
@@ -141,9 +168,9 @@ def main(argv=None) -> int:
                                                                    quant="reference"),
                                      wf / "bench" / "reference.json")], 1)
     if (wf / "bench" / "reference.json").is_file():
-        r.stage("bench", [(f"bench/{q}", _stage_cmd(args, "bench", wf / "bench" / f"{q}.json", quant=q,
-                                                    quant_marker=wf / "quants" / f"{q}.json"),
-                           wf / "bench" / f"{q}.json") for q in made], args.jobs)
+        for jobs in bench_jobs(study.tasks, made, wf, args.per_task):
+            r.stage("bench", [(label, _stage_cmd(args, "bench", marker, **kw), marker) for label, kw, marker in jobs],
+                    args.jobs)
 
     # pack what is finished (paths relative to $SILENTZONE_HOME)
     home = cache_home()
@@ -162,8 +189,8 @@ def main(argv=None) -> int:
     import torch
     r.timing.update({"study": args.study, "profile": args.profile, "device": args.device,
                      "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                     "cpu_cores": os.cpu_count(), "jobs": args.jobs, "job_threads": args.job_threads,
-                     "methods": args.methods, "wall_s": round(time.time() - r.t0, 2),
+                     "cpu_cores": os.cpu_count(), "parallel": args.jobs, "job_threads": args.job_threads,
+                     "methods": args.methods, "wall_s": round(time.time() - r.t0, 2), "build_wait_s": args.build_wait,
                      "files_packed": len(keep), "torch": torch.__version__})
     (args.out / f"{name}-timing{args.tag}.json").write_text(json.dumps(r.timing, indent=1))
     print(f"packed {len(keep)} files into {args.out / (name + '-results.tar.xz')}; "

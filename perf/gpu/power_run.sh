@@ -13,8 +13,9 @@
 #                                      #   smoke: every method on a tiny random Llama on the GPU too
 #   bash perf/gpu/power_run.sh run ARGS  # (the last part may come with it) assemble and check the
 #                                      #   model, wait for the build, then perf/gpu/power_run.py ARGS
-#                                      #   (resumable: later calls continue); PACK_BUILD=1: the build's
-#                                      #   libraries and tools come back too, $OUT/llama-cuda-bin-sm90.tar.xz
+#                                      #   (resumable: later calls continue). The CUDA build is not
+#                                      #   carried back: packed, it exceeded a call's 16 MiB per file
+#                                      #   (lease 4), and it builds while the other calls run
 #
 # SILENTZONE_HOME is the development machine's path, so that the job markers packed into $OUT name
 # paths that hold where they are unpacked.
@@ -91,13 +92,9 @@ run)
   cp "$B/build.log" "$OUT/build.log" 2>/dev/null
   grep -q "exit 0" "$B/build.done" || { tail -30 "$B/build.log"; exit 5; }
   ln -sfn cmake-build-cuda/bin "$B/bin"
-  if [ -n "${PACK_BUILD:-}" ]; then  # the CUDA build's libraries and tools, for a later carry (sm_90)
-    (cd "$B/cmake-build-cuda/bin" && tar cf - --dereference *.so* llama-quantize llama-perplexity llama-imatrix \
-      | xz -T16 -9 > "$OUT/llama-cuda-bin-sm90.tar.xz") && ls -l "$OUT/llama-cuda-bin-sm90.tar.xz"
-  fi
-  waited=$(( $(date +%s) - t0 ))  # the call's 600 s: what the build wait left, less the packing
+  waited=$(( $(date +%s) - t0 ))  # the call's 600 s: what the build wait left
   python3 perf/gpu/power_run.py --out "$OUT" --deadline $(( ${BUDGET:-500} - waited )) \
-    --hard $(( ${BUDGET:-500} + 40 - waited )) "$@"
+    --hard $(( ${BUDGET:-500} + 40 - waited )) --build-wait "$waited" "$@"
   ;;
 scaling)  # after a run with --stages reference quant bench-reference: perf/gpu/bench_scaling.py ARGS
   ln -sfn cmake-build-cuda/bin "$B/bin"
