@@ -20,7 +20,7 @@ Inputs are the contract frames of one study; every random step takes a `numpy.ra
 """
 
 from .cohort import (REFERENCE, composite_scores, cohort_table, describe_zone, exact_task_weights, exact_values,
-                     fidelity_wide, task_scores, variants, zone_floor, zone_mask, zone_rule_int)
+                     fidelity_wide, identical_quants, task_scores, variants, zone_floor, zone_mask, zone_rule_int)
 from .decompose import check_identity, decomposition, decomposition_correlations, mcnemar
 from .per_prompt import auroc, drop_prediction, failure_prediction, poisson_binomial_pvalue, routing
 from .stats import (DEFAULT_RESAMPLES, bootstrap_ci, correlate, exact_spearman_p, fisher_ci, holm, masked_spearman_rows,
@@ -34,7 +34,7 @@ __all__ = [
     "DEFAULT_RESAMPLES", "REFERENCE", "auroc", "bootstrap_ci", "check_identity", "cohort_table",
     "composite_scores", "correlate", "decomposition", "decomposition_correlations", "describe_zone",
     "distinct_zones", "drop_prediction", "exact_task_weights", "exact_values", "failure_prediction",
-    "fidelity_wide", "fisher_ci", "full_vs_zone", "headline_stats", "holdout", "holdout_headline",
+    "fidelity_wide", "fisher_ci", "full_vs_zone", "headline_stats", "identical_quants", "holdout", "holdout_headline",
     "holdout_splits", "holdout_summary", "holm", "item_bootstrap", "item_bootstrap_summary",
     "items_for_power", "exact_spearman_p", "masked_spearman_rows", "mcnemar", "min_detectable_rho", "noise_ceiling",
     "permutation_pvalue", "poisson_binomial_pvalue", "power_rho", "robustness_table", "routing",

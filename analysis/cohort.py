@@ -315,6 +315,55 @@ def cohort_quants(quants: pd.DataFrame) -> list[str]:
     return sorted(ok["quant_id"].astype(str))
 
 
+def identical_quants(quants: pd.DataFrame, fidelity: pd.DataFrame, samples: pd.DataFrame) -> list[tuple[str, ...]]:
+    """Groups of cohort quants that are one model under two ids: the same artifact (quants.csv
+    sha256), or every fidelity value and every per-item answer and margin exactly equal (the same
+    weights in a file labelled differently: for SmolLM2-135M llama.cpp's Q2_K and Q3_K_S pick the same
+    tensor types). A cohort that holds one model twice counts it twice in every correlation; see
+    `distinct_quants`. Each group sorted, groups sorted by their first id; empty when none.
+    """
+    ids = cohort_quants(quants)
+    parent = {q: q for q in ids}
+
+    def root(q: str) -> str:
+        while parent[q] != q:
+            q = parent[q]
+        return q
+
+    def join(group) -> None:
+        group = sorted(group)
+        for q in group[1:]:
+            parent[root(q)] = root(group[0])
+
+    man = quants.drop_duplicates("quant_id").set_index("quant_id").loc[ids]
+    for _, g in man.groupby(man["sha256"].astype(str)):
+        join(list(g.index))
+    fid = fidelity[fidelity["quant_id"].isin(ids)].sort_values(["quant_id", "corpus", "ctx", "metric"])
+    smp = samples[samples["model"].isin(ids)].sort_values(["model", "task", "item_hash"])
+    prints: dict[bytes, list[str]] = {}
+    for q in ids:
+        f, s = fid[fid["quant_id"] == q], smp[smp["model"] == q]
+        key = b"|".join([
+            "\x1f".join(f"{c}/{x}/{m}" for c, x, m in zip(f["corpus"], f["ctx"], f["metric"])).encode(),
+            np.ascontiguousarray(f["value"].to_numpy(np.float64)).tobytes(),
+            "\x1f".join(f"{t}/{h}" for t, h in zip(s["task"], s["item_hash"])).encode(),
+            np.ascontiguousarray(s["correct"].astype(str).str.lower().eq("true").to_numpy()).tobytes(),
+            np.ascontiguousarray(s["margin"].to_numpy(np.float64)).tobytes()])
+        prints.setdefault(key, []).append(q)
+    for group in prints.values():
+        join(group)
+    groups: dict[str, list[str]] = {}
+    for q in ids:
+        groups.setdefault(root(q), []).append(q)
+    return sorted(tuple(sorted(g)) for g in groups.values() if len(g) > 1)
+
+
+def distinct_quants(ids, groups: list[tuple[str, ...]]) -> np.ndarray:
+    """Boolean mask over `ids`: False for every member of an `identical_quants` group but its first."""
+    later = {q for g in groups for q in g[1:]}
+    return np.array([q not in later for q in ids], dtype=bool)
+
+
 def cohort_table(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame, corpus: str, ctx: int,
                  weights: Weights = None) -> pd.DataFrame:
     """One row per quant of the cohort (status ok), sorted by quant_id.

@@ -116,6 +116,9 @@ STATS_KEYS = {
     "rho_zone": "same inside the silent zone",
     "p_zone": "its p-value",
     "rho_vol_zone": "Spearman rho(KLD mean, disagreement volume) in the zone",
+    "identical_quants": "groups of quant ids that are one model ('A = B': same artifact sha256, or every fidelity value and per-item answer and margin equal)",
+    "rho_full_distinct": "rho_full with each such model counted once (n_distinct quants; p_full_distinct)",
+    "rho_zone_distinct": "rho_zone likewise (n_zone_distinct quants of the same zone; p_zone_distinct)",
     "provenance": "provenance record (config hash, versions, commit, seeds, host)",
 }
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from .cohort import (DEFAULT_DEFINITION, DEFAULT_THRESHOLD, REFERENCE, ItemMatrix, Weights, cohort_quants,
-                     cohort_table, cohorts, describe_zone, exact_scores, item_matrix, metric_columns,
-                     one_study, zone_mask, zone_rule_int)
+                     cohort_table, cohorts, describe_zone, distinct_quants, exact_scores, identical_quants,
+                     item_matrix, metric_columns, one_study, zone_mask, zone_rule_int)
 from .decompose import COMPOSITE, decomposition
 from .stats import DEFAULT_RESAMPLES, LEVEL, correlate, holm, min_detectable_rho, spearman, tost_rho
 
@@ -294,7 +294,10 @@ def headline_stats(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.Dat
     Returns a flat dict: study, n_quants, zone_definition, n_zone, rho_full, p_full, rho_zone, p_zone,
     rho_vol_zone (rho(metric, composite vol_rate) in the zone), p_vol_zone, rho_delta_zone, p_delta_zone
     (rho(metric, composite delta) in the zone; equals rho_zone, delta being score minus a constant),
-    mdr_zone (minimum detectable |rho| at n_zone, Bonett-Wright), ref_score, corpus, ctx, metric.
+    mdr_zone (minimum detectable |rho| at n_zone, Bonett-Wright), ref_score, corpus, ctx, metric;
+    identical_quants (groups of ids that are one model, "A = B"; cohort.identical_quants), n_distinct,
+    rho_full_distinct, p_full_distinct, n_zone_distinct, rho_zone_distinct, p_zone_distinct (the same
+    correlations with each such model counted once).
     Scores, vol_rate, delta and the zone are exact (see `cohort`). Undefined numbers are None.
     """
     cohort = cohort_table(samples, fidelity, quants, corpus, ctx, weights)
@@ -314,4 +317,12 @@ def headline_stats(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.Dat
                mdr_zone=min_detectable_rho(n_zone),
                ref_score=float(cohort["ref_score"].iloc[0]) if len(cohort) else math.nan,
                corpus=corpus, ctx=int(ctx), metric=metric)
+    # sensitivity: one model under two ids (identical_quants) counted once, the zone kept as decided above
+    groups = identical_quants(quants, fidelity, samples)
+    keep = distinct_quants(cohort["quant_id"], groups)
+    n_dist, rho_full_d, p_full_d = _rho(x[keep], y[keep])
+    n_zone_d, rho_zone_d, p_zone_d = _rho(x[zone & keep], y[zone & keep])
+    out.update(identical_quants=[" = ".join(g) for g in groups], n_distinct=int(keep.sum()),
+               rho_full_distinct=rho_full_d, p_full_distinct=p_full_d, n_zone_distinct=int((zone & keep).sum()),
+               rho_zone_distinct=rho_zone_d, p_zone_distinct=p_zone_d)
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}

@@ -100,6 +100,15 @@ def _gm_range(drop: pd.DataFrame) -> str:
     return f"{g.min():.2f} to {g.max():.2f} (median {g.median():.2f}, {len(g)} quants)"
 
 
+def _distinct(s: dict, v: dict) -> str:
+    """The cohort with each model counted once (stats.json identical_quants and the *_distinct keys)."""
+    if not s["identical_quants"]:
+        return "no two quants are one model"
+    return (f"{'; '.join(s['identical_quants'])}: {r2(s['rho_full_distinct'])}, {pval(s['p_full_distinct'])} "
+            f"(n={s['n_distinct']}) / {r2(s['rho_zone_distinct'])}, {pval(s['p_zone_distinct'])} "
+            f"(n={s['n_zone_distinct']})")
+
+
 def _route_range(route: pd.DataFrame) -> str:
     """Routing accuracy range over the pairs that have disagreements, with their count."""
     pairs = route[(route["task"] == "all") & (route["n_models"] == 2)]
@@ -131,6 +140,7 @@ def results_table(data: Path = DATA) -> str:
     row("same, inside the silent zone (zone from all items)", "zone",
         lambda s, v: f"{r2(s['rho_zone'])}, {pval(s['p_zone'])} (n={s['n_zone']}); quants CI "
                      f"{ci(*s['rho_zone_ci'])}, items CI {ci(s['rho_zone_items_lo'], s['rho_zone_items_hi'])}")
+    row("one model under two ids, counted once: rho full / zone", None, _distinct)
     row("zone rho, held-out zone boundaries (primary)", None,
         lambda s, v: f"{r2(s['rho_zone_heldout'])} (95% of {s['n_splits_heldout']} splits: "
                      f"{r2(s['rho_zone_heldout_lo'])} to {r2(s['rho_zone_heldout_hi'])})")

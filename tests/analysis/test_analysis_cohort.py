@@ -232,3 +232,49 @@ def test_cohort_refuses_missing_samples_and_token_mismatch(study):
         C.fidelity_wide(bad, bad.loc[bad.index[0], "corpus"], bad.loc[bad.index[0], "ctx"])
     with pytest.raises(ValueError, match="no fidelity rows"):
         C.fidelity_wide(fidelity, "wiki", 4096)
+
+
+def test_identical_quants_joins_same_artifacts_and_exact_behavioural_twins():
+    """A twin with another sha256 but every fidelity value and per-item answer and margin equal is one
+    model; two ids of one artifact (same sha256) are one model whatever their tables; a near twin whose
+    single margin differs by one ulp is not. Expected groups written by hand."""
+    from conftest import _make_study
+    samples, fidelity, quants = _make_study()
+    twin = lambda f, col, src, dst: f[f[col] == src].assign(**{col: dst})  # noqa: E731
+    samples = pd.concat([samples, twin(samples, "model", "q03", "q03-twin"), twin(samples, "model", "q04", "q04-near")],
+                        ignore_index=True)
+    near = samples.index[samples["model"] == "q04-near"][7]
+    samples.loc[near, "margin"] = np.nextafter(samples.loc[near, "margin"], np.inf)
+    fidelity = pd.concat([fidelity, twin(fidelity, "quant_id", "q03", "q03-twin"),
+                          twin(fidelity, "quant_id", "q04", "q04-near")], ignore_index=True)
+    quants = pd.concat([quants, twin(quants, "quant_id", "q03", "q03-twin").assign(sha256="sha-twin"),
+                        twin(quants, "quant_id", "q04", "q04-near").assign(sha256="sha-near")], ignore_index=True)
+    quants.loc[quants["quant_id"] == "q06", "sha256"] = "sha5"  # q05's artifact under a second id
+    assert C.identical_quants(quants, fidelity, samples) == [("q03", "q03-twin"), ("q05", "q06")]
+    mask = C.distinct_quants(["q03", "q03-twin", "q04", "q05", "q06"], [("q03", "q03-twin"), ("q05", "q06")])
+    assert mask.tolist() == [True, False, True, True, False]
+    # a failed quant is not in the cohort, so never in a group, even with a shared sha256
+    quants.loc[quants["quant_id"] == "q13", "sha256"] = "sha0"
+    assert C.identical_quants(quants, fidelity, samples) == [("q03", "q03-twin"), ("q05", "q06")]
+
+
+def test_headline_counts_a_duplicated_model_once_in_the_distinct_keys():
+    """Metamorphic: adding an exact twin of a quant moves rho_full, but the *_distinct keys of the
+    augmented study equal the plain keys of the original one."""
+    from conftest import _make_study
+    from analysis import zone as Z
+    samples, fidelity, quants = _make_study()
+    base = Z.headline_stats(samples, fidelity, quants, "wiki", 256)
+    assert base["identical_quants"] == [] and base["rho_full_distinct"] == base["rho_full"]
+    zone_q = "q00"  # the lowest-noise quant: in the zone
+    samples2 = pd.concat([samples, samples[samples["model"] == zone_q].assign(model="q00-copy")], ignore_index=True)
+    fidelity2 = pd.concat([fidelity, fidelity[fidelity["quant_id"] == zone_q].assign(quant_id="q00-copy")],
+                          ignore_index=True)
+    quants2 = pd.concat([quants, quants[quants["quant_id"] == zone_q].assign(quant_id="q00-copy")], ignore_index=True)
+    h = Z.headline_stats(samples2, fidelity2, quants2, "wiki", 256)
+    assert h["identical_quants"] == ["q00 = q00-copy"]
+    assert h["n_zone"] == base["n_zone"] + 1 and h["n_zone_distinct"] == base["n_zone"]
+    assert h["n_distinct"] == base["n_quants"]
+    assert (h["rho_full_distinct"], h["p_full_distinct"]) == (base["rho_full"], base["p_full"])
+    assert (h["rho_zone_distinct"], h["p_zone_distinct"]) == (base["rho_zone"], base["p_zone"])
+    assert h["rho_full"] != base["rho_full"]

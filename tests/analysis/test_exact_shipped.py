@@ -168,3 +168,41 @@ def test_shipped_power_stats_json_equals_independent_exact_recomputation(pairing
     assert shipped["n_quants"] == len(want["ids"]) and shipped["n_zone"] == want["n_zone"]
     for k in ("rho_full", "p_full", "rho_zone", "p_zone", "rho_vol_zone", "rho_delta_zone"):
         assert abs(shipped[k] - want[k]) < 1e-9, k
+
+
+@pytest.mark.parametrize("study, twins", [("smollm2", [("Q2_K", "Q3_K_S"), ("Q4_K_M", "Q4_K_M-q8emb")]),
+                                          ("gemma3", [("Q4_K_M", "Q4_K_M-q8emb")])])
+def test_shipped_identical_quants_and_distinct_rhos(study, twins):
+    """The shipped cohorts hold one model under two ids: Q4_K_M-q8emb's file is Q4_K_M's (the same
+    sha256 in quants.csv: both models already keep their token embeddings at q8_0), and for SmolLM2
+    Q2_K and Q3_K_S give the same tensor types, fidelity and answers. Found here by comparing the
+    tables pairwise (not through `analysis`); stats.json's distinct rhos equal scipy on the cohort with
+    each later twin dropped."""
+    import json
+    samples, fidelity, quants = _tables(study)
+    want = _independent(samples, fidelity, quants)
+    ids = want["ids"]
+    man = quants.set_index("quant_id")
+    found = []
+    for i, a in enumerate(ids):
+        for b in ids[i + 1:]:
+            same_file = man.loc[a, "sha256"] == man.loc[b, "sha256"]
+            fa = fidelity[fidelity["quant_id"] == a].set_index(["corpus", "ctx", "metric"])["value"]
+            fb = fidelity[fidelity["quant_id"] == b].set_index(["corpus", "ctx", "metric"])["value"]
+            sa = samples[samples["model"] == a].set_index(["task", "item_id"])[["correct", "margin"]]
+            sb = samples[samples["model"] == b].set_index(["task", "item_id"])[["correct", "margin"]]
+            same_tables = fa.sort_index().equals(fb.sort_index()) and sa.sort_index().equals(sb.sort_index())
+            if same_file or same_tables:
+                found.append((a, b))
+    assert found == twins
+    s = json.loads((DATA / study / "stats.json").read_text())
+    assert s["identical_quants"] == [" = ".join(t) for t in twins]
+    keep = np.array([q not in {b for _, b in twins} for q in ids])
+    fid = fidelity[(fidelity["corpus"] == CORPUS) & (fidelity["ctx"] == CTX) & (fidelity["metric"] == METRIC)]
+    kld = fid.set_index("quant_id")["value"].astype(float).reindex(ids).to_numpy()
+    y = np.array([float(v) for v in want["score"]])
+    full = st.spearmanr(kld[keep], y[keep])
+    zk = keep & want["zone"]
+    assert s["n_distinct"] == int(keep.sum()) and s["n_zone_distinct"] == int(zk.sum())
+    assert abs(s["rho_full_distinct"] - full.statistic) < 1e-9 and abs(s["p_full_distinct"] - full.pvalue) < 1e-9
+    assert abs(s["rho_zone_distinct"] - st.spearmanr(kld[zk], y[zk]).statistic) < 1e-9
