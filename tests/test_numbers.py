@@ -129,6 +129,8 @@ def test_interim_power_section_reads_the_gathered_leases():
     text = "\n".join(N._interim("smollm2", d))
     assert f"### Interim results: {len(info['gathered'])} of the profile's 32 quants" in text
     assert f"| quants in the zone (relative composite degradation <= 2%) | {stats['n_zone']} |" in text
+    twins = "; ".join(stats["identical_quants"]) or "no two quants are one model"
+    assert f"| one model under two ids, counted once: rho full / zone | {twins}" in text
     assert f"here on {med:g}." in text and med >= 20  # issue 19: a median of >= 20 per pair
     q = pd.read_csv(d / "quants.csv").set_index("quant_id").loc[info["gathered"], "method"]
     n_gguf, n_other = int((q == "gguf").sum()), int((q != "gguf").sum())  # counted here from the table
