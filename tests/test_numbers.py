@@ -131,6 +131,13 @@ def test_interim_power_section_reads_the_gathered_leases():
     assert f"| quants in the zone (relative composite degradation <= 2%) | {stats['n_zone']} |" in text
     twins = "; ".join(stats["identical_quants"]) or "no two quants are one model"
     assert f"| one model under two ids, counted once: rho full / zone | {twins}" in text
+    # the grid value where the ceiling first reaches 80%, read from noise_ceiling.csv here
+    nc = pd.read_csv(d / "noise_ceiling.csv")
+    nc = nc[(nc["coupling"] == stats["ceiling_coupling"]) & ~nc["study_items"]]
+    need = {t: g.sort_values("n_items").query("power >= 0.8")["n_items"] for t, g in nc.groupby("truth")}
+    word = {t: f"{int(v.iloc[0]):,}" if len(v) else "more than 10,000" for t, v in need.items()}
+    assert (f"| items per task for 80% power of a perfect metric in this zone (conservative / optimistic) | "
+            f"{word['conservative']} / {word['optimistic']} (the shipped splits give 370 to 1,000) |") in text
     assert f"here on {med:g}." in text and med >= 20  # issue 19: a median of >= 20 per pair
     q = pd.read_csv(d / "quants.csv").set_index("quant_id").loc[info["gathered"], "method"]
     n_gguf, n_other = int((q == "gguf").sum()), int((q != "gguf").sum())  # counted here from the table

@@ -234,12 +234,11 @@ def test_cohort_refuses_missing_samples_and_token_mismatch(study):
         C.fidelity_wide(fidelity, "wiki", 4096)
 
 
-def test_identical_quants_joins_same_artifacts_and_exact_behavioural_twins():
+def test_identical_quants_joins_same_artifacts_and_exact_behavioural_twins(make_study):
     """A twin with another sha256 but every fidelity value and per-item answer and margin equal is one
     model; two ids of one artifact (same sha256) are one model whatever their tables; a near twin whose
     single margin differs by one ulp is not. Expected groups written by hand."""
-    from conftest import _make_study
-    samples, fidelity, quants = _make_study()
+    samples, fidelity, quants = make_study()
     twin = lambda f, col, src, dst: f[f[col] == src].assign(**{col: dst})  # noqa: E731
     samples = pd.concat([samples, twin(samples, "model", "q03", "q03-twin"), twin(samples, "model", "q04", "q04-near")],
                         ignore_index=True)
@@ -258,12 +257,11 @@ def test_identical_quants_joins_same_artifacts_and_exact_behavioural_twins():
     assert C.identical_quants(quants, fidelity, samples) == [("q03", "q03-twin"), ("q05", "q06")]
 
 
-def test_headline_counts_a_duplicated_model_once_in_the_distinct_keys():
+def test_headline_counts_a_duplicated_model_once_in_the_distinct_keys(make_study):
     """Metamorphic: adding an exact twin of a quant moves rho_full, but the *_distinct keys of the
     augmented study equal the plain keys of the original one."""
-    from conftest import _make_study
     from analysis import zone as Z
-    samples, fidelity, quants = _make_study()
+    samples, fidelity, quants = make_study()
     base = Z.headline_stats(samples, fidelity, quants, "wiki", 256)
     assert base["identical_quants"] == [] and base["rho_full_distinct"] == base["rho_full"]
     zone_q = "q00"  # the lowest-noise quant: in the zone
