@@ -142,6 +142,7 @@ def test_power_resume_puts_back_finished_quants_only(tmp_path):
     names = {
         "samples/Q8_0/sciq.csv": True, "samples/Q8_0/sciq.csv.provenance.json": True,
         "wf/bench/Q8_0.json": True,
+        "wf/bench/Q6_K-piqa.json": True,  # a (quant, task) marker (power_run.py --per-task): back, not listed
         "samples/Q6_K/piqa.csv": True,  # a finished task of an unfinished quant: reused per task
         "samples/Q6_K/lambada.csv.partial.jsonl": False,
         "samples/reference/sciq.csv": False, "wf/bench/reference.json": False,
@@ -151,7 +152,7 @@ def test_power_resume_puts_back_finished_quants_only(tmp_path):
     src = tmp_path / "r.tar.xz"
     with tarfile.open(src, "w:xz") as tar:
         for n in names:
-            data = n.encode()
+            data = (b'{"model": "Q6_K", "tasks": ["piqa"]}' if n.endswith("-piqa.json") else n.encode())
             info = tarfile.TarInfo(base + n)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -161,7 +162,7 @@ def test_power_resume_puts_back_finished_quants_only(tmp_path):
     p = subprocess.run([sys.executable, str(PERF / "gpu" / "power_resume.py"), str(src), str(home)],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    assert "finished quants: Q8_0" in p.stdout and "3 files" in p.stdout  # 4 wanted, one already there
+    assert p.stdout.rstrip().endswith("finished quants: Q8_0") and "4 files" in p.stdout  # 5 wanted, one there
     for n, back in names.items():
         assert (home / base / n).is_file() == (back or n == "samples/Q8_0/sciq.csv"), n
     assert (home / base / "samples/Q8_0/sciq.csv").read_text() == "already here"

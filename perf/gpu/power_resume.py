@@ -17,6 +17,7 @@ machine each table came from (provenance).
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import tarfile
@@ -24,6 +25,14 @@ from pathlib import Path
 
 SAMPLE = re.compile(r"^studies/[^/]+/[^/]+/samples/(?P<model>[^/]+)/[^/]+\.csv(\.provenance\.json)?$")
 MARKER = re.compile(r"^studies/[^/]+/[^/]+/wf/bench/(?P<model>[^/]+)\.json$")
+
+
+def _names_tasks(marker: bytes) -> bool:
+    """A bench marker of some of a model's tasks (`stage bench --tasks`), not of the whole model."""
+    try:
+        return "tasks" in json.loads(marker)
+    except ValueError:
+        return False
 
 
 def members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
@@ -54,7 +63,9 @@ def main(argv: list[str]) -> int:
             with tar.extractfile(m) as fh:
                 dest.write_bytes(fh.read())
             got += 1
-    quants = sorted({MARKER.match(m.name).group("model") for m in keep if MARKER.match(m.name)})
+        # a quant's marker, not a (quant, task) one (power_run.py --per-task: it names its tasks)
+        quants = sorted(MARKER.match(m.name).group("model") for m in keep
+                        if MARKER.match(m.name) and not _names_tasks(tar.extractfile(m).read()))
     print(f"power_resume: {got} files from {src.name}; finished quants: {' '.join(quants) or 'none'}")
     return 0
 
