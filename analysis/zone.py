@@ -320,8 +320,8 @@ def headline_stats(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.Dat
     # sensitivity: one model under two ids (identical_quants) counted once, the zone kept as decided above
     groups = identical_quants(quants, fidelity, samples)
     keep = distinct_quants(cohort["quant_id"], groups)
-    n_dist, rho_full_d, p_full_d = _rho(x[keep], y[keep])
-    n_zone_d, rho_zone_d, p_zone_d = _rho(x[zone & keep], y[zone & keep])
+    _, rho_full_d, p_full_d = _rho(x[keep], y[keep])
+    _, rho_zone_d, p_zone_d = _rho(x[zone & keep], y[zone & keep])
     out.update(identical_quants=[" = ".join(g) for g in groups], n_distinct=int(keep.sum()),
                rho_full_distinct=rho_full_d, p_full_distinct=p_full_d, n_zone_distinct=int((zone & keep).sum()),
                rho_zone_distinct=rho_zone_d, p_zone_distinct=p_zone_d)
