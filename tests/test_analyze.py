@@ -351,15 +351,13 @@ def test_notebook_is_thin_and_parameterized(name):
     assert all(not c.get("outputs") for c in book.cells if c.cell_type == "code")
 
 
-def test_notebooks_run_with_papermill(tmp_path):
-    import papermill as pm
+def test_notebooks_run_with_papermill(tmp_path, run_notebook):
     r, figdir = tmp_path / "results", tmp_path / "figures"
     config = write_study(r)
     for name in NOTEBOOKS_RUN:
-        pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
-                            parameters=dict(study="toy", profile="default", results=str(r),
-                                            figures=str(figdir), config=str(config)),
-                            kernel_name="python3", progress_bar=False, cwd=str(REPO))
+        run_notebook(NOTEBOOKS / f"{name}.ipynb", tmp_path / f"{name}.ipynb",
+                     parameters=dict(study="toy", profile="default", results=str(r),
+                                     figures=str(figdir), config=str(config)), cwd=str(REPO))
     assert (r / "stats.json").is_file() and (r / "routing.csv").is_file()
     assert sorted(p.name for p in figdir.glob("*.png")) == sorted(f"{n}.png" for n in analyze.FIGURES)
     executed = (tmp_path / "07_figures.ipynb").read_text()

@@ -66,13 +66,11 @@ def test_bad_choices_are_one_line_errors():
         E.explore(*tables, corpus="c4", ctx=512)
 
 
-def test_explorer_notebook_runs_headless_and_writes_nothing(tmp_path):
-    import papermill as pm
+def test_explorer_notebook_runs_headless_and_writes_nothing(tmp_path, run_notebook):
     before = _snapshot()
     out = tmp_path / "explore.ipynb"
-    pm.execute_notebook(str(NOTEBOOKS / "00_explore.ipynb"), str(out), kernel_name="python3", cwd=str(NOTEBOOKS),
-                        parameters={"study": "gemma3", "definition": "absolute", "threshold": 1.0, "task": "sciq"},
-                        progress_bar=False)
+    run_notebook(NOTEBOOKS / "00_explore.ipynb", out, cwd=str(NOTEBOOKS),
+                 parameters={"study": "gemma3", "definition": "absolute", "threshold": 1.0, "task": "sciq"})
     nb = json.loads(out.read_text())
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors

@@ -17,13 +17,11 @@ def _digest(root):
 
 
 @pytest.mark.parametrize("name", ["04_decomposition", "07_figures"])
-def test_notebook_with_default_parameters_leaves_data_and_figures_alone(name, tmp_path, monkeypatch):
-    import papermill as pm
+def test_notebook_with_default_parameters_leaves_data_and_figures_alone(name, tmp_path, monkeypatch, run_notebook):
     monkeypatch.setenv("SILENTZONE_HOME", str(tmp_path / "home"))
     before = {"data": _digest(DATA / "smollm2"), "figures": _digest(FIGURES / "smollm2")}
-    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"),
-                        kernel_name="python3", parameters={"study": "smollm2"}, cwd=str(NOTEBOOKS),
-                        progress_bar=False)
+    run_notebook(NOTEBOOKS / f"{name}.ipynb", tmp_path / f"{name}.ipynb", parameters={"study": "smollm2"},
+                 cwd=str(NOTEBOOKS))
     assert {"data": _digest(DATA / "smollm2"), "figures": _digest(FIGURES / "smollm2")} == before
     scratch = tmp_path / "home" / "scratch" / "smollm2-default"
     if name == "04_decomposition":  # it recomputed the headline in the scratch copy: same numbers

@@ -37,15 +37,13 @@ def test_shipped_tables_are_valid_and_agree(study):
 
 
 @pytest.mark.parametrize("name", NOTEBOOK_NAMES)
-def test_notebook_runs_from_the_shipped_data(name, tmp_path):
+def test_notebook_runs_from_the_shipped_data(name, tmp_path, run_notebook):
     """Each notebook, default parameters except where it writes: a copy of data/smollm2."""
-    import papermill as pm
     results = tmp_path / "smollm2"
     shutil.copytree(DATA / "smollm2", results)
-    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), kernel_name="python3",
-                        parameters={"study": "smollm2", "results": str(results),
-                                    "figures": str(tmp_path / "figures")},
-                        cwd=str(NOTEBOOKS), progress_bar=False)
+    run_notebook(NOTEBOOKS / f"{name}.ipynb", tmp_path / f"{name}.ipynb",
+                 parameters={"study": "smollm2", "results": str(results), "figures": str(tmp_path / "figures")},
+                 cwd=str(NOTEBOOKS))
     nb = json.loads((tmp_path / f"{name}.ipynb").read_text())
     errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
