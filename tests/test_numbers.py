@@ -144,3 +144,20 @@ def test_interim_power_section_reads_the_gathered_leases():
     assert f"The reference and the {n_gguf} GGUF quants ran on llama.cpp's CUDA build" in text
     assert (f"the {n_other} quants of the other methods" in text) == (n_other > 0)
     assert N._interim("gemma3", DATA / "gemma3-power") == []  # no leases gathered: no section
+
+
+def test_engines_names_the_bench_tables_scored_on_a_cpu(tmp_path):
+    """leases.json's bench_devices puts some tables on a CPU: the sentence names them by model and engine
+    (the method from quants.csv), and counts them; without any, nothing about a CPU is said."""
+    pd.DataFrame({"quant_id": ["Q8_0", "Q4_K_M-q8emb", "torchao-int8", "hqq-8bit-g64"],
+                  "method": ["gguf", "gguf", "torchao", "hqq"]}).to_csv(tmp_path / "quants.csv", index=False)
+    gathered = ["Q8_0", "Q4_K_M-q8emb", "torchao-int8", "hqq-8bit-g64"]
+    devices = {"cuda": ["reference/sciq", "Q8_0/sciq"],
+               "cpu": ["Q4_K_M-q8emb/piqa", "Q4_K_M-q8emb/lambada", "torchao-int8/lambada", "hqq-8bit-g64/piqa"]}
+    text = N._engines(tmp_path, gathered, devices)
+    assert text.startswith("The reference and the 2 GGUF quants ran on llama.cpp's CUDA build; the 2 quants of "
+                           "the other methods (torchao, hqq) through transformers on CUDA")
+    assert text.endswith("Scored on a CPU instead (4 bench tables, where the GPU leases ran out; their provenance "
+                         "says so): on llama.cpp's CPU build Q4_K_M-q8emb (piqa, lambada); through transformers "
+                         "on the CPU torchao-int8 (lambada); hqq-8bit-g64 (piqa). ")
+    assert "CPU" not in N._engines(tmp_path, gathered, {"cuda": devices["cuda"]})

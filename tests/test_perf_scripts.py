@@ -374,6 +374,29 @@ def test_power_run_bench_jobs_split_unfinished_quants_by_task(tmp_path):
     assert cmd[cmd.index("--quant-marker") + 1] == str(q / "b.json")
 
 
+def test_power_run_packs_only_the_named_quants(tmp_path):
+    """power_run.py --quants packs those quants' markers and tables and the logs, never the reference
+    it scored again on its own machine, nor a quant whose id only starts like a named one; without
+    --quants, every marker and table. The expected file lists are written out by hand."""
+    sys.path.insert(0, str(PERF / "gpu"))
+    import power_run
+    files = ["wf/reference.json", "wf/capture/wiki-512.json", "wf/quants/Q4_K_M.json", "wf/quants/Q4_K_M-q8emb.json",
+             "wf/fidelity/Q4_K_M.json", "wf/bench/reference.json", "wf/bench/reference-sciq.json",
+             "wf/bench/Q4_K_M.json", "wf/bench/Q4_K_M-sciq.json", "wf/bench/Q4_K_M-q8emb.json",
+             "samples/reference/sciq.csv", "samples/Q4_K_M/sciq.csv", "samples/Q4_K_M/sciq.csv.provenance.json",
+             "samples/Q4_K_M-q8emb/sciq.csv", "fidelity/Q4_K_M/fidelity.csv", "fidelity/Q4_K_M-q8emb/fidelity.csv",
+             "logs/bench_Q4_K_M-sciq.log", "bench_ref/sciq.npz", "bench_ref/sciq.json", "fidelity/Q4_K_M/x.npz"]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x")
+    got = lambda *a: sorted(str(p.relative_to(tmp_path)) for p in power_run.pack_list(tmp_path, *a))  # noqa: E731
+    assert got(["Q4_K_M"], ["sciq", "piqa"]) == sorted([
+        "wf/quants/Q4_K_M.json", "wf/fidelity/Q4_K_M.json", "wf/bench/Q4_K_M.json", "wf/bench/Q4_K_M-sciq.json",
+        "samples/Q4_K_M/sciq.csv", "samples/Q4_K_M/sciq.csv.provenance.json", "fidelity/Q4_K_M/fidelity.csv",
+        "logs/bench_Q4_K_M-sciq.log"])
+    assert got() == sorted(f for f in files if not f.startswith("bench_ref/") and not f.endswith(".npz"))
+
+
 def test_power_run_refuses_a_quant_outside_the_profile(tmp_path, capsys):
     sys.path.insert(0, str(PERF / "gpu"))
     import power_run

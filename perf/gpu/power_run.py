@@ -19,7 +19,9 @@ seconds; then what is finished is packed for the trip back, paths relative to $S
 Unpacked into the development machine's $SILENTZONE_HOME (set the same path on both machines, so
 the markers' paths hold), the CPU workflow finds these jobs finished and runs the gathers and the
 analysis. `--methods gguf` restricts the quants to some methods (the others' libraries may not be
-on the GPU machine); `--stages` to some stages.
+on the GPU machine); `--stages` to some stages (none: only pack). It runs on a CPU too
+(`--device cpu`): a cohort that the leases left unfinished is finished there with `--quants`, and
+then only those quants' files are packed (pack_list).
 """
 
 from __future__ import annotations
@@ -105,6 +107,31 @@ def bench_jobs(tasks, quants, wf: Path, per_task: bool) -> list[list[tuple[str, 
     return [split, whole]
 
 
+def pack_list(sd: Path, quants: list[str] | None = None, tasks: list[str] = ()) -> list[Path]:
+    """The finished files of the study directory `sd` that travel back: markers, bench and fidelity
+    tables, logs (no reference store, no arrays, nothing of 64 MiB or more). With `quants` (a run
+    that finishes some quants of a cohort, `--quants`), only those quants' markers and tables: the
+    reference that such a run scores again on its own machine stays there, so that its tables, which
+    another machine's reference tables already give, are not sent as a second, slightly different
+    version (silentzone gather-leases refuses tables that differ between leases)."""
+    def ours(rel: Path) -> bool:
+        if quants is None or rel.parts[0] == "logs":
+            return True
+        if rel.parts[0] in ("samples", "fidelity"):
+            return len(rel.parts) > 2 and rel.parts[1] in quants
+        stem = rel.name.removesuffix(".json")  # wf/<stage>/<quant>.json or wf/bench/<quant>-<task>.json
+        per_task = {f"{q}-{t}" for q in quants for t in tasks} if rel.parts[1:2] == ("bench",) else set()
+        return len(rel.parts) == 3 and (stem in quants or stem in per_task)
+    keep = []
+    for p in sorted(sd.rglob("*")):
+        rel = p.relative_to(sd)
+        if not p.is_file() or rel.parts[0] in ("bench_ref",) or p.suffix in (".npz", ".npy"):
+            continue
+        if rel.parts[0] in ("wf", "samples", "fidelity", "logs") and p.stat().st_size < 64 << 20 and ours(rel):
+            keep.append(p)
+    return keep
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", required=True)
@@ -115,7 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="*", default=None, help="quant methods to run (default: all)")
     ap.add_argument("--quants", nargs="*", default=None,
                     help="quant ids to run (default: all of --methods); an id not in the profile is an error")
-    ap.add_argument("--stages", nargs="*", default=list(STAGES), choices=STAGES)
+    ap.add_argument("--stages", nargs="*", default=list(STAGES), choices=STAGES,
+                    help="stages to run; none (`--stages` alone): only pack what is finished")
     ap.add_argument("--per-task", action="store_true",
                     help="the quants' bench as one job per (quant, task) first (see bench_jobs)")
     ap.add_argument("--deadline", type=float, default=520.0, help="seconds after which no job starts")
@@ -176,13 +204,7 @@ def main(argv=None) -> int:
     home = cache_home()
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{args.study}-{args.profile}"
-    keep = []
-    for p in sorted(sd.rglob("*")):
-        rel = p.relative_to(sd)
-        if not p.is_file() or rel.parts[0] in ("bench_ref",) or p.suffix in (".npz", ".npy"):
-            continue
-        if rel.parts[0] in ("wf", "samples", "fidelity", "logs") and p.stat().st_size < 64 << 20:
-            keep.append(p)
+    keep = pack_list(sd, args.quants, study.tasks)
     with tarfile.open(args.out / f"{name}-results.tar.xz", "w:xz", preset=6) as tar:
         for p in keep:
             tar.add(p, arcname=str(p.relative_to(home)))

@@ -351,7 +351,7 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
             if store is not None and is_ref:
                 store.save({"bench": sig})
             write_table(frame, SAMPLES, out, {**prov, "bench": sig, "model_path": str(models[name]),
-                                              "kld_top_k": k, "attention": model.attention()})
+                                              "kld_top_k": k, "attention": model.attention(), "device": device})
             if partial is not None:
                 partial.unlink(missing_ok=True)
             log.info("%s/%s: %d items, acc %.3f", name, tn, len(frame), frame["correct"].mean())

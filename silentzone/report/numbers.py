@@ -334,12 +334,20 @@ def power_page(data: Path = DATA) -> str:
                 f"power for a perfect metric (conservative truth) at about {items(need)} items per task over "
                 f"its own tasks; the powered profile has {min(used) if used else 0:,} to "
                 f"{max(used) if used else 0:,} per selected task. That is a prediction from the default "
-                f"cohort, not a result: the powered profile has not been run in full yet (the GPU runs so far: "
-                f"docs/performance.md).", ""]
+                + ("cohort; the profile's own noise ceiling, from its whole cohort, is in its results below."
+                   if _power_complete(Path(data) / f"{study}-power") else
+                   "cohort, not a result: the powered profile has not been run in full yet (the GPU runs so far: "
+                   "docs/performance.md)."), ""]
         out += _cpu_hours(study, Path(data).parent / "perf" / "cpu" / f"cpu_hours-{study}.json")
         out += _generation_families(study, table, Path(data))
         out += _interim(study, Path(data) / f"{study}-power")
     return "\n".join(out)
+
+
+def _power_complete(d: Path) -> bool:
+    """Whether the leases gathered into `d` (data/<study>-power/) hold the profile's whole cohort."""
+    f = d / "leases.json"
+    return f.is_file() and not json.loads(f.read_text())["left_out"]
 
 
 def routing_disagreements(route: pd.DataFrame) -> pd.Series:
@@ -365,18 +373,22 @@ def _interim(study: str, d: Path) -> list[str]:
     by_reason = {}
     for q, why in sorted(info["left_out"].items()):
         by_reason.setdefault(why, []).append(q)
-    cohort = f"{len(info['gathered'])} of the profile's {info['n_quants_profile']} quants"
+    n_in = len(info["gathered"]) + len(info["failed"])
+    whole = not info["left_out"]
+    cohort = (f"all {n_in} quants of the profile" if whole else
+              f"{len(info['gathered'])} of the profile's {info['n_quants_profile']} quants")
     return [
-        f"### Interim results: {cohort} (`data/{study}-power/`)", "",
-        f"`make power` gathers the GPU leases' packed results ({len(info['leases'])} leases, "
+        f"### {'Results' if whole else 'Interim results'}: {cohort} (`data/{study}-power/`)", "",
+        f"`make power` gathers the leases' packed results ({len(info['leases'])} leases, "
         f"`docs/performance/gpu/*-power-{study}-*results*.tar.xz`; `silentzone gather-leases`, which refuses "
         "quant files or tables that differ between leases) and runs the analysis notebooks on them. "
         f"In: {', '.join(info['gathered'])}" + (f", and {', '.join(info['failed'])} (quantization failed)"
                                                if info["failed"] else "") + ". "
-        f"Not yet ({len(info['left_out'])}): "
-        + "; ".join(f"{', '.join(qs)} ({why})" for why, qs in sorted(by_reason.items())) + ". "
-        + _engines(d, info["gathered"]) +
-        "An interim cohort: the zone below is not the full study's, and nothing here is the headline.", "",
+        + ("" if whole else f"Not yet ({len(info['left_out'])}): "
+           + "; ".join(f"{', '.join(qs)} ({why})" for why, qs in sorted(by_reason.items())) + ". ")
+        + _engines(d, info["gathered"], info.get("bench_devices", {}))
+        + ("" if whole else
+           "An interim cohort: the zone below is not the full study's, and nothing here is the headline."), "",
         "| | value |", "|---|---|",
         f"| items per model | {sum(n_items.values()):,} ({', '.join(f'{t} {n:,}' for t, n in n_items.items())}) |",
         f"| reference composite score | {pct(s['ref_score'], 1)} |",
@@ -398,20 +410,35 @@ def _interim(study: str, d: Path) -> list[str]:
         ""]
 
 
-def _engines(d: Path, gathered: list[str]) -> str:
-    """Which engine ran which part of an interim cohort, from quants.csv's methods: the reference's bench
-    and the GGUF quants on llama.cpp's CUDA build, every other method's quants through transformers on CUDA."""
+def _engines(d: Path, gathered: list[str], devices: dict | None = None) -> str:
+    """Which engine ran which part of a gathered cohort, from quants.csv's methods: the reference's bench
+    and the GGUF quants on llama.cpp's CUDA build, every other method's quants through transformers on CUDA;
+    then the bench tables that leases.json's bench_devices puts on a CPU, by model."""
     q = pd.read_csv(d / "quants.csv")
     methods = q.set_index("quant_id").loc[gathered, "method"]
+    on_cpu: dict[str, list[str]] = {}
+    for pair in (devices or {}).get("cpu", []):
+        model, task = pair.split("/")
+        on_cpu.setdefault(model, []).append(task)
+    cpu = ""
+    if on_cpu:
+        def part(ms):
+            return "; ".join(f"{m} ({', '.join(on_cpu[m])})" for m in ms)
+        llama = [m for m in on_cpu if m == "reference" or methods.get(m) == "gguf"]
+        hf = [m for m in on_cpu if m not in llama]
+        cpu = (f"Scored on a CPU instead ({sum(map(len, on_cpu.values()))} bench tables, where the GPU leases "
+               "ran out; their provenance says so): "
+               + "; ".join(([f"on llama.cpp's CPU build {part(llama)}"] if llama else [])
+                           + ([f"through transformers on the CPU {part(hf)}"] if hf else [])) + ". ")
     n_gguf = int((methods == "gguf").sum())
     other = methods[methods != "gguf"]
     text = f"The reference and the {n_gguf} GGUF quants ran on llama.cpp's CUDA build"
     if other.empty:
-        return text + " (one engine for the whole cohort). "
+        return text + " (one engine for the whole cohort). " + cpu
     names = ", ".join(dict.fromkeys(other))
     return (text + f"; the {len(other)} quants of the other methods ({names}) through transformers on CUDA "
             "(two engines in one cohort; on the GPU every quant's fidelity is scored against reference logits "
-            "captured through transformers, silentzone/backends reference_source). ")
+            "captured through transformers, silentzone/backends reference_source). " + cpu)
 
 
 def _cpu_hours(study: str, path: Path) -> list[str]:

@@ -18,7 +18,10 @@ the pieces of several leases are put together here, and only where they are know
 
 The later lease wins where the tables are equal anyway. Writes DIR/quants.csv, fidelity.csv,
 samples.csv (the contract tables that silentzone.report reads) and DIR/leases.json: each lease's
-file name, sha256 and what it gave, the quants gathered and those left out with the reason.
+file name, sha256 and what it gave, the quants gathered and those left out with the reason, and
+`bench_devices`: which device scored each gathered bench table ({device: ["model/task", ...]}),
+from the `device` its provenance records. A table packed before that key was recorded (2026-12-06)
+has none; every such table came from the lent GPU machine, so it counts as cuda (TABLE_DEVICE_DEFAULT).
 """
 
 from __future__ import annotations
@@ -33,13 +36,17 @@ from pathlib import Path
 from ..errors import SilentzoneError
 
 
+TABLE_DEVICE_DEFAULT = "cuda"  # bench tables without a `device` in their provenance (module doc)
+
+
 class LeaseError(SilentzoneError, ValueError):
     """Lease results that cannot be put together (one-line message naming the lease and file)."""
 
 
 def read_lease(path: str | Path, study: str, profile: str) -> dict:
-    """{"markers": {quant: dict}, "fidelity": {quant: bytes}, "samples": {(model, task): bytes}} of
-    one lease's tar, its members under studies/<study>/<profile>/ (others are ignored)."""
+    """{"markers": {quant: dict}, "fidelity": {quant: bytes}, "samples": {(model, task): bytes},
+    "samples_prov": {(model, task): dict}} of one lease's tar, its members under
+    studies/<study>/<profile>/ (others are ignored)."""
     path = Path(path)
     if not path.is_file():
         raise LeaseError(f"{path}: lease results not found")
@@ -48,8 +55,9 @@ def read_lease(path: str | Path, study: str, profile: str) -> dict:
         "markers": re.compile(re.escape(base) + r"wf/quants/(?P<q>[^/]+)\.json$"),
         "fidelity": re.compile(re.escape(base) + r"fidelity/(?P<q>[^/]+)/fidelity\.csv$"),
         "samples": re.compile(re.escape(base) + r"samples/(?P<m>[^/]+)/(?P<t>[^/]+)\.csv$"),
+        "samples_prov": re.compile(re.escape(base) + r"samples/(?P<m>[^/]+)/(?P<t>[^/]+)\.csv\.provenance\.json$"),
     }
-    out = {"markers": {}, "fidelity": {}, "samples": {}}
+    out = {"markers": {}, "fidelity": {}, "samples": {}, "samples_prov": {}}
     try:
         tar = tarfile.open(path, "r:*")
     except (tarfile.TarError, OSError) as e:
@@ -63,16 +71,17 @@ def read_lease(path: str | Path, study: str, profile: str) -> dict:
                 if hit is None:
                     continue
                 data = tar.extractfile(m).read()
-                if kind == "markers":
+                if kind in ("markers", "samples_prov"):
                     try:
-                        out[kind][hit["q"]] = json.loads(data)
+                        value = json.loads(data)
                     except ValueError:
                         raise LeaseError(f"{path}: {m.name}: not JSON") from None
+                    out[kind][hit["q"] if kind == "markers" else (hit["m"], hit["t"])] = value
                 elif kind == "fidelity":
                     out[kind][hit["q"]] = data
                 else:
                     out[kind][(hit["m"], hit["t"])] = data
-    if not any(out.values()):
+    if not any(v for k, v in out.items() if k != "samples_prov"):
         raise LeaseError(f"{path}: no results of {study}/{profile} in it (members under {base})")
     return out
 
@@ -112,7 +121,7 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
         raise LeaseError("gather-leases: no lease results given")
     leases = [(Path(t), read_lease(t, study.study, study.profile_name)) for t in tars]
     known = {q.id for q in study.quants}
-    markers, fid, samples, origin = {}, {}, {}, {}
+    markers, fid, samples, origin, device = {}, {}, {}, {}, {}
     for path, got in leases:
         for q, mk in got["markers"].items():
             if q not in known:
@@ -134,6 +143,7 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
                 raise LeaseError(f"{path}: samples/{m}/{t}.csv differs from {origin[('s', m, t)]} "
                                  "(the same model and task scored to other rows)")
             samples[(m, t)], origin[("s", m, t)] = frame, path.name
+            device[(m, t)] = got["samples_prov"].get((m, t), {}).get("device", TABLE_DEVICE_DEFAULT)
 
     def benched(m):
         return all((m, t) in samples for t in study.tasks)
@@ -169,7 +179,11 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
                     "tables": len(g["samples"]) + len(g["fidelity"])} for p, g in leases],
         "gathered": gathered, "failed": failed, "left_out": left,
         "n_quants_profile": len(study.quants),
+        "bench_devices": {},
     }
+    for m in ["reference"] + gathered:
+        for t in study.tasks:
+            info["bench_devices"].setdefault(device[(m, t)], []).append(f"{m}/{t}")
     prov = record(study.config_hash, vars(study.seeds), stage="gather-leases",
                   profile=study.profile_name, leases=[x["file"] for x in info["leases"]],
                   lease_sha256=[x["sha256"] for x in info["leases"]], left_out=sorted(left))

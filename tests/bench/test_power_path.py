@@ -89,6 +89,7 @@ def test_a_batched_profile_scores_choices_in_one_decode_and_keeps_the_f32_refere
     assert len(calls) == 2 * 4  # reference and Q4_0, 4 items each, one batched call per item
     prov = json.loads((tmp_path / "on/samples/Q4_0/sciq.csv.provenance.json").read_text())
     assert prov["bench"]["mc_batched"] is True and prov["bench"]["reference_kv_cache"] == "f32"
+    assert prov["device"] == "cpu"  # where the table was scored (run_benchmarks' default device)
     calls.clear()
     s = run_benchmarks(f32, models, out_dir=tmp_path / "off", **kw)
     assert calls == []

@@ -30,9 +30,10 @@ def _shipped():
             pd.read_csv(DATA / "quants.csv", **read))
 
 
-def _lease(path: Path, markers: dict, fidelity: dict, samples: dict, base="studies/smollm2/smoke/") -> Path:
+def _lease(path: Path, markers: dict, fidelity: dict, samples: dict, base="studies/smollm2/smoke/",
+           provs: dict | None = None) -> Path:
     """A lease tar as perf/gpu/power_run.py packs one: markers {quant: dict}, fidelity {quant: frame},
-    samples {(model, task): frame}."""
+    samples {(model, task): frame}, provs {(model, task): a samples table's provenance dict}."""
     def add(tar, name, data: bytes):
         info = tarfile.TarInfo(base + name)
         info.size = len(data)
@@ -44,6 +45,8 @@ def _lease(path: Path, markers: dict, fidelity: dict, samples: dict, base="studi
             add(tar, f"fidelity/{q}/fidelity.csv", f.to_csv(index=False).encode())
         for (m, t), f in samples.items():
             add(tar, f"samples/{m}/{t}.csv", f.to_csv(index=False).encode())
+        for (m, t), prov in (provs or {}).items():
+            add(tar, f"samples/{m}/{t}.csv.provenance.json", json.dumps(prov).encode())
         add(tar, "logs/bench_Q8_0.log", b"a log: not a table")
     return path
 
@@ -59,9 +62,10 @@ def parts():
 
 
 def test_two_leases_give_the_shipped_rows_of_the_finished_quants(tmp_path, parts, capsys):
-    """Lease a: Q8_0 whole, Q4_0's sciq, the failed IQ2_XXS; lease b: Q4_0's piqa, Q2_K's sciq only.
-    Both hold the reference. Gathered: Q8_0 and Q4_0 (from both leases) and the failed quant; Q2_K
-    (half its bench) and bnb-nf4 (never made) are left out and named."""
+    """Lease a: Q8_0 whole, Q4_0's sciq, the failed IQ2_XXS; lease b: Q4_0's piqa (scored on a CPU, its
+    provenance says), Q2_K's sciq only. Both hold the reference. Gathered: Q8_0 and Q4_0 (from both
+    leases) and the failed quant; Q2_K (half its bench) and bnb-nf4 (never made) are left out and
+    named. A table whose provenance names no device (packed before the key existed) counts as cuda."""
     samples, fid, marker, table = parts
     study = load(CONFIGS / "smollm2.yaml", "smoke")
     ref = {("reference", t): table[("reference", t)] for t in ("sciq", "piqa")}
@@ -70,7 +74,8 @@ def test_two_leases_give_the_shipped_rows_of_the_finished_quants(tmp_path, parts
                {**ref, ("Q8_0", "sciq"): table[("Q8_0", "sciq")], ("Q8_0", "piqa"): table[("Q8_0", "piqa")],
                 ("Q4_0", "sciq"): table[("Q4_0", "sciq")]})
     b = _lease(tmp_path / "b.tar.xz", {q: marker[q] for q in ("Q4_0", "Q2_K")}, {"Q2_K": fid["Q2_K"]},
-               {**ref, ("Q4_0", "piqa"): table[("Q4_0", "piqa")], ("Q2_K", "sciq"): table[("Q2_K", "sciq")]})
+               {**ref, ("Q4_0", "piqa"): table[("Q4_0", "piqa")], ("Q2_K", "sciq"): table[("Q2_K", "sciq")]},
+               provs={("Q4_0", "piqa"): {"device": "cpu"}})
     assert main(["gather-leases", "--study", "smollm2", "--profile", "smoke", "--out", str(tmp_path / "r"),
                  str(a), str(b)]) == 0
     err = capsys.readouterr().err
@@ -78,6 +83,8 @@ def test_two_leases_give_the_shipped_rows_of_the_finished_quants(tmp_path, parts
     info = json.loads((tmp_path / "r/leases.json").read_text())
     assert info["gathered"] == ["Q8_0", "Q4_0"] and info["failed"] == ["IQ2_XXS-noimat"]
     assert [x["file"] for x in info["leases"]] == ["a.tar.xz", "b.tar.xz"]
+    assert info["bench_devices"] == {"cuda": ["reference/sciq", "reference/piqa", "Q8_0/sciq", "Q8_0/piqa",
+                                              "Q4_0/sciq"], "cpu": ["Q4_0/piqa"]}
     got = pd.read_csv(tmp_path / "r/samples.csv", keep_default_na=False, na_values=[""])
     want = samples[samples["model"].isin(["reference", "Q8_0", "Q4_0"]) & samples["task"].isin(["sciq", "piqa"])]
     key = ["model", "task", "item_id"]
