@@ -14,7 +14,9 @@ the pieces of several leases are put together here, and only where they are know
   nothing is gathered;
 - the cohort is the quants with every task's bench table and a fidelity table, plus the quants
   whose quantization failed (the contract keeps them, with status failed); a quant with only part
-  of its tables is left out and named, on stderr and in leases.json.
+  of its tables is left out and named, on stderr and in leases.json; so is a quant whose tables were
+  scored two ways (another device, or another attention record: engine, KV/compute dtype), since its
+  composite would mix two deployments (load-time quants compute in bfloat16 on the GPU, float32 on a CPU).
 
 The later lease wins where the tables are equal anyway. Writes DIR/quants.csv, fidelity.csv,
 samples.csv (the contract tables that silentzone.report reads) and DIR/leases.json: each lease's
@@ -121,7 +123,7 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
         raise LeaseError("gather-leases: no lease results given")
     leases = [(Path(t), read_lease(t, study.study, study.profile_name)) for t in tars]
     known = {q.id for q in study.quants}
-    markers, fid, samples, origin, device = {}, {}, {}, {}, {}
+    markers, fid, samples, origin, device, runtime = {}, {}, {}, {}, {}, {}
     for path, got in leases:
         for q, mk in got["markers"].items():
             if q not in known:
@@ -143,7 +145,9 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
                 raise LeaseError(f"{path}: samples/{m}/{t}.csv differs from {origin[('s', m, t)]} "
                                  "(the same model and task scored to other rows)")
             samples[(m, t)], origin[("s", m, t)] = frame, path.name
-            device[(m, t)] = got["samples_prov"].get((m, t), {}).get("device", TABLE_DEVICE_DEFAULT)
+            prov = got["samples_prov"].get((m, t), {})
+            device[(m, t)] = prov.get("device", TABLE_DEVICE_DEFAULT)
+            runtime[(m, t)] = (device[(m, t)], json.dumps(prov.get("attention"), sort_keys=True))
 
     def benched(m):
         return all((m, t) in samples for t in study.tasks)
@@ -161,6 +165,12 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
         elif not benched(q.id):
             done = [t for t in study.tasks if (q.id, t) in samples]
             left[q.id] = f"bench of {len(done)} of {len(study.tasks)} tasks"
+        elif len({runtime[(q.id, t)] for t in study.tasks}) > 1:
+            ways = {}
+            for t in study.tasks:
+                dev, att = runtime[(q.id, t)]
+                ways.setdefault(f"{dev} {(json.loads(att) or {}).get('kv_cache', '?')}", []).append(t)
+            left[q.id] = "bench tables scored two ways: " + "; ".join(f"{w} ({', '.join(ts)})" for w, ts in ways.items())
         elif q.id not in fid:
             left[q.id] = "no fidelity table"
         else:

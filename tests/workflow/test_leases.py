@@ -62,8 +62,8 @@ def parts():
 
 
 def test_two_leases_give_the_shipped_rows_of_the_finished_quants(tmp_path, parts, capsys):
-    """Lease a: Q8_0 whole, Q4_0's sciq, the failed IQ2_XXS; lease b: Q4_0's piqa (scored on a CPU, its
-    provenance says), Q2_K's sciq only. Both hold the reference. Gathered: Q8_0 and Q4_0 (from both
+    """Lease a: Q8_0 whole (scored on a CPU, its provenance says), Q4_0's sciq, the failed IQ2_XXS;
+    lease b: Q4_0's piqa, Q2_K's sciq only. Both hold the reference. Gathered: Q8_0 and Q4_0 (from both
     leases) and the failed quant; Q2_K (half its bench) and bnb-nf4 (never made) are left out and
     named. A table whose provenance names no device (packed before the key existed) counts as cuda."""
     samples, fid, marker, table = parts
@@ -72,10 +72,10 @@ def test_two_leases_give_the_shipped_rows_of_the_finished_quants(tmp_path, parts
     a = _lease(tmp_path / "a.tar.xz", {q: marker[q] for q in ("Q8_0", "Q4_0", "IQ2_XXS-noimat")},
                {q: fid[q] for q in ("Q8_0", "Q4_0")},
                {**ref, ("Q8_0", "sciq"): table[("Q8_0", "sciq")], ("Q8_0", "piqa"): table[("Q8_0", "piqa")],
-                ("Q4_0", "sciq"): table[("Q4_0", "sciq")]})
+                ("Q4_0", "sciq"): table[("Q4_0", "sciq")]},
+               provs={("Q8_0", "sciq"): {"device": "cpu"}, ("Q8_0", "piqa"): {"device": "cpu"}})
     b = _lease(tmp_path / "b.tar.xz", {q: marker[q] for q in ("Q4_0", "Q2_K")}, {"Q2_K": fid["Q2_K"]},
-               {**ref, ("Q4_0", "piqa"): table[("Q4_0", "piqa")], ("Q2_K", "sciq"): table[("Q2_K", "sciq")]},
-               provs={("Q4_0", "piqa"): {"device": "cpu"}})
+               {**ref, ("Q4_0", "piqa"): table[("Q4_0", "piqa")], ("Q2_K", "sciq"): table[("Q2_K", "sciq")]})
     assert main(["gather-leases", "--study", "smollm2", "--profile", "smoke", "--out", str(tmp_path / "r"),
                  str(a), str(b)]) == 0
     err = capsys.readouterr().err
@@ -83,8 +83,8 @@ def test_two_leases_give_the_shipped_rows_of_the_finished_quants(tmp_path, parts
     info = json.loads((tmp_path / "r/leases.json").read_text())
     assert info["gathered"] == ["Q8_0", "Q4_0"] and info["failed"] == ["IQ2_XXS-noimat"]
     assert [x["file"] for x in info["leases"]] == ["a.tar.xz", "b.tar.xz"]
-    assert info["bench_devices"] == {"cuda": ["reference/sciq", "reference/piqa", "Q8_0/sciq", "Q8_0/piqa",
-                                              "Q4_0/sciq"], "cpu": ["Q4_0/piqa"]}
+    assert info["bench_devices"] == {"cuda": ["reference/sciq", "reference/piqa", "Q4_0/sciq", "Q4_0/piqa"],
+                                     "cpu": ["Q8_0/sciq", "Q8_0/piqa"]}
     got = pd.read_csv(tmp_path / "r/samples.csv", keep_default_na=False, na_values=[""])
     want = samples[samples["model"].isin(["reference", "Q8_0", "Q4_0"]) & samples["task"].isin(["sciq", "piqa"])]
     key = ["model", "task", "item_id"]
@@ -95,6 +95,22 @@ def test_two_leases_give_the_shipped_rows_of_the_finished_quants(tmp_path, parts
     assert set(pd.read_csv(tmp_path / "r/fidelity.csv")["quant_id"]) == {"Q8_0", "Q4_0"}
     prov = json.loads((tmp_path / "r/samples.csv.provenance.json").read_text())
     assert prov["leases"] == ["a.tar.xz", "b.tar.xz"] and prov["left_out"] == ["Q2_K", "bnb-nf4"]
+
+
+def test_a_quant_scored_two_ways_is_left_out(tmp_path, parts):
+    """Q8_0's SciQ in bfloat16 on the GPU, its PIQA in float32 on a CPU (their provenance says so): its
+    composite would mix two deployments, so it is left out and the reason names both; Q4_0, scored one
+    way, is gathered."""
+    samples, fid, marker, table = parts
+    study = load(CONFIGS / "smollm2.yaml", "smoke")
+    tables = {(m, t): table[(m, t)] for m in ("reference", "Q8_0", "Q4_0") for t in ("sciq", "piqa")}
+    gpu = {"device": "cuda", "attention": {"engine": "transformers", "kv_cache": "bfloat16"}}
+    cpu = {"device": "cpu", "attention": {"engine": "transformers", "kv_cache": "float32"}}
+    a = _lease(tmp_path / "a.tar.xz", {q: marker[q] for q in ("Q8_0", "Q4_0")}, {q: fid[q] for q in ("Q8_0", "Q4_0")},
+               tables, provs={("Q8_0", "sciq"): gpu, ("Q8_0", "piqa"): cpu, ("Q4_0", "sciq"): gpu, ("Q4_0", "piqa"): gpu})
+    info = gather_leases(study, [a], tmp_path / "r")
+    assert info["gathered"] == ["Q4_0"]
+    assert info["left_out"]["Q8_0"] == "bench tables scored two ways: cuda bfloat16 (sciq); cpu float32 (piqa)"
 
 
 def test_leases_that_do_not_fit_are_refused_in_one_line(tmp_path, parts):
