@@ -90,8 +90,14 @@ def test_explorer_answers_threshold_and_variant_changes(lab):
     browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
     def figure():
-        imgs = browser.find_elements(By.CSS_SELECTOR, ".widget-output img")
-        return imgs[0].get_attribute("src") if imgs else None
+        """The figure's src, or None while there is none. The redraw being waited for replaces the
+        img between finding it and reading it (a stale element): that is 'not yet', not an error."""
+        from selenium.common.exceptions import StaleElementReferenceException
+        try:
+            imgs = browser.find_elements(By.CSS_SELECTOR, ".widget-output img")
+            return imgs[0].get_attribute("src") if imgs else None
+        except StaleElementReferenceException:
+            return None
 
     first = _wait(figure, TIMEOUT, "the first figure")
     box = browser.find_element(By.CSS_SELECTOR, ".widget-text input[type=number]")

@@ -172,7 +172,8 @@ def test_engines_names_the_bench_tables_scored_on_a_cpu(tmp_path):
     devices = {"cuda": ["reference/sciq", "Q8_0/sciq"],
                "cpu": ["Q4_K_M-q8emb/piqa", "Q4_K_M-q8emb/lambada", "torchao-int8/lambada", "hqq-8bit-g64/piqa"]}
     text = N._engines(tmp_path, gathered, devices)
-    assert text.startswith("The reference and the 2 GGUF quants ran on llama.cpp's CUDA build; the 2 quants of "
+    assert text.startswith("The reference and the 2 GGUF quants ran on llama.cpp's CUDA build (its F32 products "
+                           "are TF32: the reference is not quite float, docs/performance.md); the 2 quants of "
                            "the other methods (torchao, hqq) through transformers on CUDA")
     assert text.endswith("Scored on a CPU instead (4 bench tables, where the GPU leases ran out; their provenance "
                          "says so): on llama.cpp's CPU build Q4_K_M-q8emb (piqa, lambada); through transformers "

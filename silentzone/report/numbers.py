@@ -455,7 +455,8 @@ def _engines(d: Path, gathered: list[str], devices: dict | None = None) -> str:
                            + ([f"through transformers on the CPU {part(hf)}"] if hf else [])) + ". ")
     n_gguf = int((methods == "gguf").sum())
     other = methods[methods != "gguf"]
-    text = f"The reference and the {n_gguf} GGUF quants ran on llama.cpp's CUDA build"
+    text = (f"The reference and the {n_gguf} GGUF quants ran on llama.cpp's CUDA build (its F32 products are TF32: "
+            "the reference is not quite float, docs/performance.md)")
     if other.empty:
         return text + " (one engine for the whole cohort). " + cpu
     names = ", ".join(dict.fromkeys(other))
