@@ -123,7 +123,7 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
         raise LeaseError("gather-leases: no lease results given")
     leases = [(Path(t), read_lease(t, study.study, study.profile_name)) for t in tars]
     known = {q.id for q in study.quants}
-    markers, fid, samples, origin, device, runtime = {}, {}, {}, {}, {}, {}
+    markers, fid, samples, origin, runtime = {}, {}, {}, {}, {}
     for path, got in leases:
         for q, mk in got["markers"].items():
             if q not in known:
@@ -146,8 +146,7 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
                                  "(the same model and task scored to other rows)")
             samples[(m, t)], origin[("s", m, t)] = frame, path.name
             prov = got["samples_prov"].get((m, t), {})
-            device[(m, t)] = prov.get("device", TABLE_DEVICE_DEFAULT)
-            runtime[(m, t)] = (device[(m, t)], json.dumps(prov.get("attention"), sort_keys=True))
+            runtime[(m, t)] = (prov.get("device", TABLE_DEVICE_DEFAULT), json.dumps(prov.get("attention"), sort_keys=True))
 
     def benched(m):
         return all((m, t) in samples for t in study.tasks)
@@ -193,7 +192,7 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
     }
     for m in ["reference"] + gathered:
         for t in study.tasks:
-            info["bench_devices"].setdefault(device[(m, t)], []).append(f"{m}/{t}")
+            info["bench_devices"].setdefault(runtime[(m, t)][0], []).append(f"{m}/{t}")
     prov = record(study.config_hash, vars(study.seeds), stage="gather-leases",
                   profile=study.profile_name, leases=[x["file"] for x in info["leases"]],
                   lease_sha256=[x["sha256"] for x in info["leases"]], left_out=sorted(left))
