@@ -47,11 +47,15 @@ analysis: setup
 # (quants.csv, fidelity.csv, samples.csv -- the last one ignored by git: the tars are its source --
 # and leases.json: which quants are in, which are left out and why), then the analysis notebooks write
 # the products there and the figures to figures/<study>-power/. Interim while the leases have not
-# finished the cohort (leases.json says how far they got). Seconds to a minute.
+# finished the cohort (leases.json says how far they got). The reference's answers come from a float
+# run, docs/performance/gpu/*-<study>-power-reference-f32.tar.xz (llama.cpp's CPU build, F32 KV cache;
+# exactly one per study): the CUDA build computes F32 products in TF32. Seconds to a minute.
 POWER_STUDIES := smollm2
 power: setup
 	for s in $(POWER_STUDIES); do \
-	  $(SZ) gather-leases --study $$s --profile power --out data/$$s-power \
+	  ref=$$(ls docs/performance/gpu/*-$$s-power-reference-f32.tar.xz); \
+	  [ $$(echo $$ref | wc -w) = 1 ] || { echo "make power: want one docs/performance/gpu/*-$$s-power-reference-f32.tar.xz, found: $$ref"; exit 1; }; \
+	  $(SZ) gather-leases --study $$s --profile power --out data/$$s-power --reference $$ref \
 	    $$(ls docs/performance/gpu/*-power-$$s-*results*.tar.xz | sort) || exit 1; \
 	  for nb in $(ANALYSIS_NBS); do \
 	  out=data/$$s-power/notebooks/$$nb.ipynb; mkdir -p data/$$s-power/notebooks; \

@@ -409,7 +409,7 @@ def _interim(study: str, d: Path) -> list[str]:
                                                if info["failed"] else "") + ". "
         + ("" if whole else f"Not yet ({len(info['left_out'])}): "
            + "; ".join(f"{', '.join(qs)} ({why})" for why, qs in sorted(by_reason.items())) + ". ")
-        + _engines(d, info["gathered"], info.get("bench_devices", {}))
+        + _engines(d, info["gathered"], info.get("bench_devices", {}), info.get("reference"))
         + ("" if whole else
            "An interim cohort: the zone below is not the full study's, and nothing here is the headline."), "",
         "| | value |", "|---|---|",
@@ -433,15 +433,33 @@ def _interim(study: str, d: Path) -> list[str]:
         ""]
 
 
-def _engines(d: Path, gathered: list[str], devices: dict | None = None) -> str:
+def _float_reference(ref: dict) -> str:
+    """leases.json's `reference` block (gather-leases --reference) in a sentence: where the reference's
+    answers come from and how the leases' CUDA reference differs from them."""
+    vs = ref["vs_leases"]
+    n = sum(v["answers_differ"] for v in vs.values())
+    items = sum(v["items"] for v in vs.values())
+    where = "; ".join(f"{t} {', '.join(v['item_ids'])}" for t, v in vs.items() if v["answers_differ"])
+    top = max(v["margin_abs_diff_max"] for v in vs.values())
+    return (f"The reference's answers are a float run: llama.cpp's CPU build with an F32 KV cache "
+            f"(`{ref['file']}`, `gather-leases --reference`). The leases' CUDA reference, against which "
+            f"the quants' per-prompt KLD columns were taken, computes F32 products in TF32 "
+            f"(docs/performance.md): it answers {n} of {items:,} items otherwise"
+            + (f" ({where})" if n else "") + f", and its margins differ by up to {top:.2g} nats. ")
+
+
+def _engines(d: Path, gathered: list[str], devices: dict | None = None, reference: dict | None = None) -> str:
     """Which engine ran which part of a gathered cohort, from quants.csv's methods: the reference's bench
-    and the GGUF quants on llama.cpp's CUDA build, every other method's quants through transformers on CUDA;
-    then the bench tables that leases.json's bench_devices puts on a CPU, by model."""
+    (a float run on a CPU when leases.json's `reference` names one, else llama.cpp's CUDA build) and the
+    GGUF quants on llama.cpp's CUDA build, every other method's quants through transformers on CUDA;
+    then the quants' bench tables that leases.json's bench_devices puts on a CPU, by model."""
     q = pd.read_csv(d / "quants.csv")
     methods = q.set_index("quant_id").loc[gathered, "method"]
     on_cpu: dict[str, list[str]] = {}
     for pair in (devices or {}).get("cpu", []):
         model, task = pair.split("/")
+        if model == "reference" and reference:
+            continue  # said by _float_reference
         on_cpu.setdefault(model, []).append(task)
     cpu = ""
     if on_cpu:
@@ -455,8 +473,12 @@ def _engines(d: Path, gathered: list[str], devices: dict | None = None) -> str:
                            + ([f"through transformers on the CPU {part(hf)}"] if hf else [])) + ". ")
     n_gguf = int((methods == "gguf").sum())
     other = methods[methods != "gguf"]
-    text = (f"The reference and the {n_gguf} GGUF quants ran on llama.cpp's CUDA build (its F32 products are TF32: "
-            "the reference is not quite float, docs/performance.md)")
+    if reference:
+        text = (_float_reference(reference)
+                + f"The {n_gguf} GGUF quants ran on llama.cpp's CUDA build (what users deploy)")
+    else:
+        text = (f"The reference and the {n_gguf} GGUF quants ran on llama.cpp's CUDA build (its F32 products are "
+                "TF32: the reference is not quite float, docs/performance.md)")
     if other.empty:
         return text + " (one engine for the whole cohort). " + cpu
     names = ", ".join(dict.fromkeys(other))

@@ -18,6 +18,16 @@ the pieces of several leases are put together here, and only where they are know
   scored two ways (another device, or another attention record: engine, KV/compute dtype), since its
   composite would mix two deployments (load-time quants compute in bfloat16 on the GPU, float32 on a CPU).
 
+The reference's answers come from a float run when `reference` names one (`--reference`): a tar of
+the same layout whose reference tables were scored on a CPU with an F32 KV cache (their provenance
+says so; anything else is refused). llama.cpp's CUDA build is not float even with F32 weights and
+cache (cuBLAS and its tile kernels compute F32 products in TF32: docs/performance.md, "The CUDA
+reference is TF32"), so the leases' own reference tables then serve only as the check that each
+lease's quants were scored against the same reference (their per-prompt KLD columns are taken
+against that lease's reference distributions): they must still be equal between leases, and
+leases.json's `reference` block says, per task, on how many items their answers differ from the
+float reference's, which items, and the largest margin difference.
+
 The later lease wins where the tables are equal anyway. Writes DIR/quants.csv, fidelity.csv,
 samples.csv (the contract tables that silentzone.report reads) and DIR/leases.json: each lease's
 file name, sha256 and what it gave, the quants gathered and those left out with the reason, and
@@ -36,6 +46,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..errors import SilentzoneError
+from ..io import sha256_file
 
 
 TABLE_DEVICE_DEFAULT = "cuda"  # bench tables without a `device` in their provenance (module doc)
@@ -109,14 +120,57 @@ def _same_rows(a, b, columns) -> bool:
     return a.equals(b)
 
 
-def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
+FLOAT_KV = ("f32", "float32")  # a float reference's KV cache, as the attention record names it
+
+
+def float_reference(study, path: str | Path) -> tuple[dict, dict]:
+    """({task: frame}, {task: provenance}) of the reference's bench tables in the tar `path`, checked
+    to be a float run: every task of the study there, scored on a CPU with an F32 KV cache, and
+    nothing but the reference's tables in it (one line naming the file and table otherwise)."""
+    from ..bench.run import read_samples
+    path = Path(path)
+    got = read_lease(path, study.study, study.profile_name)
+    others = sorted({m for m, _ in got["samples"] if m != "reference"} | set(got["markers"]) | set(got["fidelity"]))
+    if others:
+        raise LeaseError(f"{path}: a float reference holds the reference's tables only, not {', '.join(others)}")
+    missing = [t for t in study.tasks if ("reference", t) not in got["samples"]]
+    if missing:
+        raise LeaseError(f"{path}: the reference's bench of {', '.join(missing)} is not in it")
+    frames, provs = {}, {}
+    for t in study.tasks:
+        prov = got["samples_prov"].get(("reference", t), {})
+        device, kv = prov.get("device", TABLE_DEVICE_DEFAULT), (prov.get("attention") or {}).get("kv_cache")
+        if device != "cpu" or kv not in FLOAT_KV:
+            raise LeaseError(f"{path}: samples/reference/{t}.csv was scored on {device} with KV cache {kv}, "
+                             "not a float reference (a CPU with an F32 KV cache: llama.cpp's CUDA build "
+                             "computes F32 products in TF32)")
+        frames[t] = _table(got["samples"][("reference", t)], f"{t}.csv", read_samples,
+                           f"{path}: samples/reference/{t}.csv")
+        provs[t] = prov
+    return frames, provs
+
+
+def _answers_vs(float_ref, lease_ref) -> dict:
+    """Where a lease's reference table answers otherwise than the float reference (same items)."""
+    a = float_ref.set_index("item_id").sort_index()
+    b = lease_ref.set_index("item_id").sort_index()
+    if not a.index.equals(b.index):
+        raise LeaseError("the lease's reference table holds other items than the float reference's")
+    moved = a["correct"] != b["correct"]
+    if "pred" in a and "pred" in b:  # the answer itself, where the tables keep it (not a contract column)
+        moved |= a["pred"].astype(str) != b["pred"].astype(str)
+    differ = a.index[moved]
+    return {"items": len(a), "answers_differ": len(differ), "item_ids": [str(i) for i in differ],
+            "margin_abs_diff_max": float((a["margin"] - b["margin"]).abs().max())}
+
+
+def gather_leases(study, tars: list[str | Path], out: str | Path, reference: str | Path | None = None) -> dict:
     """Put the leases' pieces together (module doc) and write the results directory `out`;
-    returns what leases.json holds."""
+    returns what leases.json holds. `reference`: a float run's reference tables (module doc)."""
     import pandas as pd
     from ..provenance import record
     from ..quantize import cohort_frame
     from ..bench.run import read_samples
-    from ..io import sha256_file
     from ..tables import FIDELITY, QUANTS, SAMPLES, read_table, write_table
     from .stages import portable_paths
     if not tars:
@@ -150,6 +204,22 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
 
     def benched(m):
         return all((m, t) in samples for t in study.tasks)
+    ref_info = None
+    if reference is not None:
+        frames, provs = float_reference(study, reference)
+        ref_info = {"file": Path(reference).name, "sha256": sha256_file(reference),
+                    "device": "cpu", "kv_cache": sorted({p["attention"]["kv_cache"] for p in provs.values()}),
+                    "engine": sorted({str(p["attention"].get("engine")) for p in provs.values()}),
+                    "vs_leases": {}}
+        for t in study.tasks:
+            if ("reference", t) in samples:  # the leases' (last) reference table of t, against the float one
+                try:
+                    ref_info["vs_leases"][t] = {"lease": origin[("s", "reference", t)],
+                                                **_answers_vs(frames[t], samples[("reference", t)])}
+                except LeaseError as e:
+                    raise LeaseError(f"{origin[('s', 'reference', t)]}: samples/reference/{t}.csv: {e}") from None
+            samples[("reference", t)], origin[("s", "reference", t)] = frames[t], Path(reference).name
+            runtime[("reference", t)] = ("cpu", json.dumps(provs[t].get("attention"), sort_keys=True))
     if not benched("reference"):
         missing = [t for t in study.tasks if ("reference", t) not in samples]
         raise LeaseError(f"{', '.join(str(p) for p, _ in leases)}: the reference's bench of "
@@ -189,13 +259,15 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
         "gathered": gathered, "failed": failed, "left_out": left,
         "n_quants_profile": len(study.quants),
         "bench_devices": {},
+        "reference": ref_info,
     }
     for m in ["reference"] + gathered:
         for t in study.tasks:
             info["bench_devices"].setdefault(runtime[(m, t)][0], []).append(f"{m}/{t}")
     prov = record(study.config_hash, vars(study.seeds), stage="gather-leases",
                   profile=study.profile_name, leases=[x["file"] for x in info["leases"]],
-                  lease_sha256=[x["sha256"] for x in info["leases"]], left_out=sorted(left))
+                  lease_sha256=[x["sha256"] for x in info["leases"]], left_out=sorted(left),
+                  float_reference=None if ref_info is None else ref_info["file"])
     rows = [markers[q.id] for q in cohort.quants]
     qframe = portable_paths(cohort_frame(cohort, rows, write=False).copy(), ("artifact",))
     write_table(qframe.drop(columns=["reused"], errors="ignore"), QUANTS, out / "quants.csv", prov)
@@ -213,7 +285,7 @@ def gather_leases(study, tars: list[str | Path], out: str | Path) -> dict:
 def _main(args) -> int:
     from ..config import load_study
     study = load_study(args.study, args.profile)
-    info = gather_leases(study, args.tars, args.out)
+    info = gather_leases(study, args.tars, args.out, reference=args.reference)
     print(f"{args.out}: {len(info['gathered'])} quants gathered (+{len(info['failed'])} failed) of "
           f"{info['n_quants_profile']}, from {len(info['leases'])} lease(s)")
     return 0
@@ -224,6 +296,9 @@ def register(sub) -> None:
     p.add_argument("--study", required=True)
     p.add_argument("--profile", default="power")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--reference", type=Path, default=None,
+                   help="a float run's reference tables (CPU, F32 KV cache): the reference's answers come "
+                        "from it, the leases' own reference tables are checked against it (leases.json)")
     p.add_argument("tars", nargs="+", type=Path)
     p.set_defaults(fn=_main)
 

@@ -138,6 +138,68 @@ def test_leases_that_do_not_fit_are_refused_in_one_line(tmp_path, parts):
     assert not (tmp_path / "r").exists()  # nothing written by a refused gather
 
 
+FLOAT = {"device": "cpu", "attention": {"engine": "llama.cpp", "kv_cache": "f32"}}
+
+
+def test_a_float_reference_replaces_the_leases_reference_and_is_checked_against_it(tmp_path, parts):
+    """The float reference's tables give the reference's rows; the lease's own reference (the CUDA one)
+    is compared with it: here the float run answers item 4 of SciQ the other way (its `correct` flipped
+    by hand) and moves one PIQA margin by 0.25, so leases.json says 1 SciQ item differs (that
+    one) and 0 PIQA items, with PIQA's largest margin difference 0.25."""
+    samples, fid, marker, table = parts
+    study = load(CONFIGS / "smollm2.yaml", "smoke")
+    lease = {(m, t): table[(m, t)] for m in ("reference", "Q8_0") for t in ("sciq", "piqa")}
+    a = _lease(tmp_path / "a.tar.xz", {"Q8_0": marker["Q8_0"]}, {"Q8_0": fid["Q8_0"]}, lease)
+    sciq, piqa = table[("reference", "sciq")].copy(), table[("reference", "piqa")].copy()
+    sciq.loc[4, "correct"] = not bool(sciq.loc[4, "correct"])
+    piqa.loc[7, "margin"] = piqa.loc[7, "margin"] + 0.25 * (1 if piqa.loc[7, "margin"] > 0 else -1)
+    ref = _lease(tmp_path / "ref.tar.xz", {}, {}, {("reference", "sciq"): sciq, ("reference", "piqa"): piqa},
+                 provs={("reference", "sciq"): FLOAT, ("reference", "piqa"): FLOAT})
+    assert main(["gather-leases", "--study", "smollm2", "--profile", "smoke", "--out", str(tmp_path / "r"),
+                 "--reference", str(ref), str(a)]) == 0
+    info = json.loads((tmp_path / "r/leases.json").read_text())
+    r = info["reference"]
+    assert (r["file"], r["device"], r["kv_cache"]) == ("ref.tar.xz", "cpu", ["f32"])
+    assert r["vs_leases"]["sciq"]["answers_differ"] == 1
+    assert r["vs_leases"]["sciq"]["item_ids"] == [str(sciq.loc[4, "item_id"])]
+    assert r["vs_leases"]["piqa"]["answers_differ"] == 0
+    assert r["vs_leases"]["piqa"]["margin_abs_diff_max"] == pytest.approx(0.25, abs=1e-9)
+    assert info["bench_devices"]["cpu"] == ["reference/sciq", "reference/piqa"]
+    got = pd.read_csv(tmp_path / "r/samples.csv", keep_default_na=False, na_values=[""])
+    got_ref = got[got["model"] == "reference"].set_index(["task", "item_id"])
+    assert bool(got_ref.loc[("sciq", sciq.loc[4, "item_id"]), "correct"]) == bool(sciq.loc[4, "correct"])
+    assert got_ref.loc[("piqa", piqa.loc[7, "item_id"]), "margin"] == pytest.approx(piqa.loc[7, "margin"], abs=1e-9)
+    want_q8 = table[("Q8_0", "sciq")].set_index("item_id")["margin"]  # the quants' rows are the lease's
+    got_q8 = got[(got["model"] == "Q8_0") & (got["task"] == "sciq")].set_index("item_id")["margin"]
+    pd.testing.assert_series_equal(got_q8.sort_index(), want_q8.sort_index(), check_dtype=False)
+
+
+def test_a_reference_that_is_not_float_is_refused(tmp_path, parts):
+    samples, fid, marker, table = parts
+    study = load(CONFIGS / "smollm2.yaml", "smoke")
+    lease = {(m, t): table[(m, t)] for m in ("reference", "Q8_0") for t in ("sciq", "piqa")}
+    a = _lease(tmp_path / "a.tar.xz", {"Q8_0": marker["Q8_0"]}, {"Q8_0": fid["Q8_0"]}, lease)
+    ref_tables = {("reference", t): table[("reference", t)] for t in ("sciq", "piqa")}
+    cuda = {"device": "cuda", "attention": {"engine": "llama.cpp", "kv_cache": "f32"}}
+    b = _lease(tmp_path / "b.tar.xz", {}, {}, ref_tables, provs={("reference", "sciq"): FLOAT, ("reference", "piqa"): cuda})
+    with pytest.raises(LeaseError, match=r"b\.tar\.xz: samples/reference/piqa\.csv was scored on cuda with KV cache f32, "
+                                         r"not a float reference"):
+        gather_leases(study, [a], tmp_path / "r", reference=b)
+    half = {"device": "cpu", "attention": {"engine": "llama.cpp", "kv_cache": "f16"}}
+    c = _lease(tmp_path / "c.tar.xz", {}, {}, ref_tables, provs={("reference", "sciq"): half, ("reference", "piqa"): FLOAT})
+    with pytest.raises(LeaseError, match=r"sciq\.csv was scored on cpu with KV cache f16"):
+        gather_leases(study, [a], tmp_path / "r", reference=c)
+    d = _lease(tmp_path / "d.tar.xz", {}, {}, {**ref_tables, ("Q8_0", "sciq"): table[("Q8_0", "sciq")]},
+               provs={k: FLOAT for k in ref_tables})
+    with pytest.raises(LeaseError, match=r"d\.tar\.xz: a float reference holds the reference's tables only, not Q8_0"):
+        gather_leases(study, [a], tmp_path / "r", reference=d)
+    e = _lease(tmp_path / "e.tar.xz", {}, {}, {("reference", "sciq"): table[("reference", "sciq")]},
+               provs={("reference", "sciq"): FLOAT})
+    with pytest.raises(LeaseError, match=r"e\.tar\.xz: the reference's bench of piqa is not in it"):
+        gather_leases(study, [a], tmp_path / "r", reference=e)
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_committed_smollm2_leases_gather_into_one_cohort(tmp_path):
     """The real leases (docs/performance/gpu): every table two leases share is equal (the reference
     on an H100 and an H200 included), the quant files are the same on every lease, and each gathered
@@ -145,8 +207,17 @@ def test_the_committed_smollm2_leases_gather_into_one_cohort(tmp_path):
     tars = sorted(GPU.glob("*-power-smollm2-*results*.tar.xz"))
     assert len(tars) >= 4
     study = load(CONFIGS / "smollm2.yaml", "power")
-    info = gather_leases(study, tars, tmp_path)
+    (ref,) = GPU.glob("*-smollm2-power-reference-f32.tar.xz")  # what `make power` passes as --reference
+    info = gather_leases(study, tars, tmp_path, reference=ref)
     assert len(info["gathered"]) >= 16 and info["failed"] == ["IQ2_XXS-noimat"]
+    # the leases' CUDA reference against the float one (the 16-core CPU of lease 5's host) answers as
+    # perf/gpu/reference_tf32.py measured it against another CPU (the development machine's): the same
+    # items differ, and the margins move by as much (the two CPU builds agree within 1e-4 nats)
+    record = json.loads((GPU / "cpu-2026-12-06-reference-tf32-smollm2.json").read_text())["tasks"]
+    for task, r in record.items():
+        got = info["reference"]["vs_leases"][task]
+        assert (got["items"], got["answers_differ"]) == (r["items"], r["answers_differ"]), task
+        assert got["margin_abs_diff_max"] == pytest.approx(r["margin_absdiff_max"], abs=1e-4), task
     samples = pd.read_csv(tmp_path / "samples.csv")
     per = samples.groupby(["model", "task"]).size().unstack()
     assert set(per.index) == {"reference", *info["gathered"]}
