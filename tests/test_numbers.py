@@ -135,9 +135,10 @@ def test_routing_disagreements_sum_the_tasks_of_each_pair():
     assert got.median() == 4.5
 
 
-def test_interim_power_section_reads_the_gathered_leases():
-    """The interim table of docs/power.md is generated from data/smollm2-power/ (make power): the
-    cohort count from leases.json, the zone size and the routing median recomputed here."""
+def test_power_section_reads_the_gathered_leases():
+    """The results table of docs/power.md is generated from data/smollm2-power/ (make power): the
+    cohort count from leases.json, the zone size and the routing median recomputed here, the float
+    reference's differences from the CUDA one as perf/gpu/reference_tf32.py measured them."""
     import json
     d = DATA / "smollm2-power"
     info = json.loads((d / "leases.json").read_text())
@@ -146,7 +147,9 @@ def test_interim_power_section_reads_the_gathered_leases():
     pairs = route[(route["n_models"] == 2) & (route["task"] != "all")]
     med = pairs.groupby("models")["n_disagree"].sum().median()
     text = "\n".join(N._interim("smollm2", d))
-    assert f"### Interim results: {len(info['gathered'])} of the profile's 32 quants" in text
+    assert not info["left_out"]
+    assert f"### Results: all {len(info['gathered']) + len(info['failed'])} quants of the profile" in text
+    assert len(info["gathered"]) + len(info["failed"]) == 32 and "Interim" not in text
     assert f"| quants in the zone (relative composite degradation <= 2%) | {stats['n_zone']} |" in text
     twins = "; ".join(stats["identical_quants"]) or "no two quants are one model"
     assert f"| one model under two ids, counted once: rho full / zone | {twins}" in text
@@ -156,12 +159,17 @@ def test_interim_power_section_reads_the_gathered_leases():
     need = {t: g.sort_values("n_items").query("power >= 0.8")["n_items"] for t, g in nc.groupby("truth")}
     word = {t: f"{int(v.iloc[0]):,}" if len(v) else "more than 10,000" for t, v in need.items()}
     assert (f"| items per task for 80% power of a perfect metric in this zone (conservative / optimistic) | "
-            f"{word['conservative']} / {word['optimistic']} (the shipped splits give 370 to 1,000) |") in text
+            f"{word['conservative']} / {word['optimistic']} (this profile scores 370 to 1,000) |") in text
     assert f"here on {med:g}." in text and med >= 20  # issue 19: a median of >= 20 per pair
     q = pd.read_csv(d / "quants.csv").set_index("quant_id").loc[info["gathered"], "method"]
     n_gguf, n_other = int((q == "gguf").sum()), int((q != "gguf").sum())  # counted here from the table
-    assert f"The reference and the {n_gguf} GGUF quants ran on llama.cpp's CUDA build" in text
+    assert f"The {n_gguf} GGUF quants ran on llama.cpp's CUDA build" in text
     assert (f"the {n_other} quants of the other methods" in text) == (n_other > 0)
+    record = json.loads((REPO / "docs/performance/gpu/cpu-2026-12-06-reference-tf32-smollm2.json").read_text())
+    differ = sum(r["answers_differ"] for r in record["tasks"].values())
+    items = sum(r["items"] for r in record["tasks"].values())
+    assert "The reference's answers are a float run: llama.cpp's CPU build with an F32 KV cache" in text
+    assert f"it answers {differ} of {items:,} items otherwise" in text
     assert N._interim("gemma3", DATA / "gemma3-power") == []  # no leases gathered: no section
 
 
@@ -181,3 +189,11 @@ def test_engines_names_the_bench_tables_scored_on_a_cpu(tmp_path):
                          "says so): on llama.cpp's CPU build Q4_K_M-q8emb (piqa, lambada); through transformers "
                          "on the CPU torchao-int8 (lambada); hqq-8bit-g64 (piqa). ")
     assert "CPU" not in N._engines(tmp_path, gathered, {"cuda": devices["cuda"]})
+    # with a float reference (leases.json's `reference`), its CPU tables are its own sentence, not a fallback
+    ref = {"file": "r.tar.xz", "vs_leases": {"sciq": {"items": 10, "answers_differ": 0, "item_ids": [],
+                                                      "margin_abs_diff_max": 0.01},
+                                             "piqa": {"items": 20, "answers_differ": 1, "item_ids": ["p-3"],
+                                                      "margin_abs_diff_max": 0.02}}}
+    text = N._engines(tmp_path, gathered, {"cuda": ["Q8_0/sciq"], "cpu": ["reference/sciq", "reference/piqa"]}, ref)
+    assert "it answers 1 of 30 items otherwise (piqa p-3), and its margins differ by up to 0.02 nats" in text
+    assert "Scored on a CPU instead" not in text and text.count("GGUF quants ran on llama.cpp's CUDA build") == 1

@@ -421,8 +421,8 @@ def _interim(study: str, d: Path) -> list[str]:
         f"| rho in the zone | {r2(s['rho_zone'])} {ci(*s['rho_zone_ci'])} |",
         f"| one model under two ids, counted once: rho full / zone | {_distinct(s, None)} |",
         f"| items per task for 80% power of a perfect metric in this zone (conservative / optimistic) | "
-        f"{items(s['items_for_power_conservative'])} / {items(s['items_for_power_optimistic'])} (the shipped "
-        f"splits give {min(n_items.values()):,} to {max(n_items.values()):,}) |",
+        f"{items(s['items_for_power_conservative'])} / {items(s['items_for_power_optimistic'])} (this profile "
+        f"scores {min(n_items.values()):,} to {max(n_items.values()):,}) |",
         f"| noise ceiling: power of a perfect metric in this zone (conservative / optimistic) | "
         f"{pct(s['ceiling_conservative_power'])} / {pct(s['ceiling_optimistic_power'])} |",
         f"| routed pairs: items the two quants answer differently (median, min-max over {len(dis)} pairs) | "
