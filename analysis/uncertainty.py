@@ -9,6 +9,7 @@ so zone membership is decided exactly and equal counts tie exactly in ranks.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -321,14 +322,15 @@ def simulate_zone_rho(p_true: np.ndarray, p_ref: np.ndarray, metric: np.ndarray,
 
 def noise_ceiling(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.DataFrame, corpus: str, ctx: int,
                   rng: np.random.Generator, metric: str = "kld_mean", truth: str = "conservative",
-                  n_items: int | None = None, definition: str = DEFAULT_DEFINITION,
+                  n_items: int | Mapping[str, int] | None = None, definition: str = DEFAULT_DEFINITION,
                   threshold: float = DEFAULT_THRESHOLD, weights: Weights = None, n_sims: int = DEFAULT_SIMS,
                   alpha: float = 0.05, level: float = LEVEL, coupling: str = "independent") -> dict:
     """The distribution of zone rho that a metric ranking true quality perfectly would show here.
 
     True accuracies from `true_accuracies(truth)` (quants with a finite positive metric; the reference
     keeps its observed task accuracies as truth); per-item outcomes simulated at n_items items per
-    task (None: the study's own counts) by `simulate_zone_rho`, with the study's zone rule and the
+    task (None: the study's own counts; a mapping: per task, e.g. every item a task's split holds)
+    by `simulate_zone_rho`, with the study's zone rule and the
     observed metric; coupling "independent" (default: fresh items per model) or "shared" (the same
     items, comonotone answers) brackets how strongly the quants' answers follow the reference's;
     "flips" is the realistic middle: the same items as the reference, each quant flipping reference
@@ -348,7 +350,13 @@ def noise_ceiling(samples: pd.DataFrame, fidelity: pd.DataFrame, quants: pd.Data
     ref = m.row(REFERENCE)
     score = cohort["score"].to_numpy(float)[keep]
     p_true = true_accuracies(acc[rows][keep], acc[ref], score, float(acc[ref] @ wf), x[keep], wf, truth)
-    items = n_t if n_items is None else np.full(len(n_t), int(n_items))
+    if isinstance(n_items, Mapping):
+        missing = [t for t in m.tasks if t not in n_items]
+        if missing:
+            raise ValueError(f"noise_ceiling: n_items names no count for task(s) {', '.join(map(str, missing))}")
+        items = np.array([int(n_items[t]) for t in m.tasks])
+    else:
+        items = n_t if n_items is None else np.full(len(n_t), int(n_items))
     vol = task_flip_rates(m)[rows][keep] if coupling == "flips" else None
     rho, p, nz = simulate_zone_rho(p_true, acc[ref], x[keep], bpw[keep], items, w, rng, n_sims,
                                    definition, threshold, coupling, vol)

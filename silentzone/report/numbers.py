@@ -425,12 +425,24 @@ def _interim(study: str, d: Path) -> list[str]:
         f"scores {min(n_items.values()):,} to {max(n_items.values()):,}) |",
         f"| noise ceiling: power of a perfect metric in this zone (conservative / optimistic) | "
         f"{pct(s['ceiling_conservative_power'])} / {pct(s['ceiling_optimistic_power'])} |",
+        *_splits_row(s),
         f"| routed pairs: items the two quants answer differently (median, min-max over {len(dis)} pairs) | "
         f"{dis.median():g} ({dis.min()}-{dis.max()}) |",
         "",
         (f"The zone holds {s['n_zone']} quants, too few to test a rank correlation in it. " if s["n_zone"] < 5 else "")
         + f"Routing: {at0}, here on {dis.median():g}.",
         ""]
+
+
+def _splits_row(s: dict) -> list[str]:
+    """The power-section row of stats.json's `ceiling_splits` (the noise ceiling with every item of the
+    shipped splits), when the profile has it."""
+    c = s.get("ceiling_splits")
+    if not c:
+        return []
+    items = ", ".join(f"{t} {n:,}" for t, n in c["items_per_task"].items())
+    return [f"| noise ceiling with every item of the shipped splits ({items}; the same simulation) | "
+            f"{pct(c['conservative_power'])} / {pct(c['optimistic_power'])} |"]
 
 
 def _float_reference(ref: dict) -> str:

@@ -325,7 +325,10 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
                                   ceiling at the study's items (ceiling_<truth>_rho_median/_lo/_hi,
                                   ceiling_<truth>_power, items_for_power_<truth>, for CEILING_COUPLING),
                                   n_full_rho and n_zone_rho, zone_rule, zone_threshold, ref_score,
-                                  n_items_per_task, n_resamples, profile, provenance
+                                  n_items_per_task, n_resamples, profile, provenance; for a profile
+                                  that holds items back for task selection (power), ceiling_splits:
+                                  the ceiling's power with every item of the shipped splits
+                                  (splits_ceiling)
     Returns {file name: path}.
     """
     run = _Run(results, cfg)
@@ -378,6 +381,9 @@ def decomposition_products(results: str | Path, cfg: Study) -> dict[str, Path]:
                   if k not in ("rho_zone", "rho_full", "n_zone")})
     stats.update(A.holdout_headline(A.holdout_summary(hold)))
     stats.update(_ceiling_keys(ceiling, needed))
+    splits = split_items(cfg)
+    if splits:
+        stats["ceiling_splits"] = splits_ceiling(run, splits)
     out = {"cohort.csv": run.write(cohort, "cohort.csv"),  # stats.json last: write_stats checks STATS_KEYS
            "full_vs_zone.csv": run.write(fz, "full_vs_zone.csv"),
            "decomposition.csv": run.write(dec, "decomposition.csv", exact=True),
@@ -404,6 +410,31 @@ def noise_ceiling_table(run: "_Run") -> tuple[pd.DataFrame, dict]:
             rows += [dict(own, study_items=True)] + [dict(r, study_items=False) for r in grid.to_dict("records")]
             needed[truth, coupling] = need
     return pd.DataFrame(rows), needed
+
+
+def split_items(cfg: Study) -> dict[str, int] | None:
+    """{task: items of its shipped split the study may draw} for a profile that holds items back for
+    its task-selection rule (profile.selection_items > 0: the powered profile), the split less those
+    items; None for other profiles (their item counts are a sample size, not a cap below the data)."""
+    k = int(cfg.profile.selection_items)
+    if k <= 0:
+        return None
+    from ..bench.tasks import TASKS
+    return {t: len(TASKS[t].items()) - k for t in cfg.tasks}
+
+
+def splits_ceiling(run: "_Run", splits: dict[str, int]) -> dict:
+    """stats.json's `ceiling_splits`: the noise ceiling's power (CEILING_COUPLING, both truths) with every
+    item that each task's shipped split gives the study (split_items), beside the profile's own counts:
+    how far scoring more of the shipped data would take the zone test."""
+    out = {"items_per_task": dict(splits), "coupling": CEILING_COUPLING, "n_sims": CEILING_SIMS}
+    for truth in CEILING_TRUTHS:
+        rng = run.rng(f"noise_ceiling_splits/{truth}")
+        r = U.noise_ceiling(run.samples, run.fidelity, run.quants, run.corpus, run.ctx, rng, metric=run.metric,
+                            truth=truth, n_items=splits, definition=run.definition, threshold=run.threshold,
+                            n_sims=CEILING_SIMS, coupling=CEILING_COUPLING)
+        out[f"{truth}_power"] = r["power"]
+    return out
 
 
 def _ceiling_keys(table: pd.DataFrame, needed: dict, coupling: str | None = None) -> dict:
