@@ -16,7 +16,23 @@ from analysis.contracts import FIDELITY, QUANTS, SAMPLES, SCHEMAS, STATS_KEYS, C
 from .io import atomic_path, write_json
 
 __all__ = ["FIDELITY", "QUANTS", "SAMPLES", "SCHEMAS", "ContractError", "read_table", "write_table",
-           "write_stats"]
+           "write_stats", "write_csv", "FLOAT_FORMAT"]
+
+FLOAT_FORMAT = "%.10g"  # floats in written tables: 10 significant digits
+
+
+def write_csv(frame: pd.DataFrame, path: str | Path, provenance: dict, exact: bool = False) -> Path:
+    """Write a table outside the contract (an analysis product, a benchmark report) as CSV atomically
+    (temporary name, then rename) with <file>.provenance.json.
+
+    Floats are written with FLOAT_FORMAT (10 significant digits), or, with exact=True, as the shortest
+    text that reads back to the same float (for tables whose identities are checked exactly).
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format=None if exact else FLOAT_FORMAT, lineterminator="\n")
+        write_json(path.with_name(path.name + ".provenance.json"), provenance, default=None)
+    return path
 
 
 def write_table(frame: pd.DataFrame, schema: Schema, path: str | Path, provenance: dict) -> Path:

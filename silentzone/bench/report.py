@@ -60,7 +60,7 @@ def reference_accuracy(study, n_items: int = 300, tasks: list[str] | None = None
     clears it. Per-task samples go to <study_dir>/accuracy-n<N>/ (a rerun resumes finished tasks);
     the table is written to `out` (default data/<study>/reference_accuracy.csv) with provenance.
     """
-    from ..report.products import write_csv
+    from ..tables import write_csv
     from ..models import resolve
     from ..paths import REPO, study_dir
     from ..provenance import record

@@ -115,7 +115,7 @@ def select_tasks(study, tasks: list[str] | None = None, threads: int | None = No
     from ..models import resolve
     from ..paths import REPO, study_dir
     from ..provenance import record
-    from ..report.products import write_csv
+    from ..tables import write_csv
     from .run import run_benchmarks
     k = int(study.profile.selection_items)
     if k <= 0:

@@ -51,10 +51,9 @@ from analysis.decompose import COMPOSITE
 from .. import io, paths
 from ..config import Study, load_study
 from ..provenance import PACKAGES, git_commit, versions
-from ..tables import FIDELITY, QUANTS, SAMPLES, read_table, write_stats
+from ..tables import FIDELITY, FLOAT_FORMAT, QUANTS, SAMPLES, read_table, write_csv, write_stats  # noqa: F401 (re-exported)
 
 INPUTS = {"quants.csv": QUANTS, "fidelity.csv": FIDELITY, "samples.csv": SAMPLES}
-FLOAT_FORMAT = "%.10g"
 TOST_MARGIN = 0.5  # equivalence margin for |rho| in the zone: "no more than a moderate correlation"
 ALPHA = 0.05
 ROUTING_MAX = 6  # routing: every pair among the ROUTING_MAX cohort quants with the lowest primary metric
@@ -235,19 +234,6 @@ def scratch_copy(src: Path, dst: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- output
-
-def write_csv(frame: pd.DataFrame, path: str | Path, provenance: dict, exact: bool = False) -> Path:
-    """Write `frame` as CSV atomically (temporary name, then rename) with <file>.provenance.json.
-
-    Floats are written with FLOAT_FORMAT (10 significant digits), or, with exact=True, as the shortest
-    text that reads back to the same float (for tables whose identities are checked exactly).
-    """
-    path = Path(path)
-    with io.atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format=None if exact else FLOAT_FORMAT, lineterminator="\n")
-        write_json(provenance, path.with_name(path.name + ".provenance.json"))
-    return path
-
 
 def write_json(obj, path: str | Path) -> Path:
     """Write `obj` as sorted, indented JSON atomically; NaN and infinities become null (io.write_json)."""
