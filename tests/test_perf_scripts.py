@@ -406,3 +406,53 @@ def test_power_run_refuses_a_quant_outside_the_profile(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.endswith("--quants: bnb-int9 not among the quants of smollm2/power with --methods gguf")
+
+
+def test_power_run_float_reference_runs_on_the_cpu_in_a_second_home(tmp_path):
+    """Stage float-reference: a second home linking every entry of the first but studies/; one bench
+    job per task on the CPU with CUDA hidden, 16 cores shared by 4 tasks (4 threads each); its tables
+    packed as a tar that `silentzone gather-leases --reference` accepts once every task has one."""
+    sys.path.insert(0, str(PERF / "gpu"))
+    import tarfile
+
+    import pandas as pd
+
+    import power_run
+    from silentzone.config import load
+    from silentzone.paths import CONFIGS
+    from silentzone.workflow.leases import float_reference
+    home, home2 = tmp_path / "home", tmp_path / "home-f32"
+    for d in ("models/m", "build/llama", "studies/smollm2/smoke/wf"):
+        (home / d).mkdir(parents=True)
+    power_run.mirror_home(home, home2)
+    power_run.mirror_home(home, home2)  # again: nothing changes
+    assert sorted(p.name for p in home2.iterdir()) == ["build", "models"]
+    assert (home2 / "models").resolve() == (home / "models").resolve() and (home2 / "models").is_symlink()
+    sd2 = home2 / "studies/smollm2/smoke"
+    args = power_run.argparse.Namespace(study="smollm2", profile="smoke", device="cuda")
+    jobs = power_run.float_reference_jobs(args, ["sciq", "arc_easy", "piqa", "lambada"], sd2, home2, 16)
+    assert [j[0] for j in jobs] == ["float-reference/sciq", "float-reference/arc_easy", "float-reference/piqa",
+                                    "float-reference/lambada"]
+    label, cmd, marker, env = jobs[2]
+    assert cmd[cmd.index("--device") + 1] == "cpu" and cmd[cmd.index("--quant") + 1] == "reference"
+    assert cmd[cmd.index("--tasks") + 1] == "piqa" and marker == sd2 / "wf/bench/reference-piqa.json"
+    assert env == {"CUDA_VISIBLE_DEVICES": "", "SILENTZONE_HOME": str(home2), "SILENTZONE_THREADS": "4"}
+    assert power_run.float_reference_jobs(args, ["sciq"] * 32, sd2, home2, 16)[0][3]["SILENTZONE_THREADS"] == "1"
+    # packing: nothing until both tasks of the smoke profile have a table
+    study = load(CONFIGS / "smollm2.yaml", "smoke")
+    shipped = pd.read_csv(Path(__file__).resolve().parent.parent / "data/smollm2/samples.csv")
+    dest = tmp_path / "out.tar.xz"
+    prov = {"device": "cpu", "attention": {"engine": "llama.cpp", "kv_cache": "f32"}}
+    for i, t in enumerate(study.tasks):
+        assert power_run.pack_float_reference(sd2, home2, study.tasks, dest) is None and not dest.exists()
+        f = sd2 / "samples/reference" / f"{t}.csv"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        shipped[(shipped["model"] == "reference") & (shipped["task"] == t)].to_csv(f, index=False)
+        f.with_name(f.name + ".provenance.json").write_text(json.dumps(prov))
+    assert power_run.pack_float_reference(sd2, home2, study.tasks, dest) == dest
+    with tarfile.open(dest) as tar:
+        names = sorted(tar.getnames())
+    assert names == sorted(f"studies/smollm2/smoke/samples/reference/{t}.csv{x}"
+                           for t in study.tasks for x in ("", ".provenance.json"))
+    frames, provs = float_reference(study, dest)
+    assert sorted(frames) == sorted(study.tasks) and all(p == prov for p in provs.values())

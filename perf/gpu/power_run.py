@@ -19,7 +19,11 @@ seconds; then what is finished is packed for the trip back, paths relative to $S
 Unpacked into the development machine's $SILENTZONE_HOME (set the same path on both machines, so
 the markers' paths hold), the CPU workflow finds these jobs finished and runs the gathers and the
 analysis. `--methods gguf` restricts the quants to some methods (the others' libraries may not be
-on the GPU machine); `--stages` to some stages (none: only pack). It runs on a CPU too
+on the GPU machine); `--stages` to some stages (none: only pack). The last stage, `float-reference`, is the reference's bench once more on the host's CPU cores with
+CUDA hidden (llama.cpp's CUDA build computes F32 products in TF32: docs/performance.md), in a second
+home beside SILENTZONE_HOME (`--float-home`, default <home>-f32: links to the first's models and
+builds, its own studies/), one job per task, the cores shared among them; its tables are packed as
+$OUT/<study>-<profile>-reference-f32.tar.xz, what `silentzone gather-leases --reference` takes. It runs on a CPU too
 (`--device cpu`): a cohort that the leases left unfinished is finished there with `--quants`, and
 then only those quants' files are packed (pack_list).
 """
@@ -39,12 +43,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-STAGES = ("reference", "quant", "capture", "score", "bench-reference", "bench")
+STAGES = ("reference", "quant", "capture", "score", "bench-reference", "bench", "float-reference")
 
 
-def _stage_cmd(args, name: str, out: Path, **kw) -> list[str]:
+def _stage_cmd(args, name: str, out: Path, device: str | None = None, **kw) -> list[str]:
     cmd = [sys.executable, "-m", "silentzone.cli", "stage", name, "--study", args.study,
-           "--profile", args.profile, "--device", args.device, "--out", str(out)]
+           "--profile", args.profile, "--device", device or args.device, "--out", str(out)]
     for k, v in kw.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     return cmd
@@ -60,14 +64,14 @@ class Runner:
     def left(self) -> float:
         return self.args.deadline - (time.time() - self.t0)
 
-    def job(self, label: str, cmd: list[str], marker: Path) -> bool:
+    def job(self, label: str, cmd: list[str], marker: Path, env_extra: dict | None = None) -> bool:
         if marker.is_file():
             return True
         if self.left() <= 0:
             self.timing["skipped"].append(label)
             return False
         t = time.time()
-        env = {**os.environ, "SILENTZONE_THREADS": str(self.args.job_threads)}
+        env = {**os.environ, "SILENTZONE_THREADS": str(self.args.job_threads), **(env_extra or {})}
         with open(self.logs / f"{label.replace('/', '_')}.log", "w") as log:
             try:  # killed at the hard deadline: its finished (model, task) files stay, the rest reruns
                 rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
@@ -105,6 +109,46 @@ def bench_jobs(tasks, quants, wf: Path, per_task: bool) -> list[list[tuple[str, 
     split = [(f"bench/{q}-{t}", one(q, tasks=t), wf / "bench" / f"{q}-{t}.json")
              for q in quants if not (wf / "bench" / f"{q}.json").is_file() for t in tasks]
     return [split, whole]
+
+
+def mirror_home(home: Path, home2: Path) -> None:
+    """Make `home2` a SILENTZONE_HOME whose every top-level entry of `home` but studies/ is a link
+    there (the models, the llama.cpp builds, the caches), so that a job run with it finds the
+    reference model and writes its tables, markers and store apart from `home`'s. Idempotent."""
+    home2.mkdir(parents=True, exist_ok=True)
+    for p in sorted(home.iterdir()):
+        link = home2 / p.name
+        if p.name != "studies" and not link.exists() and not link.is_symlink():
+            link.symlink_to(p.resolve())
+
+
+def float_reference_jobs(args, tasks: list[str], sd2: Path, home2: Path, cores: int) -> list[tuple]:
+    """The float reference's bench (module doc): (label, command, marker, environment) per task, on
+    the CPU (`--device cpu`, CUDA_VISIBLE_DEVICES empty: the CUDA build sees no card), in the home
+    `home2` whose study directory is `sd2`, `cores` shared evenly among the tasks."""
+    env = {"CUDA_VISIBLE_DEVICES": "", "SILENTZONE_HOME": str(home2),
+           "SILENTZONE_THREADS": str(max(1, cores // max(1, len(tasks))))}
+    out = []
+    for t in tasks:
+        marker = sd2 / "wf" / "bench" / f"reference-{t}.json"
+        out.append((f"float-reference/{t}",
+                    _stage_cmd(args, "bench", marker, device="cpu", quant="reference", tasks=t), marker, env))
+    return out
+
+
+def pack_float_reference(sd2: Path, home2: Path, tasks: list[str], dest: Path) -> Path | None:
+    """Pack the float reference's tables (samples/reference/<task>.csv and their provenance, paths
+    relative to `home2`, the layout of a lease's tar) into `dest` once every task has its table;
+    None (nothing written) before."""
+    tables = [sd2 / "samples" / "reference" / f"{t}.csv" for t in tasks]
+    if not all(p.is_file() for p in tables):
+        return None
+    with tarfile.open(dest, "w:xz", preset=6) as tar:
+        for p in tables:
+            for f in (p, p.with_name(p.name + ".provenance.json")):
+                if f.is_file():
+                    tar.add(f, arcname=str(f.relative_to(home2)))
+    return dest
 
 
 def pack_list(sd: Path, quants: list[str] | None = None, tasks: list[str] = ()) -> list[Path]:
@@ -151,6 +195,8 @@ def main(argv=None) -> int:
                     help="seconds at which running jobs are killed (default: deadline + 60)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/power-out")))
     ap.add_argument("--tag", default="", help="suffix of the timing file (one per call)")
+    ap.add_argument("--float-home", type=Path, default=None,
+                    help="the float reference's home (stage float-reference; default: <SILENTZONE_HOME>-f32)")
     ap.add_argument("--build-wait", type=float, default=None,
                     help="seconds the call waited for the CUDA build before this (power_run.sh), recorded")
     args = ap.parse_args(argv)
@@ -200,10 +246,21 @@ def main(argv=None) -> int:
             r.stage("bench", [(label, _stage_cmd(args, "bench", marker, **kw), marker) for label, kw, marker in jobs],
                     args.jobs)
 
-    # pack what is finished (paths relative to $SILENTZONE_HOME)
+    # the float reference on the host's CPU cores (module doc)
     home = cache_home()
+    home2 = args.float_home or home.with_name(home.name + "-f32")
+    sd2 = home2 / sd.relative_to(home)
+    if "float-reference" in args.stages:
+        mirror_home(home, home2)
+        (sd2 / "wf" / "bench").mkdir(parents=True, exist_ok=True)
+        r.stage("float-reference", float_reference_jobs(args, study.tasks, sd2, home2, os.cpu_count() or 1),
+                len(study.tasks))
+
+    # pack what is finished (paths relative to $SILENTZONE_HOME)
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"{args.study}-{args.profile}"
+    if sd2.is_dir():
+        pack_float_reference(sd2, home2, study.tasks, args.out / f"{name}-reference-f32.tar.xz")
     keep = pack_list(sd, args.quants, study.tasks)
     with tarfile.open(args.out / f"{name}-results.tar.xz", "w:xz", preset=6) as tar:
         for p in keep:
