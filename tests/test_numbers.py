@@ -204,3 +204,35 @@ def test_engines_names_the_bench_tables_scored_on_a_cpu(tmp_path):
     text = N._engines(tmp_path, gathered, {"cuda": ["Q8_0/sciq"], "cpu": ["reference/sciq", "reference/piqa"]}, ref)
     assert "it answers 1 of 30 items otherwise (piqa p-3), and its margins differ by up to 0.02 nats" in text
     assert "Scored on a CPU instead" not in text and text.count("GGUF quants ran on llama.cpp's CUDA build") == 1
+
+
+def test_zone_rho_against_the_ceiling_in_worked_cases():
+    """Where an observed zone rho lies against a perfect metric's central intervals (both truths), by hand."""
+    def st(r, cons, opt):
+        return {"rho_zone": r, "ceiling_conservative_rho_lo": cons[0], "ceiling_conservative_rho_hi": cons[1],
+                "ceiling_optimistic_rho_lo": opt[0], "ceiling_optimistic_rho_hi": opt[1]}
+    assert N._against_ceiling(st(-0.23, (-0.98, -0.43), (-0.93, -0.01))).startswith(
+        "the observed rho lies above the conservative interval but inside the optimistic one")
+    assert N._against_ceiling(st(0.1, (-0.98, -0.43), (-0.93, -0.01))).startswith("the observed rho is weaker")
+    assert N._against_ceiling(st(-0.5, (-0.98, -0.43), (-0.93, -0.01))) == \
+        "the observed rho is within what a perfect metric would show under both truths"
+    assert N._against_ceiling(st(-0.99, (-0.98, -0.43), (-0.93, -0.01))).startswith("the observed rho is stronger")
+    assert N._against_ceiling(st(-0.2, (-0.98, -0.1), (-0.93, -0.3))).startswith(
+        "the observed rho lies above the optimistic interval")
+
+
+def test_reading_reads_the_finished_powered_profile():
+    """The README's reading ends with the powered profile once its cohort is complete: its numbers from
+    data/smollm2-power/stats.json, the relation to the ceiling worked out here from the same keys."""
+    import json
+    p = json.loads((DATA / "smollm2-power" / "stats.json").read_text())
+    text = N.reading()
+    assert (f"{p['n_zone']} quants in the zone, zone rho {p['rho_zone']:+.2f}" in text)
+    cons = (p["ceiling_conservative_rho_lo"], p["ceiling_conservative_rho_hi"])
+    opt = (p["ceiling_optimistic_rho_lo"], p["ceiling_optimistic_rho_hi"])
+    inside = {"cons": cons[0] <= p["rho_zone"] <= cons[1], "opt": opt[0] <= p["rho_zone"] <= opt[1]}
+    want = {(False, True): "above the conservative interval but inside the optimistic one",
+            (True, True): "within what a perfect metric would show under both truths",
+            (False, False): "weaker than a perfect metric would show under both truths"}[(inside["cons"], inside["opt"])]
+    assert want in text
+    assert f"conservative power would be {100 * p['ceiling_splits']['conservative_power']:.0f}%" in text
