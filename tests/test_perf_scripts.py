@@ -436,6 +436,7 @@ def test_power_run_float_reference_runs_on_the_cpu_in_a_second_home(tmp_path):
     label, cmd, marker, env = jobs[2]
     assert cmd[cmd.index("--device") + 1] == "cpu" and cmd[cmd.index("--quant") + 1] == "reference"
     assert cmd[cmd.index("--tasks") + 1] == "piqa" and marker == sd2 / "wf/bench/reference-piqa.json"
+    assert cmd[-1] == "--no-store" and "True" not in cmd  # a flag: tables only, resumable
     assert env == {"CUDA_VISIBLE_DEVICES": "", "SILENTZONE_HOME": str(home2), "SILENTZONE_THREADS": "4"}
     assert power_run.float_reference_jobs(args, ["sciq"] * 32, sd2, home2, 16)[0][3]["SILENTZONE_THREADS"] == "1"
     # packing: nothing until both tasks of the smoke profile have a table

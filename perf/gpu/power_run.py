@@ -50,7 +50,7 @@ def _stage_cmd(args, name: str, out: Path, device: str | None = None, **kw) -> l
     cmd = [sys.executable, "-m", "silentzone.cli", "stage", name, "--study", args.study,
            "--profile", args.profile, "--device", device or args.device, "--out", str(out)]
     for k, v in kw.items():
-        cmd += [f"--{k.replace('_', '-')}", str(v)]
+        cmd += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])  # True: a flag
     return cmd
 
 
@@ -125,14 +125,16 @@ def mirror_home(home: Path, home2: Path) -> None:
 def float_reference_jobs(args, tasks: list[str], sd2: Path, home2: Path, cores: int) -> list[tuple]:
     """The float reference's bench (module doc): (label, command, marker, environment) per task, on
     the CPU (`--device cpu`, CUDA_VISIBLE_DEVICES empty: the CUDA build sees no card), in the home
-    `home2` whose study directory is `sd2`, `cores` shared evenly among the tasks."""
+    `home2` whose study directory is `sd2`, `cores` shared evenly among the tasks; `--no-store`: its
+    tables only, resumable across calls (Gemma 3's tasks take longer than one call on 16 cores)."""
     env = {"CUDA_VISIBLE_DEVICES": "", "SILENTZONE_HOME": str(home2),
            "SILENTZONE_THREADS": str(max(1, cores // max(1, len(tasks))))}
     out = []
     for t in tasks:
         marker = sd2 / "wf" / "bench" / f"reference-{t}.json"
         out.append((f"float-reference/{t}",
-                    _stage_cmd(args, "bench", marker, device="cpu", quant="reference", tasks=t), marker, env))
+                    _stage_cmd(args, "bench", marker, device="cpu", quant="reference", tasks=t, no_store=True),
+                    marker, env))
     return out
 
 

@@ -272,7 +272,7 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
                    profile: str = "default", k: int = 1024, threads: int | None = None,
                    tokenizer=None, out_dir: str | Path | None = None, progress: bool = True,
                    seed: int | None = None, combined: bool = True, device: str = "cpu",
-                   part: str = "study") -> pd.DataFrame:
+                   part: str = "study", keep_store: bool = True) -> pd.DataFrame:
     """Score every model on every task; resume finished (model, task) pairs; return all rows.
 
     study     a loaded Study (config.load) or a study name (configs/<name>.yaml, `profile`)
@@ -285,6 +285,10 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
     combined  also write samples.csv of every requested pair (the workflow runs one quant per job
               and gathers the pairs itself, so its jobs pass False)
     device    cpu or cuda: where HF-format models and load-time quants run (backends.open_model)
+    keep_store  keep the reference's distributions (bench_ref/<task>.npz), the quants' KLD baseline;
+              False: the reference alone, its tables only (a second, float run of it: perf/gpu's
+              float-reference stage), written to a partial file as they come, so that an interrupted
+              pass resumes like a quant's
     """
     from ..backends import open_model
     from ..config import load_study
@@ -294,6 +298,8 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
         raise ValueError("models must include 'reference' (its distributions are the KLD baseline)")
     if part == "selection" and set(models) != {"reference"}:
         raise ValueError("part='selection' scores the reference alone (the held-back items)")
+    if not keep_store and set(models) != {"reference"}:
+        raise ValueError("keep_store=False scores the reference alone (the quants' KLD needs its distributions)")
     root = Path(out_dir) if out_dir else study_dir(study.study, study.profile_name)
     task_names = list(tasks or study.tasks)
     n = n_items if n_items is not None else study.profile.n_items
@@ -328,7 +334,7 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
             sig = _signature(task, prep, study.kv_cache, batched)
             out = samples_dir(study.study, study.profile_name, name, root) / f"{tn}.csv"
             ref_path = root / "bench_ref" / f"{tn}.npz"
-            keep = part != "selection"  # no quant is scored on held-back items: no KLD baseline
+            keep = part != "selection" and keep_store  # no quant is scored on held-back items: no KLD baseline
             done = _finished(out, sig) and (name != "reference" or not keep or _store_matches(ref_path, sig))
             if done:
                 log.info("%s/%s: finished earlier, reusing %s", name, tn, out)
@@ -341,10 +347,13 @@ def run_benchmarks(study, models: dict, tasks: list[str] | None = None, n_items:
             is_ref = name == "reference"
             store = (RefStore(ref_path, k=k) if keep else None) if is_ref else RefStore.load(ref_path, expect=sig)
             # a quant's rows go to a partial file as they come (the reference's distributions are
-            # kept in memory until its store is saved: its pass starts over)
-            partial = None if is_ref else out.with_name(out.name + ".partial.jsonl")
-            header = None if is_ref else {"bench": sig, "model_path": str(models[name]), "kld_top_k": k,
-                                          "reference_store": _stat(ref_path)}
+            # kept in memory until its store is saved: its pass starts over), and so do the reference's
+            # without a store (keep_store=False)
+            resumable = not is_ref or not keep_store
+            partial = out.with_name(out.name + ".partial.jsonl") if resumable else None
+            header = None if not resumable else (
+                {"bench": sig, "model_path": str(models[name]), "no_store": True} if is_ref else
+                {"bench": sig, "model_path": str(models[name]), "kld_top_k": k, "reference_store": _stat(ref_path)})
             frame = score_pair(name, model, task, prep, enc, store, is_ref, progress, batched=batched,
                                partial=partial, partial_header=header)
             frame.insert(0, "study", study.study)

@@ -38,7 +38,7 @@ def _stage(args) -> int:
     elif args.name == "bench":
         stages.bench(study, args.quant, out,
                      Path(args.quant_marker) if args.quant_marker else None, device=args.device,
-                     tasks=args.tasks)
+                     tasks=args.tasks, keep_store=not args.no_store)
     return 0
 
 
@@ -99,6 +99,9 @@ def register(sub) -> None:
     s.add_argument("--quant-marker", help="the quant's wf/quants/<id>.json (score, bench)")
     s.add_argument("--tasks", nargs="+", help="bench: only these of the profile's tasks (parallel jobs "
                                               "of one model; default: all)")
+    s.add_argument("--no-store", action="store_true",
+                   help="bench of the reference: its tables only, no distributions kept for the quants' KLD "
+                        "(a second, float run of it; resumable like a quant's)")
     s.add_argument("--corpus")
     s.add_argument("--ctx", type=int)
     s.add_argument("--device", default=current().device,

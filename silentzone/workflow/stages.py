@@ -99,12 +99,13 @@ def score(study, quant_id: str, quant_marker: Path, out: Path, device: str = "cp
 
 
 def bench(study, model: str, out: Path, quant_marker: Path | None = None, device: str = "cpu",
-          tasks: list[str] | None = None) -> Path:
+          tasks: list[str] | None = None, keep_store: bool = True) -> Path:
     """Benchmark the reference (model == 'reference') or one quant on the profile's tasks (`tasks`:
     a subset, so that the reference's tasks run as parallel jobs; the marker is then per subset).
     The reference runs in llama.cpp (its GGUF) on the CPU and on a GPU with a CUDA build of
     llama.cpp, else in transformers (its HF export, float32); their logits agree to KL < 1e-4
-    (models.check_reference)."""
+    (models.check_reference). keep_store False (the reference only): its tables without the
+    distributions that the quants' KLD reads (run_benchmarks)."""
     import logging
     from ..backends import reference_path
     from ..bench.run import run_benchmarks
@@ -123,7 +124,10 @@ def bench(study, model: str, out: Path, quant_marker: Path | None = None, device
         if row["status"] != "ok":
             return _write_json(out, {"model": model, "status": "failed", "reason": FAILED_QUANT})
         models[model] = row["artifact"]
-    frame = run_benchmarks(study, models, tasks=tasks, combined=False, device=device)
+    if not keep_store and model != "reference":
+        from ..config import ConfigError
+        raise ConfigError(f"--no-store: the reference's bench only, not {model}'s (a quant's KLD needs the store)")
+    frame = run_benchmarks(study, models, tasks=tasks, combined=False, device=device, keep_store=keep_store)
     mine = frame[frame["model"] == model]
     return _write_json(out, {"model": model, "status": "ok", "n": len(mine),
                              **({"tasks": list(tasks)} if tasks else {}),

@@ -136,3 +136,41 @@ def test_interrupted_quant_pass_resumes_item_by_item(smollm2_ref, q4_0_gguf, enc
     calls.clear()
     run_benchmarks(study, {"reference": models["reference"], "Q4_0": models["Q4_0"]}, **kw)
     assert calls == list(first.item_id)
+
+
+@pytest.mark.slow
+def test_reference_without_store_resumes_and_equals_the_stored_pass(smollm2_ref, enc, tmp_path, monkeypatch):
+    """keep_store=False (the float reference of a GPU lease): the reference's rows without its
+    distributions, written to a partial file as they come; killed after two items, a rerun scores only
+    the third, and the table equals a pass that kept the store (which the quants' KLD needs); asking
+    for a quant beside it is an error."""
+    import silentzone.bench.run as run
+
+    study = load(CONFIGS / "smollm2.yaml", "smoke")
+    ref = {"reference": smollm2_ref.gguf}
+    kw = dict(tasks=["sciq"], n_items=3, k=64, threads=2, tokenizer=enc.tok, progress=False)
+    stored = run_benchmarks(study, ref, out_dir=tmp_path / "a", **kw)
+    assert (tmp_path / "a" / "bench_ref").is_dir()
+    out = tmp_path / "b"
+    real = run._score_likelihood
+    calls = []
+
+    def dies_on_third(task, model, p, **k):
+        calls.append(p["item"].id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(task, model, p, **k)
+
+    monkeypatch.setattr(run, "_score_likelihood", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmarks(study, ref, out_dir=out, keep_store=False, **kw)
+    partial = out / "samples" / "reference" / "sciq.csv.partial.jsonl"
+    assert len(partial.read_text().splitlines()) == 1 + 2
+    calls.clear()
+    monkeypatch.setattr(run, "_score_likelihood", lambda *a, **k: (calls.append(a[2]["item"].id), real(*a, **k))[1])
+    again = run_benchmarks(study, ref, out_dir=out, keep_store=False, **kw)
+    assert calls == [stored.item_id.iloc[2]] and not partial.exists()
+    assert not (out / "bench_ref").exists() or not any((out / "bench_ref").iterdir())
+    assert again.reset_index(drop=True).equals(stored.reset_index(drop=True))
+    with pytest.raises(ValueError, match="keep_store=False scores the reference alone"):
+        run_benchmarks(study, {**ref, "Q4_0": smollm2_ref.gguf}, out_dir=out, keep_store=False, **kw)
