@@ -284,10 +284,11 @@ def _power_reading(data: Path, study: str) -> str:
     """The reading of a finished powered profile (data/<study>-power/), every number from its stats.json
     and leases.json; empty while its leases have not finished the cohort."""
     d = Path(data) / f"{study}-power"
-    if not _power_complete(d):
+    info = _leases(d)
+    if info is None or info["left_out"]:
         return ""
     p = json.loads((d / "stats.json").read_text())
-    ref = json.loads((d / "leases.json").read_text()).get("reference")
+    ref = info.get("reference")
     n = p["n_items_per_task"]
     level = "central 95%"
     text = (f"{NAMES[study]}'s powered profile (the whole cohort, {p['n_quants']} quants, {min(n.values()):,} to "
@@ -417,10 +418,16 @@ def power_page(data: Path = DATA) -> str:
     return "\n".join(out)
 
 
+def _leases(d: Path) -> dict | None:
+    """leases.json of the leases gathered into `d` (data/<study>-power/, make power), or None."""
+    f = d / "leases.json"
+    return json.loads(f.read_text()) if f.is_file() else None
+
+
 def _power_complete(d: Path) -> bool:
     """Whether the leases gathered into `d` (data/<study>-power/) hold the profile's whole cohort."""
-    f = d / "leases.json"
-    return f.is_file() and not json.loads(f.read_text())["left_out"]
+    info = _leases(d)
+    return info is not None and not info["left_out"]
 
 
 def routing_disagreements(route: pd.DataFrame) -> pd.Series:
@@ -433,9 +440,9 @@ def routing_disagreements(route: pd.DataFrame) -> pd.Series:
 def _interim(study: str, d: Path) -> list[str]:
     """docs/power.md's interim results of the powered profile: data/<study>-power/ (`make power`, from
     the GPU leases' packed results), while the leases have not finished the cohort."""
-    if not (d / "leases.json").is_file():
+    info = _leases(d)
+    if info is None:
         return []
-    info = json.loads((d / "leases.json").read_text())
     s = json.loads((d / "stats.json").read_text())
     route = pd.read_csv(d / "routing.csv")
     dis = routing_disagreements(route)

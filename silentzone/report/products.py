@@ -406,7 +406,7 @@ def split_items(cfg: Study) -> dict[str, int] | None:
     if k <= 0:
         return None
     from ..bench.tasks import TASKS
-    return {t: len(TASKS[t].items()) - k for t in cfg.tasks}
+    return {t: len(TASKS[t].items(held_back=k, held_seed=cfg.held_seed)) for t in cfg.tasks}
 
 
 def splits_ceiling(run: "_Run", splits: dict[str, int]) -> dict:

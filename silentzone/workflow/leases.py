@@ -112,6 +112,12 @@ def _table(data: bytes, name: str, read, where: str):
             raise LeaseError(f"{where}: {str(e).replace(str(p), name)}") from None
 
 
+def _runtime(prov: dict) -> tuple[str, str]:
+    """How a bench table was scored, from its provenance: (device, the attention record as sorted JSON);
+    two tables of one quant that differ here were scored two ways."""
+    return prov.get("device", TABLE_DEVICE_DEFAULT), json.dumps(prov.get("attention"), sort_keys=True)
+
+
 def _same_rows(a, b, columns) -> bool:
     """Every column of `columns` equal, row for row in key order (NaN where both are NaN)."""
     key = [c for c in ("model", "task", "item_id", "quant_id", "corpus", "ctx", "metric") if c in columns]
@@ -139,7 +145,7 @@ def float_reference(study, path: str | Path) -> tuple[dict, dict]:
     frames, provs = {}, {}
     for t in study.tasks:
         prov = got["samples_prov"].get(("reference", t), {})
-        device, kv = prov.get("device", TABLE_DEVICE_DEFAULT), (prov.get("attention") or {}).get("kv_cache")
+        device, kv = _runtime(prov)[0], (prov.get("attention") or {}).get("kv_cache")
         if device != "cpu" or kv not in FLOAT_KV:
             raise LeaseError(f"{path}: samples/reference/{t}.csv was scored on {device} with KV cache {kv}, "
                              "not a float reference (a CPU with an F32 KV cache: llama.cpp's CUDA build "
@@ -199,8 +205,7 @@ def gather_leases(study, tars: list[str | Path], out: str | Path, reference: str
                 raise LeaseError(f"{path}: samples/{m}/{t}.csv differs from {origin[('s', m, t)]} "
                                  "(the same model and task scored to other rows)")
             samples[(m, t)], origin[("s", m, t)] = frame, path.name
-            prov = got["samples_prov"].get((m, t), {})
-            runtime[(m, t)] = (prov.get("device", TABLE_DEVICE_DEFAULT), json.dumps(prov.get("attention"), sort_keys=True))
+            runtime[(m, t)] = _runtime(got["samples_prov"].get((m, t), {}))
 
     def benched(m):
         return all((m, t) in samples for t in study.tasks)
@@ -219,7 +224,7 @@ def gather_leases(study, tars: list[str | Path], out: str | Path, reference: str
                 except LeaseError as e:
                     raise LeaseError(f"{origin[('s', 'reference', t)]}: samples/reference/{t}.csv: {e}") from None
             samples[("reference", t)], origin[("s", "reference", t)] = frames[t], Path(reference).name
-            runtime[("reference", t)] = ("cpu", json.dumps(provs[t].get("attention"), sort_keys=True))
+            runtime[("reference", t)] = _runtime(provs[t])  # device cpu: float_reference checked it
     if not benched("reference"):
         missing = [t for t in study.tasks if ("reference", t) not in samples]
         raise LeaseError(f"{', '.join(str(p) for p, _ in leases)}: the reference's bench of "

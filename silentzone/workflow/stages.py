@@ -110,13 +110,15 @@ def bench(study, model: str, out: Path, quant_marker: Path | None = None, device
     from ..backends import reference_path
     from ..bench.run import run_benchmarks
     from ..models import resolve
+    from ..config import ConfigError
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if tasks:
-        from ..config import ConfigError
         bad = [t for t in tasks if t not in study.tasks]
         if bad:
             raise ConfigError(f"--tasks: {', '.join(bad)} not among the tasks of {study.study}/"
                               f"{study.profile_name} ({', '.join(study.tasks)})")
+    if not keep_store and model != "reference":
+        raise ConfigError(f"--no-store: the reference's bench only, not {model}'s (a quant's KLD needs the store)")
     ref = resolve(study.reference.model, study.reference.dtype)
     models = {"reference": reference_path(ref, device)}
     if model != "reference":
@@ -124,9 +126,6 @@ def bench(study, model: str, out: Path, quant_marker: Path | None = None, device
         if row["status"] != "ok":
             return _write_json(out, {"model": model, "status": "failed", "reason": FAILED_QUANT})
         models[model] = row["artifact"]
-    if not keep_store and model != "reference":
-        from ..config import ConfigError
-        raise ConfigError(f"--no-store: the reference's bench only, not {model}'s (a quant's KLD needs the store)")
     frame = run_benchmarks(study, models, tasks=tasks, combined=False, device=device, keep_store=keep_store)
     mine = frame[frame["model"] == model]
     return _write_json(out, {"model": model, "status": "ok", "n": len(mine),
