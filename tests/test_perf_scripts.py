@@ -262,8 +262,33 @@ def test_wheels_plan_fills_carries_in_list_order():
     # in order, never reordered to fill a gap: e after the carry that d opened
     assert W.plan([("a", 6), ("d", 5), ("e", 4)], room=10) == [["a"], ["d", "e"]]
     assert W.plan([], room=10) == []
-    with pytest.raises(ValueError, match="over the 10 bytes"):
-        W.plan([("a", 3), ("big", 11)], room=10)
+    # a file over the room goes in ceil(bytes / room) parts of 6 and 5 bytes (by hand), each placed
+    # like a file: the first fills the current carry's gap, the second opens the next
+    assert W.plan([("a", 3), ("big", 11)], room=10) == [["a", "big.part1of2"], ["big.part2of2"]]
+    assert W.plan([("big", 21), ("z", 1)], room=10) == [["big.part1of3"], ["big.part2of3"], ["big.part3of3", "z"]]
+    assert [W.part_range(11, i, 2) for i in (1, 2)] == [(0, 5), (5, 11)]
+
+
+def test_wheels_parts_join_back_to_the_same_bytes(tmp_path):
+    """carry() writes a wheel over the room as parts; join() there puts them together byte for byte
+    once every part has come (a part alone waits), and removes the parts."""
+    import random
+    W = _wheels()
+    data = random.Random(7).randbytes(1000)
+    src = tmp_path / "dl" / "big-1.0-py3-none-any.whl"
+    src.parent.mkdir()
+    src.write_bytes(data)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    k = 3
+    for i in range(1, k + 1):
+        lo, hi = W.part_range(len(data), i, k)
+        (parts / f"{src.name}.part{i}of{k}").write_bytes(data[lo:hi])
+    (parts / f"{src.name}.part3of3").rename(tmp_path / "later")
+    assert W.join(parts) == [] and len(list(parts.iterdir())) == 2
+    (tmp_path / "later").rename(parts / f"{src.name}.part3of3")
+    assert W.join(parts) == [parts / src.name]
+    assert (parts / src.name).read_bytes() == data and [p.name for p in parts.iterdir()] == [src.name]
 
 
 def test_wheels_carry_spreads_downloads_over_carries_under_64_mib(tmp_path, monkeypatch):
@@ -288,6 +313,18 @@ def test_wheels_carry_spreads_downloads_over_carries_under_64_mib(tmp_path, monk
     assert [p.name for p in (tmp_path / ".pw5/wheels").iterdir()] == ["big-3.0-py3-none-any.whl"]
     for d in dirs:
         assert sum(p.stat().st_size for p in (d / "wheels").iterdir()) + tree < 64 << 20
+    import shutil
+    # a tree of 24 MiB leaves 39.5 MiB a carry: big (40 MiB) goes in two parts of 20 MiB, the first
+    # beside small and mid (45 MiB: over the room, so it opens .pw5), and they add up to its bytes
+    for d in dirs:
+        shutil.rmtree(d)
+    dirs = W.carry(4, 24 << 20, root=tmp_path, dest=tmp_path / "dl", listing=listing)
+    names = [sorted(p.name for p in (d / "wheels").iterdir()) for d in dirs]
+    assert names == [["mid-2.0-py3-none-any.whl", "small-1.0-py3-none-any.whl"],
+                     ["big-3.0-py3-none-any.whl.part1of2"], ["big-3.0-py3-none-any.whl.part2of2"]]
+    assert sum((d / "wheels" / n).stat().st_size for d, ns in zip(dirs[1:], names[1:]) for n in ns) == 40 << 20
+    for d in dirs:
+        assert sum(p.stat().st_size for p in (d / "wheels").iterdir()) + (24 << 20) < 64 << 20
 
 
 def _fake_wheel(folder: Path, name: str, value: str) -> Path:
@@ -337,6 +374,23 @@ def test_power_run_wheels_phase_installs_offline_and_later_calls_add(tmp_path):
         assert (pk / "szfake_a" / "__init__.py").read_text() == "VALUE = 'a'\n"
         assert (pk / "szfake_b" / "__init__.py").read_text() == "VALUE = 'b'\n"
     assert (pk / "szfake_a-1.0.dist-info").is_dir() and (pk / "szfake_b-1.0.dist-info").is_dir()
+    # a wheel in two parts over two calls: the first call installs nothing of it and says it waits
+    shutil.rmtree(work / ".pw5")
+    whl = _fake_wheel(tmp_path / "split", "szfake_c", "c")
+    data = whl.read_bytes()
+    for i in (1, 2):
+        (work / f".pw{5 + i}" / "wheels").mkdir(parents=True)
+        (work / f".pw{5 + i}" / "wheels" / f"{whl.name}.part{i}of2").write_bytes(
+            data[:len(data) // 2] if i == 1 else data[len(data) // 2:])
+    shutil.rmtree(work / ".pw7")
+    p = run()
+    assert "parts waiting" in p.stdout and not (pk / "szfake_c").exists(), p.stdout + p.stderr
+    shutil.rmtree(work / ".pw6")
+    (work / ".pw7" / "wheels").mkdir(parents=True)
+    (work / ".pw7" / "wheels" / f"{whl.name}.part2of2").write_bytes(data[len(data) // 2:])
+    p = run()
+    assert "szfake_c-1.0" in p.stdout and "parts waiting" not in p.stdout, p.stdout + p.stderr
+    assert (pk / "szfake_c" / "__init__.py").read_text() == "VALUE = 'c'\n"
 
 
 def test_choice_logprobs_quick_runs_and_checks_the_bits(tmp_path):

@@ -103,17 +103,26 @@ scaling)  # after a run with --stages reference quant bench-reference: perf/gpu/
 wheels)  # .pwN/wheels/*.whl (power_carry.sh WHEELS=1): installed offline into $PK, beside the carried
          # package folders; a later call with other wheels adds to them (--upgrade: one sent again replaces)
   smoke=${1:-}
-  ls .pw[0-9]*/wheels/*.whl > /dev/null 2>&1 || { echo "power_run.sh: no .pw*/wheels/*.whl in this call (power_carry.sh WHEELS=1)"; exit 3; }
-  t0=$(date +%s)
-  if python3 -m pip --version > /dev/null 2>&1; then
+  # a wheel over a carry's room comes in parts over consecutive calls (power_wheels.py plan): they
+  # wait in $PK-parts until the last has come, then go in whole
+  PARTS=$PK-parts; mkdir -p "$PARTS"
+  ls .pw[0-9]*/wheels/*.whl* > /dev/null 2>&1 || { echo "power_run.sh: no .pw*/wheels/*.whl in this call (power_carry.sh WHEELS=1)"; exit 3; }
+  cp .pw[0-9]*/wheels/*.whl.part* "$PARTS"/ 2> /dev/null
+  whls=$(ls .pw[0-9]*/wheels/*.whl 2> /dev/null; python3 perf/gpu/power_wheels.py join "$PARTS")
+  waiting=$(ls "$PARTS" | grep '\.part' | tr '\n' ' ')
+  [ -z "$waiting" ] || echo "parts waiting for the rest: $waiting"
+  t0=$(date +%s); prc=0
+  if [ -z "$whls" ]; then
+    :
+  elif python3 -m pip --version > /dev/null 2>&1; then
     log=$(python3 -m pip install --no-deps --no-index --upgrade --disable-pip-version-check -q --target "$PK" \
-      .pw[0-9]*/wheels/*.whl 2>&1); prc=$?
+      $whls 2>&1); prc=$?
     echo "$log" | grep -v "WARNING: Running pip as\|^$"
   else  # no pip there: a wheel is a zip of site-packages' layout (with its dist-info for the versions)
     python3 -c 'import sys, zipfile; [zipfile.ZipFile(w).extractall(sys.argv[1]) for w in sys.argv[2:]]' \
-      "$PK" .pw[0-9]*/wheels/*.whl; prc=$?
+      "$PK" $whls; prc=$?
   fi
-  echo "installed into $PK in $(( $(date +%s) - t0 )) s (exit $prc):" $(ls .pw[0-9]*/wheels/*.whl | xargs -n1 basename | cut -d- -f1-2)
+  echo "installed into $PK in $(( $(date +%s) - t0 )) s (exit $prc):" $(for w in $whls; do basename "$w"; done | cut -d- -f1-2)
   python3 perf/gpu/power_wheels.py check; rc=$?
   [ "$prc" = 0 ] || rc=4
   if [ "$smoke" = smoke ]; then python3 perf/gpu/power_wheels.py smoke cuda || rc=$?; fi

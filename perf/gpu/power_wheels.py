@@ -4,6 +4,8 @@ Here (perf/gpu/power_carry.sh with WHEELS=1):
     python perf/gpu/power_wheels.py carry FIRST TREE_BYTES   # download the pinned wheels (cp312),
                                       # fill .pwFIRST/wheels/, .pw<FIRST+1>/wheels/, ... in list order
 There (perf/gpu/power_run.sh wheels, after pip has put the carried wheels into $PK):
+    python3 perf/gpu/power_wheels.py join FOLDER    # the wheels whose parts (a wheel over a carry's
+                                      # room travels split, plan) have all come, put back together
     python3 perf/gpu/power_wheels.py check          # one line per method: OK or the first error
     python3 perf/gpu/power_wheels.py smoke [DEVICE]  # each method on a tiny random Llama (default cuda)
 
@@ -72,19 +74,54 @@ def parse(path: Path = LIST) -> list[tuple[str, str, str]]:
     return out
 
 
+PART = re.compile(r"(.+)\.part(\d+)of(\d+)")
+
+
 def plan(files: list[tuple[str, int]], room: int) -> list[list[str]]:
     """Files (name, bytes) into carries of at most `room` bytes each, in order: a new carry when the
-    next file does not fit the current one."""
+    next file does not fit the current one. A file over `room` (bitsandbytes once the tracked tree
+    grew past 23 MB) travels in k = ceil(bytes / room) parts `<name>.part<i>of<k>` of nearly equal
+    size (part_range), each placed like a file; `join` puts them back together there."""
     carries, used = [], room
     for name, size in files:
-        if size > room:
-            raise ValueError(f"{name}: {size} bytes, over the {room} bytes a carry has beside the tree")
-        if used + size > room:
-            carries.append([])
-            used = 0
-        carries[-1].append(name)
-        used += size
+        k = -(-size // room) if size > room else 1
+        for i in range(1, k + 1):
+            lo, hi = part_range(size, i, k)
+            piece = name if k == 1 else f"{name}.part{i}of{k}"
+            if used + hi - lo > room:
+                carries.append([])
+                used = 0
+            carries[-1].append(piece)
+            used += hi - lo
     return carries
+
+
+def part_range(size: int, i: int, k: int) -> tuple[int, int]:
+    """The bytes [lo, hi) of part i (1-based) of k of a file of `size` bytes."""
+    return (i - 1) * size // k, i * size // k
+
+
+def join(folder: Path) -> list[Path]:
+    """Every wheel whose parts (`<name>.part<i>of<k>`, from this call and earlier ones) are all in
+    `folder`, put back together as folder/<name> (parts removed); returns those wheels. Parts of a
+    wheel still missing some stay for a later call."""
+    groups: dict[tuple[str, int], dict[int, Path]] = {}
+    for f in Path(folder).iterdir():
+        m = PART.fullmatch(f.name)
+        if m:
+            groups.setdefault((m[1], int(m[3])), {})[int(m[2])] = f
+    out = []
+    for (name, k), parts in sorted(groups.items()):
+        if sorted(parts) != list(range(1, k + 1)):
+            continue
+        whole = Path(folder) / name
+        with open(whole, "wb") as fh:
+            for i in range(1, k + 1):
+                fh.write(parts[i].read_bytes())
+        for f in parts.values():
+            f.unlink()
+        out.append(whole)
+    return out
 
 
 def download(name: str, version: str, dest: Path) -> Path:
@@ -131,7 +168,15 @@ def carry(first: int, tree_bytes: int, root: Path = Path("."), dest: Path = Path
         d = root / f".pw{first + i}" / "wheels"
         d.mkdir(parents=True)
         for n in names:
-            shutil.move(str(by_name[n]), d / n)
+            m = PART.fullmatch(n)
+            if m is None:
+                shutil.move(str(by_name[n]), d / n)
+                continue
+            src = by_name[m[1]]
+            lo, hi = part_range(src.stat().st_size, int(m[2]), int(m[3]))
+            with open(src, "rb") as fh:
+                fh.seek(lo)
+                (d / n).write_bytes(fh.read(hi - lo))
         dirs.append(d.parent)
         print(f"{d}: {len(names)} wheels, {sum(p.stat().st_size for p in d.iterdir()) / 2**20:.1f} MiB")
     return dirs
@@ -246,9 +291,11 @@ if __name__ == "__main__":
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "carry":
         carry(int(sys.argv[2]), int(sys.argv[3]))
+    elif cmd == "join":
+        print("\n".join(str(w) for w in join(Path(sys.argv[2]))))
     elif cmd == "check":
         sys.exit(check())
     elif cmd == "smoke":
         sys.exit(smoke(sys.argv[2] if len(sys.argv) > 2 else "cuda"))
     else:
-        sys.exit("usage: power_wheels.py carry FIRST TREE_BYTES | check | smoke [DEVICE]")
+        sys.exit("usage: power_wheels.py carry FIRST TREE_BYTES | join FOLDER | check | smoke [DEVICE]")
