@@ -419,6 +419,12 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
         extra["divergent_tokens"] = {"n": n_div, "metrics": list(DIVERGENT)}
     prov = record(config_hash=study.config_hash, seeds=vars(study.seeds), stage="fidelity",
                   store=kind, scoring=scoring, **extra)
+    # how each quant ran, {quant_id: {device, engine, kv_cache, attention}}: a load-time quant computes
+    # in bfloat16 on a GPU and in float32 on a CPU (backends/hf.py), which moves its KLD; quants of an
+    # earlier call keep their record
+    old_prov = out.with_name(out.name + ".provenance.json")
+    kept = json.loads(old_prov.read_text()).get("runtime", {}) if out.is_file() and old_prov.is_file() else {}
+    prov["runtime"] = dict(kept)
 
     def done(qid, c, ctx, h):
         rows = table[(table["quant_id"] == qid) & (table["corpus"] == c) & (table["ctx"] == ctx)]
@@ -453,6 +459,7 @@ def score_cohort(study, artifacts=None, *, kind: str = "compact", scoring: str =
                 save(_rows(study, qid, c, ctx, None, stores[c, ctx].tokens_hash, kind, scoring,
                            "failed", reason, metrics), qid, c, ctx)
             continue
+        prov["runtime"][qid] = {"device": device, **m.attention()}
         for c, ctx in todo:
             st = stores[c, ctx]
             try:

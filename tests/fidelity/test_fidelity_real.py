@@ -193,6 +193,11 @@ def test_cohort_scores_skips_done_and_marks_nonfinite_failed(smollm2_ref, quants
     kld = np.load(tmp_path / "fidtest" / "smoke" / "fidelity" / "Q4_0" / "technical" / f"ctx={CTX}-half" / "kld.npy")
     assert kld.shape == (3, CTX - 1 - CTX // 2)
     assert kld.mean() == pytest.approx(ok.loc["kld_mean", "value"], rel=1e-5)
+    # how each quant ran: the GGUF on llama.cpp with its default F16 cache, the saved float32 HF model
+    # on transformers in float32 (both opened on the CPU)
+    runtime = json.loads((tmp_path / "fidtest" / "smoke" / "fidelity.csv.provenance.json").read_text())["runtime"]
+    assert {q: (r["device"], r["engine"], r["kv_cache"]) for q, r in runtime.items()} == {
+        "Q4_0": ("cpu", "llama.cpp", "f16"), "Q8_0": ("cpu", "transformers", "float32")}
     opened = []
     monkeypatch.setattr(sc, "open_scorer", lambda *a, **k: opened.append(a) or pytest.fail("re-scored"))
     again = sc.score_cohort(study, {"Q4_0": quants["Q4_0"], "Q8_0": broken})
