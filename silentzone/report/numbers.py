@@ -565,7 +565,8 @@ def _cpu_hours(study: str, path: Path) -> list[str]:
     per, n, q = r["per_item_s"], r["items"], r["quants"]
     lo = min(v for role in per.values() for v in role.values())
     hi = max(v for role in per.values() for v in role.values())
-    hours = sum(r["seconds_per_task"].values()) / 3600  # the script's own sum (its formula, once)
+    hours = sum(n[t] * (per["reference"][t] + q["gguf"] * per["gguf"][t] + q["other"] * per["hf"][t])
+                for t in n) / 3600
     m = r["measured_on"]
     return [f"**On a CPU** (an estimate from measured rates, not a full run; `perf/cpu_hours.py`, "
             f"{r['header']['date'][:10]}): the bench of this profile takes about **{hours:.1f} core-hours** "
