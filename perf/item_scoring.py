@@ -12,6 +12,7 @@ cores with the forward.
 
     python perf/item_scoring.py                    # SmolLM2 F32 reference + a Q4_0, 24 SciQ items
     python perf/item_scoring.py --device cuda      # on the lent GPU
+    python perf/item_scoring.py --model embedded:gemma3-270m   # Gemma 3 (a 262k-token vocabulary)
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ TARGET = 0.8
 
 
 def main() -> None:
-    a = C.args(__doc__, items=24, reps=3, device="cpu", task="sciq", k=1024)
+    a = C.args(__doc__, items=24, reps=3, device="cpu", task="sciq", k=1024, model=C.MODEL)
+    C.MODEL = a.model  # the reference whose F32 GGUF and Q4_0 quant are timed (C.reference, C.gguf_quant)
     from silentzone.backends import open_model
     from silentzone.bench import tasks
     from silentzone.bench.kld import RefStore
