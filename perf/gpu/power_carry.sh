@@ -22,7 +22,9 @@
 #   WHEELS=1 bash perf/gpu/power_carry.sh smollm2    # and, after the model's carries, the wheels of the
 #                           quant methods other than GGUF (perf/gpu/wheels.txt, pinned to this .venv;
 #                           cp312): .pwN/wheels/ (all but bitsandbytes, about 9 MiB), .pwN+1/wheels/
-#                           (bitsandbytes, 41 MiB); power_run.sh wheels installs each call's into $PK
+#                           (bitsandbytes, 41 MiB; a wheel over a carry's room beside the tree goes
+#                           in parts over consecutive carries, power_wheels.py plan); power_run.sh
+#                           wheels installs each call's into $PK (a split wheel once its last part came)
 set -euo pipefail
 study=${1:-smollm2}
 profile=${2:-power}
