@@ -7,6 +7,8 @@
 #   bash perf/gpu/power_run.sh pkgs    # carry .pw2: unpack the package folders
 #   bash perf/gpu/power_run.sh part    # carry .pw3, .pw4, ...: keep the model parts they hold
 #   bash perf/gpu/power_run.sh scaling ARGS  # perf/gpu/bench_scaling.py ARGS (jobs on the GPU vs CPU)
+#   bash perf/gpu/power_run.sh py SCRIPT ARGS  # after a run: python3 SCRIPT ARGS here (e.g.
+#                                      #   perf/item_scoring.py --device cuda --out $OUT)
 #   bash perf/gpu/power_run.sh wheels [smoke]  # a wheels carry (power_carry.sh WHEELS=1; one call
 #                                      #   each, at any time): pip installs its wheels offline
 #                                      #   into $PK, then one import line per method, OK or the error;
@@ -20,7 +22,7 @@
 # SILENTZONE_HOME is the development machine's path, so that the job markers packed into $OUT name
 # paths that hold where they are unpacked.
 set -uo pipefail
-phase=${1:?tree, pkgs, part, run, scaling or wheels}; shift
+phase=${1:?tree, pkgs, part, run, py, scaling or wheels}; shift
 OUT=${OUT:-/tmp/power-out}; mkdir -p "$OUT"
 export SILENTZONE_HOME=${SILENTZONE_HOME:-/root/.cache/silentzone}
 tag=cp$(python3 -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')
@@ -95,6 +97,10 @@ run)
   waited=$(( $(date +%s) - t0 ))  # the call's 600 s: what the build wait left
   python3 perf/gpu/power_run.py --out "$OUT" --deadline $(( ${BUDGET:-500} - waited )) \
     --hard $(( ${BUDGET:-500} + 40 - waited )) --build-wait "$waited" "$@"
+  ;;
+py)  # after a run (the build done): a script in this environment, e.g. perf/item_scoring.py --device cuda
+  ln -sfn cmake-build-cuda/bin "$B/bin"
+  python3 "$@"
   ;;
 scaling)  # after a run with --stages reference quant bench-reference: perf/gpu/bench_scaling.py ARGS
   ln -sfn cmake-build-cuda/bin "$B/bin"
