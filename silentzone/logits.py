@@ -15,7 +15,13 @@ KV_CACHE_TYPES = {"f16": 1, "f32": 0}  # llama.cpp's ggml_type ids of the KV cac
 def load_llama(gguf: Path | str, n_ctx: int = 2048, threads: int | None = None, logits_all=True,
                n_gpu_layers: int = 0, kv_cache: str = "f16"):
     """A llama_cpp.Llama for scoring: all positions' logits, fixed threads, quiet. n_gpu_layers -1
-    offloads every layer (a CUDA build of llama.cpp; a CPU build ignores it).
+    offloads every layer (a CUDA build of llama.cpp; a CPU build ignores it). With 0 the model runs
+    on the host only: llama.cpp's op offload (a CUDA build sends a batch's matrix products to the
+    card even with no layer there, where F32 products run in TF32) is turned off, so that a CUDA
+    build's "CPU" numbers are the CPU's. Seen on the lent H100 (2026-12-07) before this: the reference
+    check of Gemma 3's F32 GGUF (n_gpu_layers 0) found 5.4e-2 nats against transformers where a CPU
+    build finds 1.1e-2, and refused the reference; op offload is the path by which that check
+    reached the card (not yet rerun there with it off).
 
     Flash attention stays off unless SILENTZONE_FLASH_ATTN=1: it is faster on a CPU (and
     llama-perplexity's default) but moves logits (up to 0.036 on an F32 SmolLM2), so every shipped
@@ -33,7 +39,8 @@ def load_llama(gguf: Path | str, n_ctx: int = 2048, threads: int | None = None, 
     kv = KV_CACHE_TYPES[kv_cache]
     return llama_cpp.Llama(str(gguf), n_ctx=n_ctx, n_batch=min(n_ctx, 512), n_ubatch=min(n_ctx, 512),
                            logits_all=logits_all, n_threads=t, n_threads_batch=t, verbose=False,
-                           seed=0, n_gpu_layers=n_gpu_layers, flash_attn=fa, type_k=kv, type_v=kv)
+                           seed=0, n_gpu_layers=n_gpu_layers, op_offload=n_gpu_layers != 0, flash_attn=fa,
+                           type_k=kv, type_v=kv)
 
 
 def llama_logits(gguf_or_llm, ids, threads: int | None = None, start: int = 0, out=None):

@@ -113,3 +113,23 @@ def test_shipped_config_hashes_did_not_move():
     for study in ("smollm2", "gemma3"):
         stats = json.loads((DATA / study / "stats.json").read_text())
         assert C.load_study(study).config_hash == stats["provenance"]["config_hash"]
+
+
+def test_a_host_model_turns_llama_cpp_op_offload_off(smollm2_ref, monkeypatch):
+    """n_gpu_layers 0 (device cpu, the reference check) asks llama.cpp for no op offload, so that a
+    CUDA build does not send a batch's F32 products to the card (TF32 there: 5.4e-2 nats on Gemma 3's
+    check); -1 (device cuda) leaves it on. The real model loads with it off and scores as before."""
+    import llama_cpp
+    seen = []
+    real = llama_cpp.Llama
+
+    def spy(*a, **k):
+        seen.append(k.get("op_offload"))
+        return real(*a, **k)
+    monkeypatch.setattr(llama_cpp, "Llama", spy)
+    ids = smollm2_ref.tokenizer()(CHECK_TEXT)["input_ids"][:40]
+    a = llama_logits(load_llama(smollm2_ref.gguf, n_ctx=64, kv_cache="f32"), ids)
+    b = llama_logits(load_llama(smollm2_ref.gguf, n_ctx=64, n_gpu_layers=-1, kv_cache="f32"), ids)
+    assert seen == [False, True]
+    # a CPU build has nothing to offload to: the two give the same bits
+    assert np.array_equal(a, b)

@@ -511,3 +511,18 @@ def test_power_run_float_reference_runs_on_the_cpu_in_a_second_home(tmp_path):
                            for t in study.tasks for x in ("", ".provenance.json"))
     frames, provs = float_reference(study, dest)
     assert sorted(frames) == sorted(study.tasks) and all(p == prov for p in provs.values())
+
+
+def test_power_run_skips_the_later_stages_without_a_reference(tmp_path, monkeypatch, capsys):
+    """No reference marker after the reference stage (here: no time for its job, --deadline 0):
+    the quant and bench stages start no job (each would export and check the reference again and
+    fail the same way; Gemma 3's first lease lost 370 s so); the float reference may still run."""
+    sys.path.insert(0, str(PERF / "gpu"))
+    import power_run
+    monkeypatch.setenv("SILENTZONE_HOME", str(tmp_path / "home"))
+    out = tmp_path / "out"
+    power_run.main(["--study", "smollm2", "--profile", "smoke", "--device", "cpu", "--stages", "reference",
+                    "quant", "bench", "--deadline", "0", "--out", str(out), "--tag=-t"])
+    assert "the later GPU stages are skipped" in capsys.readouterr().out
+    timing = json.loads((out / "smollm2-smoke-timing-t.json").read_text())
+    assert timing["skipped"] == ["reference"] and list(timing["stages"]) == ["reference"]
