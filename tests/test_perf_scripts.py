@@ -520,9 +520,15 @@ def test_power_run_skips_the_later_stages_without_a_reference(tmp_path, monkeypa
     sys.path.insert(0, str(PERF / "gpu"))
     import power_run
     monkeypatch.setenv("SILENTZONE_HOME", str(tmp_path / "home"))
+    asked = []
+    job = power_run.Runner.job
+    monkeypatch.setattr(power_run.Runner, "job", lambda self, label, cmd, marker, env=None: asked.append(
+        (label, env)) or job(self, label, cmd, marker, env))
     out = tmp_path / "out"
     power_run.main(["--study", "smollm2", "--profile", "smoke", "--device", "cpu", "--stages", "reference",
                     "quant", "bench", "--deadline", "0", "--out", str(out), "--tag=-t"])
     assert "the later GPU stages are skipped" in capsys.readouterr().out
     timing = json.loads((out / "smollm2-smoke-timing-t.json").read_text())
     assert timing["skipped"] == ["reference"] and list(timing["stages"]) == ["reference"]
+    # the reference's export and check run with the card hidden (a CPU job even on the GPU machine)
+    assert asked == [("reference", {"CUDA_VISIBLE_DEVICES": ""})]

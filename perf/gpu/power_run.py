@@ -221,8 +221,10 @@ def main(argv=None) -> int:
     print(f"{args.study}/{args.profile} on {args.device}: {len(quants)} quants, {len(study.tasks)} tasks, "
           f"{study.profile.n_items} items per task at most; deadline {args.deadline:.0f}s", flush=True)
 
+    # the reference's export and check are the CPU's work: with the card hidden, llama.cpp's CUDA build
+    # cannot move the check's F32 products to it (TF32; Gemma 3's first lease: refused at 5.4e-2 nats)
     r.stage("reference", [("reference", _stage_cmd(args, "reference", wf / "reference.json"),
-                           wf / "reference.json")], 1)
+                           wf / "reference.json", {"CUDA_VISIBLE_DEVICES": ""})], 1)
     if not (wf / "reference.json").is_file() and set(args.stages) - {"reference", "float-reference"}:
         # every later stage needs the checked reference: without it each job would export and check
         # it again, and fail the same way (lease 1 of Gemma 3: 32 quant jobs, 370 s)
