@@ -82,21 +82,28 @@ tar cf - -C "$P" . | xz -T2 -6 > .pw2/pkgs.tar.xz
 echo "$DEST" > .pw2/model.dest
 sha256sum "$MODEL_FILE" | cut -d' ' -f1 > .pw2/model.sha256
 
-# 3. the model in parts: part00 with the tree, part01 with the packages, then one per carry
+# 3. the model in parts: part00 with the llama.cpp tree, part01 with the packages, then one per carry
+#    (a part goes into the current carry while that stays under the limit with the tree, else it opens
+#    the next: Gemma 3's package folders left no room for a part beside them in .pw2)
 split -b "$PART" -d "$MODEL_FILE" /tmp/pwcarry/model.part
 ls /tmp/pwcarry/model.part* | wc -l | tr -d ' ' > .pw2/model.nparts
+tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+LIMIT=$(( 64 * 1024 * 1024 - 512 * 1024 ))  # the run tool also counts folder entries and untracked files
 i=1
 for f in /tmp/pwcarry/model.part*; do
-  mkdir -p .pw$i && mv "$f" .pw$i/ && i=$(( i + 1 ))
+  while [ -d .pw$i ] && [ $(( $(du -sb .pw$i | cut -f1) + $(stat -c %s "$f") + tree )) -ge "$LIMIT" ]; do
+    i=$(( i + 1 ))
+  done
+  mkdir -p .pw$i && mv "$f" .pw$i/
 done
+i=$(( i + 1 ))
 # 4. finished quants of an earlier lease (RESUME=<its results tar.xz>): their samples travel with the
 #    last part and power_run.sh's run phase puts them back, so their bench jobs are not redone
 if [ -n "${RESUME:-}" ]; then
   last=.pw$(( i - 1 ))
   cp "$RESUME" "$last/resume.tar.xz" && echo "resume: $RESUME -> $last/resume.tar.xz"
 fi
-# every call carries the tracked tree too: refuse carries that would not fit 64 MiB with it
-tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+# every call carries the tracked tree too (tree, above): refuse carries that would not fit with it
 # 5. WHEELS=1: the non-GGUF methods' wheels (perf/gpu/wheels.txt), filled in the list's order into
 #    carries of their own after the model's, each under 64 MiB with the tree
 if [ "${WHEELS:-0}" != 0 ]; then
@@ -107,5 +114,5 @@ echo "calls: tree (.pw1), pkgs (.pw2), part (.pw3 and on, one each), then run"
 [ "${WHEELS:-0}" = 0 ] || echo "wheels calls (any time, one each): $(ls -dv .pw[0-9]*/wheels | cut -d/ -f1 | tr '\n' ' ')"
 for d in .pw[0-9]*; do
   n=$(( $(du -sb "$d" | cut -f1) + tree ))
-  [ "$n" -lt $(( 64 * 1024 * 1024 )) ] || { echo "power_carry.sh: $d with the tree is $n bytes, over 64 MiB" >&2; exit 3; }
+  [ "$n" -lt "$LIMIT" ] || { echo "power_carry.sh: $d with the tree is $n bytes, over $LIMIT (64 MiB less a margin)" >&2; exit 3; }
 done
