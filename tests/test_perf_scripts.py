@@ -493,6 +493,9 @@ def test_power_run_float_reference_runs_on_the_cpu_in_a_second_home(tmp_path):
     assert cmd[-1] == "--no-store" and "True" not in cmd  # a flag: tables only, resumable
     assert env == {"CUDA_VISIBLE_DEVICES": "", "SILENTZONE_HOME": str(home2), "SILENTZONE_THREADS": "4"}
     assert power_run.float_reference_jobs(args, ["sciq"] * 32, sd2, home2, 16)[0][3]["SILENTZONE_THREADS"] == "1"
+    # two at a time on a 2-core machine (--jobs 2): one thread each; 6 tasks, 4 at once on 16 cores: 4
+    assert power_run.float_reference_jobs(args, ["sciq"] * 6, sd2, home2, 2, 2)[0][3]["SILENTZONE_THREADS"] == "1"
+    assert power_run.float_reference_jobs(args, ["sciq"] * 6, sd2, home2, 16, 4)[0][3]["SILENTZONE_THREADS"] == "4"
     # packing: nothing until both tasks of the smoke profile have a table
     study = load(CONFIGS / "smollm2.yaml", "smoke")
     shipped = pd.read_csv(Path(__file__).resolve().parent.parent / "data/smollm2/samples.csv")

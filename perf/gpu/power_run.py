@@ -122,13 +122,16 @@ def mirror_home(home: Path, home2: Path) -> None:
             link.symlink_to(p.resolve())
 
 
-def float_reference_jobs(args, tasks: list[str], sd2: Path, home2: Path, cores: int) -> list[tuple]:
+def float_reference_jobs(args, tasks: list[str], sd2: Path, home2: Path, cores: int,
+                         parallel: int | None = None) -> list[tuple]:
     """The float reference's bench (module doc): (label, command, marker, environment) per task, on
     the CPU (`--device cpu`, CUDA_VISIBLE_DEVICES empty: the CUDA build sees no card), in the home
-    `home2` whose study directory is `sd2`, `cores` shared evenly among the tasks; `--no-store`: its
-    tables only, resumable across calls (Gemma 3's tasks take longer than one call on 16 cores)."""
+    `home2` whose study directory is `sd2`, `cores` shared evenly among the `parallel` jobs that run
+    at once (default: every task at once); `--no-store`: its tables only, resumable across calls
+    (Gemma 3's tasks take longer than one call on 16 cores)."""
+    at_once = max(1, min(len(tasks), parallel or len(tasks)))
     env = {"CUDA_VISIBLE_DEVICES": "", "SILENTZONE_HOME": str(home2),
-           "SILENTZONE_THREADS": str(max(1, cores // max(1, len(tasks))))}
+           "SILENTZONE_THREADS": str(max(1, cores // at_once))}
     out = []
     for t in tasks:
         marker = sd2 / "wf" / "bench" / f"reference-{t}.json"
@@ -263,8 +266,10 @@ def main(argv=None) -> int:
     if "float-reference" in args.stages:
         mirror_home(home, home2)
         (sd2 / "wf" / "bench").mkdir(parents=True, exist_ok=True)
-        r.stage("float-reference", float_reference_jobs(args, study.tasks, sd2, home2, os.cpu_count() or 1),
-                len(study.tasks))
+        # every task at once, or --jobs of them (a 2-core machine: two jobs of one thread each)
+        at_once = min(len(study.tasks), args.jobs)
+        r.stage("float-reference", float_reference_jobs(args, study.tasks, sd2, home2, os.cpu_count() or 1,
+                                                        at_once), at_once)
 
     # pack what is finished (paths relative to $SILENTZONE_HOME)
     args.out.mkdir(parents=True, exist_ok=True)
