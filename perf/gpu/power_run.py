@@ -199,6 +199,9 @@ def main(argv=None) -> int:
     ap.add_argument("--hard", type=float, default=None,
                     help="seconds at which running jobs are killed (default: deadline + 60)")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/power-out")))
+    ap.add_argument("--skip-tasks", nargs="*", default=[],
+                    help="tasks left out of the bench stages (e.g. one whose reference bench fails): the "
+                         "quants' bench runs per (quant, task) on the others, no whole-quant marker")
     ap.add_argument("--tag", default="", help="suffix of the timing file (one per call)")
     ap.add_argument("--float-home", type=Path, default=None,
                     help="the float reference's home (stage float-reference; default: <SILENTZONE_HOME>-f32)")
@@ -220,6 +223,9 @@ def main(argv=None) -> int:
             ap.error(f"--quants: {', '.join(bad)} not among the quants of {args.study}/{args.profile}"
                      + (f" with --methods {' '.join(args.methods)}" if args.methods else ""))
         quants = [q for q in quants if q in args.quants]
+    bad = sorted(set(args.skip_tasks) - set(study.tasks))
+    if bad:
+        ap.error(f"--skip-tasks: {', '.join(bad)} not among the tasks of {args.study}/{args.profile}")
     r = Runner(args, sd)
     print(f"{args.study}/{args.profile} on {args.device}: {len(quants)} quants, {len(study.tasks)} tasks, "
           f"{study.profile.n_items} items per task at most; deadline {args.deadline:.0f}s", flush=True)
@@ -248,9 +254,14 @@ def main(argv=None) -> int:
     # task that finds each (reference, task) pair finished and reuses it
     per_task = [(f"bench/reference-{t}", _stage_cmd(args, "bench", wf / "bench" / f"reference-{t}.json",
                                                     quant="reference", tasks=t),
-                 wf / "bench" / f"reference-{t}.json") for t in study.tasks]
+                 wf / "bench" / f"reference-{t}.json") for t in study.tasks if t not in args.skip_tasks]
     r.stage("bench-reference", per_task, args.jobs)
-    if all(m.is_file() for _, _, m in per_task):
+    if args.skip_tasks:
+        kept = [t for t in study.tasks if t not in args.skip_tasks]
+        if all(m.is_file() for _, _, m in per_task):
+            r.stage("bench", [(label, _stage_cmd(args, "bench", marker, **kw), marker)
+                              for label, kw, marker in bench_jobs(kept, made, wf, True)[0]], args.jobs)
+    elif all(m.is_file() for _, _, m in per_task):
         r.stage("bench-reference", [("bench/reference", _stage_cmd(args, "bench", wf / "bench" / "reference.json",
                                                                    quant="reference"),
                                      wf / "bench" / "reference.json")], 1)
