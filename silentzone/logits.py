@@ -11,6 +11,43 @@ from .settings import current
 
 KV_CACHE_TYPES = {"f16": 1, "f32": 0}  # llama.cpp's ggml_type ids of the KV cache types we use
 
+# ggml's log levels (enum ggml_log_level in ggml.h of the pinned llama.cpp): NONE 0, DEBUG 1, INFO 2,
+# WARN 3, ERROR 4, CONT 5 (continues the previous message)
+GGML_LOG_WARN, GGML_LOG_ERROR, GGML_LOG_CONT = 3, 4, 5
+_LOG = {"callback": None, "last": 0}
+
+
+def log_shown(level: int, last: int) -> bool:
+    """Whether llama.cpp's message of `level` reaches stderr: warnings and errors, and the
+    continuation lines of one; the rest (model loading, INFO, DEBUG) is dropped."""
+    shown = (GGML_LOG_WARN, GGML_LOG_ERROR)
+    return level in shown or (level == GGML_LOG_CONT and last in shown)
+
+
+def install_log_callback() -> None:
+    """llama.cpp's warnings and errors to stderr (idempotent). llama-cpp-python 0.3.36's own callback
+    reads the levels by an older enum (ERROR = 3), so with verbose=False it drops llama.cpp's errors
+    (4, read as DEBUG) and prints its warnings: a CUDA error's message (which call, which device)
+    never reached the job's log, only ggml_abort's "CUDA error" line and a backtrace (Gemma 3's
+    LAMBADA reference bench on the H100, 2026-12-07)."""
+    if _LOG["callback"] is not None:
+        return
+    import sys
+
+    import llama_cpp
+    import llama_cpp._logger  # noqa: F401  (sets its own callback on import: ours comes after)
+
+    @llama_cpp.llama_log_callback
+    def callback(level, text, user_data):
+        if log_shown(level, _LOG["last"]):
+            sys.stderr.write(text.decode("utf-8", "replace"))
+            sys.stderr.flush()
+        if level != GGML_LOG_CONT:
+            _LOG["last"] = level
+
+    _LOG["callback"] = callback  # kept: ctypes must not free it while llama.cpp holds the pointer
+    llama_cpp.llama_log_set(callback, None)
+
 
 def load_llama(gguf: Path | str, n_ctx: int = 2048, threads: int | None = None, logits_all=True,
                n_gpu_layers: int = 0, kv_cache: str = "f16"):
@@ -31,6 +68,7 @@ def load_llama(gguf: Path | str, n_ctx: int = 2048, threads: int | None = None, 
     reference: with the half-precision cache, SmolLM2's F32 GGUF is up to 5.8e-3 nats per token
     from transformers fp32, with an F32 cache 2.1e-5; issue 19)."""
     import llama_cpp
+    install_log_callback()
     s = current()
     t = threads or s.threads
     fa = s.flash_attn

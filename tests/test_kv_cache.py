@@ -133,3 +133,23 @@ def test_a_host_model_turns_llama_cpp_op_offload_off(smollm2_ref, monkeypatch):
     assert seen == [False, True]
     # a CPU build has nothing to offload to: the two give the same bits
     assert np.array_equal(a, b)
+
+
+def test_llama_cpp_errors_reach_stderr(smollm2_ref, capfd):
+    """llama.cpp's error messages reach stderr (llama-cpp-python 0.3.36's callback read level 4,
+    ERROR in ggml.h, as DEBUG and dropped it): a token id past the vocabulary is refused by
+    llama_decode with llama.cpp's own message, which must be in the captured stderr."""
+    from silentzone.logits import log_shown
+    # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (written out by hand)
+    assert [log_shown(lv, 0) for lv in range(5)] == [False, False, False, True, True]
+    assert log_shown(5, 4) and log_shown(5, 3) and not log_shown(5, 2) and not log_shown(5, 1)
+    llm = load_llama(smollm2_ref.gguf, n_ctx=64)
+    bad = llm.n_vocab() + 5
+    capfd.readouterr()
+    b = llm._batch.batch
+    b.n_tokens = 1
+    b.token[0], b.pos[0], b.seq_id[0][0], b.n_seq_id[0], b.logits[0] = bad, 0, 0, 1, True
+    with pytest.raises(RuntimeError):
+        llm._ctx.decode(llm._batch)
+    err = capfd.readouterr().err
+    assert f"invalid token[0] = {bad}" in err, err
