@@ -136,13 +136,26 @@ class RefStore:
                           device)
 
 
-def coarse_kld(ref_top_lp, ref_idx, ref_rest, cand_logits, device=None) -> np.ndarray:
+KLD_CHUNK_BYTES = 256 << 20  # the float64 [rows, V] block coarse_kld widens at a time
+
+
+def coarse_kld(ref_top_lp, ref_idx, ref_rest, cand_logits, device=None,
+               chunk_bytes: int = KLD_CHUNK_BYTES) -> np.ndarray:
     """KLD over (top-k tokens of the reference + one bucket for the rest), nats, float64 [T].
 
     sum_{i in K} p_i (log p_i - log q_i) + P_rest (log P_rest - log Q_rest).
     `device`: the torch device it runs on (default the CPU); the result is a numpy array.
+    Rows go through in blocks of at most `chunk_bytes` of float64 (every row's value is its own, so
+    the blocks change no bit): a long item's whole [T, V] float64 log-softmax on Gemma 3's 262,144
+    tokens was 2 MiB a row, several GiB an item, which each job's torch cache then kept; twelve
+    bench jobs ran the H100 out of memory (Gemma 3's second lease, 2026-12-07).
     """
     import torch
+    n, step = len(cand_logits), max(1, chunk_bytes // (8 * int(cand_logits.shape[-1])))
+    if n > step:
+        return np.concatenate([coarse_kld(ref_top_lp[i:i + step], ref_idx[i:i + step], ref_rest[i:i + step],
+                                          cand_logits[i:i + step], device, chunk_bytes)
+                               for i in range(0, n, step)])
 
     def t(a, dtype):
         return torch.from_numpy(np.asarray(a, dtype=dtype)).to(device or "cpu")

@@ -69,6 +69,13 @@ def test_store_passes_on_a_named_device_give_the_same_arrays():
         assert kl[t] == pytest.approx(want, rel=1e-5)
     np.testing.assert_array_equal(
         coarse_kld(a.arrays["a0_lp"], a.arrays["a0_idx"], a.arrays["a0_rest"], cand, device="cpu"), kl)
+    # in blocks of rows (1, 2, 4 rows of 50 float64: 400, 800, 1,600 bytes): every row is its own,
+    # so the same bits (6 rows in 6, 3, 2 blocks; also a torch tensor's rows)
+    for rows in (1, 2, 4):
+        np.testing.assert_array_equal(coarse_kld(a.arrays["a0_lp"], a.arrays["a0_idx"], a.arrays["a0_rest"],
+                                                 cand, device="cpu", chunk_bytes=rows * 8 * 50), kl)
+        np.testing.assert_array_equal(coarse_kld(a.arrays["a0_lp"], a.arrays["a0_idx"], a.arrays["a0_rest"],
+                                                 torch.from_numpy(cand), chunk_bytes=rows * 8 * 50), kl)
 
 
 @pytest.mark.slow
