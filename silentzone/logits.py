@@ -58,7 +58,7 @@ def load_llama(gguf: Path | str, n_ctx: int = 2048, threads: int | None = None, 
     build's "CPU" numbers are the CPU's. Seen on the lent H100 (2026-12-07) before this: the reference
     check of Gemma 3's F32 GGUF (n_gpu_layers 0) found 5.4e-2 nats against transformers where a CPU
     build finds 1.1e-2, and refused the reference; op offload is the path by which that check
-    reached the card (not yet rerun there with it off).
+    reached the card; with it off and the card hidden, the next lease's check passed.
 
     Flash attention stays off unless SILENTZONE_FLASH_ATTN=1: it is faster on a CPU (and
     llama-perplexity's default) but moves logits (up to 0.036 on an F32 SmolLM2), so every shipped
