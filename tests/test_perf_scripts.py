@@ -564,3 +564,31 @@ def test_power_run_skip_tasks_benches_the_other_tasks_per_quant(tmp_path, monkey
         power_run.main(["--study", "smollm2", "--profile", "smoke", "--skip-tasks", "mmlu",
                         "--out", str(tmp_path / "out")])
     assert e.value.code == 2
+
+
+def test_lambada_probe_scores_the_study_items_in_order_per_variant(tmp_path):
+    """perf/gpu/lambada_probe.py on the CPU (SmolLM2's power profile, F32 reference, F32 cache): each
+    variant in its own process scores the study's LAMBADA items in the study's order; the margins
+    equal those of the float reference scored on the GPU host's CPU (the tar of docs/performance.md,
+    another machine: 1e-4 nats), and item 1 alone gives the bits it gives in the sequence."""
+    import tarfile
+
+    import pandas as pd
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, str(PERF / "gpu" / "lambada_probe.py"), "--study", "smollm2",
+                        "--profile", "power", "--device", "cpu", "--upto", "2", "--item", "1",
+                        "--variants", "seq", "seq-numpy", "alone", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((out / "lambada_probe.json").read_text())["variants"]
+    assert sorted(res) == ["alone", "seq", "seq-numpy"] and all(r["rc"] == 0 for r in res.values())
+    tar = tarfile.open(Path(__file__).resolve().parent.parent
+                       / "docs/performance/gpu/h100host-cpu-2026-12-07-smollm2-power-reference-f32.tar.xz")
+    ref = pd.read_csv(tar.extractfile("studies/smollm2/power/samples/reference/lambada.csv"))
+    want = ref.set_index("item_id")["margin"]
+    seq = res["seq"]["items"]
+    assert [x["item_id"] for x in seq] == list(ref["item_id"][:3])  # the study's order
+    for x in seq:
+        assert abs(x["margin"] - want[x["item_id"]]) < 1e-4, x
+    assert [x["margin"] for x in res["seq-numpy"]["items"]] == [x["margin"] for x in seq]
+    assert res["alone"]["items"] == [seq[1]]
