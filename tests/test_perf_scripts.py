@@ -592,3 +592,36 @@ def test_lambada_probe_scores_the_study_items_in_order_per_variant(tmp_path):
         assert abs(x["margin"] - want[x["item_id"]]) < 1e-4, x
     assert [x["margin"] for x in res["seq-numpy"]["items"]] == [x["margin"] for x in seq]
     assert res["alone"]["items"] == [seq[1]]
+
+
+def test_power_resume_puts_back_fidelity_and_capture_markers_when_complete(tmp_path):
+    """perf/gpu/power_resume.py: a quant's fidelity files come back with its wf/fidelity marker (one
+    without its marker does not); the capture markers only when every quant the lease made has its
+    fidelity there (else a score job would need the capture's logits, which never travel)."""
+    import io
+    import tarfile
+    base = "studies/gemma3/power/"
+
+    def run(names, tag):
+        src = tmp_path / f"{tag}.tar.xz"
+        with tarfile.open(src, "w:xz") as tar:
+            for n in names:
+                info = tarfile.TarInfo(base + n)
+                info.size = len(n)
+                tar.addfile(info, io.BytesIO(n.encode()))
+        home = tmp_path / tag
+        p = subprocess.run([sys.executable, str(PERF / "gpu" / "power_resume.py"), str(src), str(home)],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        return p.stdout, sorted(str(f.relative_to(home / base)) for f in (home / base).rglob("*") if f.is_file())
+
+    common = ["wf/quants/A.json", "wf/quants/B.json", "wf/fidelity/A.json", "fidelity/A/fidelity.csv",
+              "fidelity/A/wiki/ctx=512-half/summary.json", "fidelity/B/fidelity.csv", "wf/capture/wiki-512.json",
+              "wf/reference.json", "logs/score_A.log"]
+    out, got = run(common, "half")
+    assert got == ["fidelity/A/fidelity.csv", "fidelity/A/wiki/ctx=512-half/summary.json", "wf/fidelity/A.json"]
+    assert "fidelity of 1 quants, 0 capture markers" in out
+    out, got = run(common + ["wf/fidelity/B.json"], "whole")
+    assert got == ["fidelity/A/fidelity.csv", "fidelity/A/wiki/ctx=512-half/summary.json", "fidelity/B/fidelity.csv",
+                   "wf/capture/wiki-512.json", "wf/fidelity/A.json", "wf/fidelity/B.json"]
+    assert "fidelity of 2 quants, 1 capture markers" in out
