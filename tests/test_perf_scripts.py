@@ -625,3 +625,25 @@ def test_power_resume_puts_back_fidelity_and_capture_markers_when_complete(tmp_p
     assert got == ["fidelity/A/fidelity.csv", "fidelity/A/wiki/ctx=512-half/summary.json", "fidelity/B/fidelity.csv",
                    "wf/capture/wiki-512.json", "wf/fidelity/A.json", "wf/fidelity/B.json"]
     assert "fidelity of 2 quants, 1 capture markers" in out
+
+
+def test_power_run_reports_the_line_that_names_a_failure():
+    """A failed job's line in power_run.py's output: the log's last line that says something, not a
+    backtrace frame nor a progress bar's redraw. The log below is the shape of Gemma 3's aborted
+    LAMBADA job (seventh lease), frames and all; the expected line is picked by hand."""
+    sys.path.insert(0, str(PERF / "gpu"))
+    import power_run
+    log = ("ggml_cuda_init: found 1 CUDA devices:\n"
+           "reference/lambada:   0%|          | 0/1000 [00:00<?, ?it/s]\r"
+           "reference/lambada:  30%|###       | 302/1000 [00:04<00:09, 76.61it/s]"
+           "/src/ggml/src/ggml-cuda/ggml-cuda.cu:109: CUDA error\n"
+           "/build/bin/libggml-base.so.0(+0x3293b)[0x7efc4dd2493b]\n"
+           "/build/bin/libggml-base.so.0(ggml_abort+0x15b)[0x7efc4dd24f9b]\n"
+           "/lib/x86_64-linux-gnu/libffi.so.8(ffi_call+0x12e)[0x7efcb39280be]\n"
+           "/opt/torch/.venv/bin/python3[0x5d33dc]\n"
+           "/opt/torch/.venv/bin/python3(_start+0x25)[0x657a05]\n\n")
+    assert power_run.last_line(log) == ("reference/lambada:  30%|###       | 302/1000 [00:04<00:09, 76.61it/s]"
+                                        "/src/ggml/src/ggml-cuda/ggml-cuda.cu:109: CUDA error")
+    assert power_run.last_line("Traceback (most recent call last):\n  x\nValueError: Failed to create llama_context\n") \
+        == "ValueError: Failed to create llama_context"
+    assert power_run.last_line("a\rb\rc\n") == "c" and power_run.last_line("\n\n") == ""

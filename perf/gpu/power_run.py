@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -44,6 +45,20 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 STAGES = ("reference", "quant", "capture", "score", "bench-reference", "bench", "float-reference")
+
+
+# a frame of glibc's/ggml's backtrace: "lib.so(symbol+0x2e)[0x7efc...]" or "python3[0x5d33dc]"
+_FRAME = re.compile(r"^\S*(\([^)]*\))?\[0x[0-9a-f]+\]$")
+
+
+def last_line(log_text: str) -> str:
+    """A failed job's log's last line that says something: not blank, not a progress bar's redraw
+    (the text after its last carriage return), not a backtrace frame. Gemma 3's aborted LAMBADA
+    jobs printed "python3(_start+0x25)[0x657a05]", the last of 25 frames, for the line that named
+    the failure ("ggml-cuda.cu:109: CUDA error", and with our log callback llama.cpp's message)."""
+    lines = [ln.rsplit("\r", 1)[-1].strip() for ln in log_text.splitlines()]
+    said = [ln for ln in lines if ln and not _FRAME.match(ln)]
+    return said[-1] if said else ""
 
 
 def _stage_cmd(args, name: str, out: Path, device: str | None = None, **kw) -> list[str]:
@@ -79,9 +94,9 @@ class Runner:
             except subprocess.TimeoutExpired:
                 rc = "killed at the hard deadline"
         self.timing["jobs"][label] = {"s": round(time.time() - t, 2), "rc": rc}
-        tail = (self.logs / f"{label.replace('/', '_')}.log").read_text().strip().splitlines()[-1:]
+        tail = last_line((self.logs / f"{label.replace('/', '_')}.log").read_text(errors="replace"))
         print(f"[{time.time() - self.t0:6.0f}s] {label}: exit {rc} in {time.time() - t:.0f}s"
-              f"{'' if rc == 0 else ' | ' + ' '.join(tail)[:300]}", flush=True)
+              f"{'' if rc == 0 else ' | ' + tail[:300]}", flush=True)
         return rc == 0 and marker.is_file()
 
     def stage(self, name: str, jobs: list[tuple[str, list[str], Path]], parallel: int) -> None:
