@@ -70,10 +70,11 @@ def worker(a) -> int:
 
 
 def _tail(text: str, n: int = 12) -> list[str]:
-    """stderr's last lines less a backtrace's frames (lines of library paths and addresses)."""
-    keep = [ln for ln in text.replace("\r", "\n").splitlines()
-            if ln.strip() and not ln.lstrip().startswith(("/", "python")) and "it/s]" not in ln]
-    return keep[-n:]
+    """stderr's last lines that say something (power_run.said_lines: no backtrace frames, no
+    progress redraws; a path-led line such as "ggml-cuda.cu:109: CUDA error" stays)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from power_run import said_lines
+    return said_lines(text)[-n:]
 
 
 def main(argv=None) -> int:

@@ -42,11 +42,15 @@ def _names_tasks(marker: bytes) -> bool:
         return False
 
 
+def _scored(members) -> set[str]:
+    """The quants whose fidelity marker (wf/fidelity/<quant>.json) is among `members`."""
+    return {f.group("marker") for f in map(FIDELITY.match, (m.name for m in members)) if f and f.group("marker")}
+
+
 def members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
     keep, files = [], [m for m in tar.getmembers() if m.isfile()]
     made = {MADE.match(m.name).group("model") for m in files if MADE.match(m.name)}
-    scored = {FIDELITY.match(m.name).group("marker") for m in files
-              if FIDELITY.match(m.name) and FIDELITY.match(m.name).group("marker")}
+    scored = _scored(files)
     for m in files:
         s, k, f = SAMPLE.match(m.name), MARKER.match(m.name), FIDELITY.match(m.name)
         if f:
@@ -83,8 +87,7 @@ def main(argv: list[str]) -> int:
         # a quant's marker, not a (quant, task) one (power_run.py --per-task: it names its tasks)
         quants = sorted(MARKER.match(m.name).group("model") for m in keep
                         if MARKER.match(m.name) and not _names_tasks(tar.extractfile(m).read()))
-        scored = sorted({FIDELITY.match(m.name).group("marker") for m in keep
-                         if FIDELITY.match(m.name) and FIDELITY.match(m.name).group("marker")})
+        scored = _scored(keep)
         capture = sum(1 for m in keep if CAPTURE.match(m.name))
     print(f"power_resume: {got} files from {src.name}; fidelity of {len(scored)} quants, {capture} capture "
           f"markers; finished quants: {' '.join(quants) or 'none'}")

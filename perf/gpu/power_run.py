@@ -51,13 +51,18 @@ STAGES = ("reference", "quant", "capture", "score", "bench-reference", "bench", 
 _FRAME = re.compile(r"^\S*(\([^)]*\))?\[0x[0-9a-f]+\]$")
 
 
+def said_lines(log_text: str) -> list[str]:
+    """A log's lines that say something: not blank, not a progress bar's redraw (only the text after
+    a line's last carriage return), not a backtrace frame."""
+    lines = [ln.rsplit("\r", 1)[-1].strip() for ln in log_text.splitlines()]
+    return [ln for ln in lines if ln and not _FRAME.match(ln)]
+
+
 def last_line(log_text: str) -> str:
-    """A failed job's log's last line that says something: not blank, not a progress bar's redraw
-    (the text after its last carriage return), not a backtrace frame. Gemma 3's aborted LAMBADA
+    """A failed job's log's last line that says something (said_lines). Gemma 3's aborted LAMBADA
     jobs printed "python3(_start+0x25)[0x657a05]", the last of 25 frames, for the line that named
     the failure ("ggml-cuda.cu:109: CUDA error", and with our log callback llama.cpp's message)."""
-    lines = [ln.rsplit("\r", 1)[-1].strip() for ln in log_text.splitlines()]
-    said = [ln for ln in lines if ln and not _FRAME.match(ln)]
+    said = said_lines(log_text)
     return said[-1] if said else ""
 
 
@@ -267,21 +272,20 @@ def main(argv=None) -> int:
                        wf / "fidelity" / f"{q}.json") for q in made], args.jobs)
     # the reference's tasks as parallel jobs (`stage bench --tasks`), then its marker: a job over every
     # task that finds each (reference, task) pair finished and reuses it
+    tasks = [t for t in study.tasks if t not in args.skip_tasks]
     per_task = [(f"bench/reference-{t}", _stage_cmd(args, "bench", wf / "bench" / f"reference-{t}.json",
                                                     quant="reference", tasks=t),
-                 wf / "bench" / f"reference-{t}.json") for t in study.tasks if t not in args.skip_tasks]
+                 wf / "bench" / f"reference-{t}.json") for t in tasks]
     r.stage("bench-reference", per_task, args.jobs)
-    if args.skip_tasks:
-        kept = [t for t in study.tasks if t not in args.skip_tasks]
-        if all(m.is_file() for _, _, m in per_task):
-            r.stage("bench", [(label, _stage_cmd(args, "bench", marker, **kw), marker)
-                              for label, kw, marker in bench_jobs(kept, made, wf, True)[0]], args.jobs)
-    elif all(m.is_file() for _, _, m in per_task):
-        r.stage("bench-reference", [("bench/reference", _stage_cmd(args, "bench", wf / "bench" / "reference.json",
-                                                                   quant="reference"),
-                                     wf / "bench" / "reference.json")], 1)
-    if (wf / "bench" / "reference.json").is_file():
-        for jobs in bench_jobs(study.tasks, made, wf, args.per_task):
+    whole_ref = wf / "bench" / "reference.json"
+    if not args.skip_tasks and all(m.is_file() for _, _, m in per_task):
+        r.stage("bench-reference", [("bench/reference", _stage_cmd(args, "bench", whole_ref, quant="reference"),
+                                     whole_ref)], 1)
+    # --skip-tasks: no model's every task is benched, so no whole-model job; the quants' bench runs per
+    # (quant, task) on the other tasks once the reference has each of them
+    if all(m.is_file() for _, _, m in per_task) if args.skip_tasks else whole_ref.is_file():
+        rounds = bench_jobs(tasks, made, wf, args.per_task or bool(args.skip_tasks))
+        for jobs in rounds[:1] if args.skip_tasks else rounds:
             r.stage("bench", [(label, _stage_cmd(args, "bench", marker, **kw), marker) for label, kw, marker in jobs],
                     args.jobs)
 
